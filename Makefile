@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (set up + run the main job on CPU) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-fairseq.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# fairseq's own metadata asks for torchaudio, which has no CPU wheel here: install it
+	# without dependencies (requirements.txt already holds what it really needs).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-fairseq.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) outputs

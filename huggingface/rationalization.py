@@ -1,0 +1,81 @@
+"""Seed-compatible rationalization functions for Hugging Face causal language models.
+
+    from huggingface.rationalization import rationalize_lm
+    rationales, log = rationalize_lm(model, input_ids, tokenizer, verbose=True)
+
+``rationales[i]`` lists the context positions of the rationale of target position
+``start_step + i + 1`` in the order they were added (the previous position first). ``log`` is
+JSON-serializable (see ``sequential_rationales.results.lm_log``). The search itself lives in
+``sequential_rationales``; this module only adapts the model and keeps the seed's signatures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from sequential_rationales import (
+    BASELINE_METHODS,
+    RationalizationProblem,
+    format_rationales,
+    lm_log,
+    rationalize,
+)
+from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.validation import check_choice, check_start_step, check_token_ids
+
+__all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm"]
+
+
+def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbose: bool,
+         max_steps: int, start_step: int, max_tokens_per_batch: int,
+         **options: Any) -> tuple[list[list[int]], dict[str, Any]]:
+    adapter = HuggingFaceCausalLM(model)
+    ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
+    check_start_step(start_step, len(ids))
+    problem = RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
+    result = rationalize(adapter, problem, method, max_steps=max_steps,
+                         max_tokens_per_batch=max_tokens_per_batch, **options)
+
+    def decode(token_id: int) -> str:
+        return tokenizer.decode([token_id])
+
+    if verbose:
+        print(format_rationales(result, decode))
+    return [r.target_rationale for r in result.rationales], lm_log(result, decode)
+
+
+def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose: bool = True,
+                   max_steps: int = 1024, start_step: int = 0,
+                   max_tokens_per_batch: int = 4096) -> tuple[list[list[int]], dict[str, Any]]:
+    """Greedy rationalization of every token of ``input_ids`` (1-D) after ``start_step``.
+
+    All targets are searched together; candidate subsets are scored in batches of at most
+    ``max_tokens_per_batch`` tokens. The model should be fine-tuned for compatibility (word
+    dropout) for the rationales to be meaningful.
+    """
+    return _run(model, input_ids, tokenizer, "greedy", verbose, max_steps, start_step,
+                max_tokens_per_batch)
+
+
+def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str,
+                            verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
+                            max_tokens_per_batch: int = 4096,
+                            integrated_gradient_steps: int = 100
+                            ) -> tuple[list[list[int]], dict[str, Any]]:
+    """Rationales from a baseline ordering (``gradient_norm``, ``signed_gradient``,
+    ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``):
+    context tokens are added by decreasing importance until the argmax condition holds."""
+    check_choice(method, "baseline method", BASELINE_METHODS)
+    return _run(model, input_ids, tokenizer, method, verbose, max_steps, start_step,
+                max_tokens_per_batch, integrated_gradient_steps=integrated_gradient_steps)
+
+
+def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
+                              verbose: bool = True, max_steps: int = 6, start_step: int = 0,
+                              max_tokens_per_batch: int = 4096
+                              ) -> tuple[list[list[int]], dict[str, Any]]:
+    """Exact minimum-size rationales by enumerating subsets of size up to ``max_steps``."""
+    return _run(model, input_ids, tokenizer, "exhaustive", verbose, max_steps, start_step,
+                max_tokens_per_batch)

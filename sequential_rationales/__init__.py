@@ -1,0 +1,44 @@
+"""sequential-rationales: rationales for sequence models (Vafa et al., EMNLP 2021).
+
+The core is framework-free (torch only). Models are reached through
+:class:`~sequential_rationales.adapter.ModelAdapter`; ready adapters live in
+``sequential_rationales.adapters``.
+"""
+
+from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch
+from .methods import BASELINE_METHODS, get_method, list_methods, rationalize, register_method
+from .render import format_rationales
+from .results import (
+    ContextToken,
+    SearchStep,
+    SequenceRationales,
+    TargetRationale,
+    conditional_log,
+    lm_log,
+    read_jsonl,
+    write_jsonl,
+)
+from .search import (
+    RationalizationProblem,
+    exhaustive_search,
+    greedy_search,
+    ordered_search,
+    score_subsets,
+)
+from .word_dropout import (
+    WORD_DROPOUT_TYPES,
+    WordDropout,
+    self_attention_mask,
+    word_dropout_keep_mask,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionMaps", "BASELINE_METHODS", "ContextToken", "Embeddings", "ModelAdapter",
+    "RationalizationProblem", "SearchStep", "SequenceRationales", "SubsetBatch",
+    "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout", "conditional_log",
+    "exhaustive_search", "format_rationales", "get_method", "greedy_search", "list_methods",
+    "lm_log", "ordered_search", "rationalize", "read_jsonl", "register_method", "score_subsets",
+    "self_attention_mask", "word_dropout_keep_mask", "write_jsonl",
+]

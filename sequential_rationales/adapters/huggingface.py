@@ -1,0 +1,131 @@
+"""Adapter for Hugging Face causal language models (GPT-2, Llama, Qwen2, ...).
+
+Only torch is imported here: the model is any ``PreTrainedModel``-like module whose
+``forward`` takes ``input_ids`` / ``inputs_embeds`` and a boolean 4-D ``attention_mask``.
+
+Two ways to feed a sparse subset:
+
+* **sparse** (models whose ``forward`` takes ``position_ids``): only the kept tokens, with
+  their original position ids. Fast, and exactly what the paper evaluates.
+* **masked full sequence** (fallback for models without ``position_ids``): the prefix up to the
+  predicting token with a 4-D mask in which every query sees itself and the kept positions.
+  Numerically the same prediction (tested), at the cost of the full prefix length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+
+
+def _causal_mask(valid: Tensor) -> Tensor:
+    """``[N, 1, L, L]`` bool: causal, keys restricted to ``valid``, self always visible so a
+    padding query never has an empty row (which would produce NaNs)."""
+    n, length = valid.shape
+    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
+    tril = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    return ((valid[:, None, :] | eye) & tril)[:, None]
+
+
+class HuggingFaceCausalLM:
+    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM."""
+
+    is_conditional = False
+
+    def __init__(self, model: nn.Module, use_position_ids: bool | None = None) -> None:
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        self.sparse = ("position_ids" in params) if use_position_ids is None else use_position_ids
+        self._keeps_last_logits = "logits_to_keep" in params
+        config = model.config
+        out = model.get_output_embeddings()
+        self.vocab_size = int(getattr(out, "out_features", 0) or config.vocab_size)
+        self.max_positions = next(
+            (int(v) for k in ("n_positions", "max_position_embeddings", "n_ctx")
+             if (v := getattr(config, k, None))), None)
+        self.device = next(model.parameters()).device
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Run in eval mode (dropout off), restoring the model's mode afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    # -- layouts ---------------------------------------------------------------------------
+    def _full_layout(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Scatter each sparse row to its original positions: column = position. Returns the
+        gather index into the sparse row, the kept mask and each row's last position."""
+        last = batch.target_positions[:, -1]
+        length = int(last.max()) + 1
+        n = len(batch)
+        index = torch.zeros(n, length, dtype=torch.long, device=batch.target_ids.device)
+        kept = torch.zeros(n, length, dtype=torch.bool, device=batch.target_ids.device)
+        rows = torch.arange(n, device=index.device)[:, None].expand_as(batch.target_positions)
+        cols = torch.arange(batch.target_ids.shape[1], device=index.device).expand_as(rows)
+        m = batch.target_mask
+        index[rows[m], batch.target_positions[m]] = cols[m]
+        kept[rows[m], batch.target_positions[m]] = True
+        return index, kept, last
+
+    def _forward(self, batch: SubsetBatch, embeds: Tensor | None) -> Tensor:
+        if batch.source_ids is not None:
+            raise ValueError("a causal LM takes no source tokens")
+        if self.sparse:
+            kwargs = {"position_ids": batch.target_positions,
+                      "attention_mask": _causal_mask(batch.target_mask)}
+            if embeds is None:
+                kwargs["input_ids"] = batch.target_ids
+            else:
+                kwargs["inputs_embeds"] = embeds
+            if self._keeps_last_logits:
+                kwargs["logits_to_keep"] = 1
+            return self.model(**kwargs).logits[:, -1]
+        index, kept, last = self._full_layout(batch)
+        n = len(batch)
+        rows = torch.arange(n, device=index.device)
+        # Beyond its last position a row is padding: only its own (self) attention matters.
+        kwargs = {"attention_mask": _causal_mask(kept)}
+        if embeds is None:
+            kwargs["input_ids"] = torch.where(kept, batch.target_ids.gather(1, index), 0)
+        else:
+            full = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1]))
+            kwargs["inputs_embeds"] = full * kept[..., None]
+        logits = self.model(**kwargs).logits
+        return logits[rows, last]
+
+    # -- ModelAdapter ----------------------------------------------------------------------
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        with self.evaluating():
+            logits = self._forward(batch, None if embeddings is None else embeddings.target)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def embed(self, batch: SubsetBatch) -> Embeddings:
+        return Embeddings(self.model.get_input_embeddings()(batch.target_ids))
+
+    def attentions(self, batch: SubsetBatch) -> AttentionMaps:
+        if len(batch) != 1 or not bool(batch.target_mask.all()):
+            raise ValueError("attentions() takes one unpadded full sequence")
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        switch = impl not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
+        if switch:  # fused kernels (SDPA, flash) do not return attention probabilities
+            self.model.set_attn_implementation("eager")
+        try:
+            with self.evaluating():
+                out = self.model(input_ids=batch.target_ids, output_attentions=True)
+        finally:
+            if switch:
+                self.model.set_attn_implementation(impl)
+        if not out.attentions:
+            raise ValueError(f"{type(self.model).__name__} returned no attention maps; the "
+                             "attention baselines need output_attentions support")
+        return AttentionMaps(torch.stack([a[0] for a in out.attentions]))

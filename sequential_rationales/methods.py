@@ -1,0 +1,111 @@
+"""Rationalization methods registered by name, and the one entry point that runs them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .adapter import ModelAdapter
+from .baselines import BASELINE_SCORERS, importance_order
+from .results import SequenceRationales, TargetRationale
+from .search import RationalizationProblem, exhaustive_search, greedy_search, ordered_search
+from .validation import check_choice, check_positive_int
+
+SearchFn = Callable[..., list[TargetRationale]]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    run: SearchFn
+    description: str
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(name: str, description: str) -> Callable[[SearchFn], SearchFn]:
+    """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
+    top_1_skip_source, integrated_gradient_steps)`` under ``name``."""
+    def wrap(fn: SearchFn) -> SearchFn:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is already registered")
+        _REGISTRY[name] = Method(name, fn, description)
+        return fn
+    return wrap
+
+
+def list_methods() -> list[str]:
+    """Names of all registered rationalization methods (for CLI ``choices``)."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    return _REGISTRY[check_choice(name, "method", list_methods())]
+
+
+@register_method("greedy", "greedy rationalization (the paper's method)")
+def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
+            top_1_skip_source=(), **_):
+    return greedy_search(adapter, problem, max_steps, max_tokens_per_batch, top_1,
+                         top_1_skip_source)
+
+
+@register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
+def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False, **_):
+    if top_1:
+        raise ValueError("top_1 is not defined for exhaustive search")
+    return exhaustive_search(adapter, problem, max_steps, max_tokens_per_batch)
+
+
+def _baseline(name: str) -> SearchFn:
+    scorer = BASELINE_SCORERS[name]
+
+    def run(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
+            top_1_skip_source=(), integrated_gradient_steps=100, **_):
+        scores = scorer(adapter, problem, problem.targets,
+                        max_tokens_per_batch=max_tokens_per_batch,
+                        steps=integrated_gradient_steps)
+        orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
+        return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
+                              top_1_skip_source)
+    return run
+
+
+for _name, _desc in [
+    ("gradient_norm", "order by the L2 norm of the embedding gradient"),
+    ("signed_gradient", "order by gradient x embedding"),
+    ("integrated_gradient", "order by integrated gradients from zero embeddings"),
+    ("attention_rollout", "order by attention rollout"),
+    ("last_attention", "order by last-layer attention"),
+    ("all_attention", "order by attention averaged over layers and heads"),
+]:
+    register_method(_name, _desc)(_baseline(_name))
+
+BASELINE_METHODS = tuple(BASELINE_SCORERS)
+
+
+def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",
+                max_steps: int = 1024, max_tokens_per_batch: int = 4096, top_1: bool = False,
+                top_1_skip_source: Iterable[int] = (),
+                integrated_gradient_steps: int = 100) -> SequenceRationales:
+    """Run ``method`` on every target of ``problem``; returns typed results with timing."""
+    chosen = get_method(method)
+    check_positive_int(max_steps, "max_steps")
+    check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
+    check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
+    if top_1 and not adapter.is_conditional:
+        raise ValueError("top_1 only applies to conditional (source-target) models")
+    start = time.perf_counter()
+    rationales = chosen.run(adapter, problem, max_steps=max_steps,
+                            max_tokens_per_batch=max_tokens_per_batch, top_1=top_1,
+                            top_1_skip_source=tuple(top_1_skip_source),
+                            integrated_gradient_steps=integrated_gradient_steps)
+    return SequenceRationales(
+        method=method,
+        target_ids=[int(i) for i in problem.target_ids],
+        source_ids=None if problem.source_ids is None else [int(i) for i in problem.source_ids],
+        rationales=rationales,
+        duration=time.perf_counter() - start,
+    )

@@ -1,0 +1,36 @@
+"""Plain-text rendering of rationales for terminals and logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .results import SOURCE, SequenceRationales, TargetRationale
+
+
+def _context_text(r: TargetRationale, target_text: list[str], source_text: list[str] | None
+                  ) -> str:
+    parts = []
+    for c in sorted(r.rationale, key=lambda c: (c.stream != SOURCE, c.position)):
+        side = "src:" if c.stream == SOURCE and source_text is not None else ""
+        text = (source_text if c.stream == SOURCE else target_text)[c.position]  # type: ignore[index]
+        parts.append(f"{side}{text!r}@{c.position}")
+    return ", ".join(parts)
+
+
+def format_rationales(result: SequenceRationales, decode_target: Callable[[int], str],
+                      decode_source: Callable[[int], str] | None = None) -> str:
+    """One line per target: the predicted token, then its rationale in position order."""
+    target_text = [decode_target(i) for i in result.target_ids]
+    source_text = None
+    lines = [f"method: {result.method}  ({result.duration:.2f}s)"]
+    if result.source_ids is not None:
+        dec = decode_source or decode_target
+        source_text = [dec(i) for i in result.source_ids]
+        lines.append("source: " + " ".join(source_text))
+    lines.append("target: " + " ".join(target_text))
+    for r in result.rationales:
+        mark = "" if r.reached_argmax else "  (argmax not reached)"
+        lines.append(f"  [{r.target_position:>3}] {target_text[r.target_position]!r:>14} <- "
+                     f"{len(r.rationale)} token(s): "
+                     f"{_context_text(r, target_text, source_text)}{mark}")
+    return "\n".join(lines)

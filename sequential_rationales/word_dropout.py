@@ -1,0 +1,113 @@
+"""Word dropout for compatibility training (Vafa et al., 2021, Sec. 5).
+
+Tokens are dropped with attention masks, not deleted: every query still attends to itself and
+to the kept keys (and only to earlier ones in a decoder), and every position is still
+predicted. With probability ``mixture`` a batch is word-dropped, otherwise trained as usual.
+
+* ``uniform_length``: the number of kept tokens is uniform on ``0..T`` and that many tokens are
+  chosen uniformly at random. Recommended for language models.
+* ``inverse_length``: each token is kept independently with probability ``1/T``. Recommended
+  for translation.
+
+``T`` is each example's own (unpadded) length. With ``per_head=True`` every attention head
+draws its own keep-set; the paper's code did so for ``inverse_length`` (its default here),
+which the authors found helpful at large drop rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .validation import check_choice, check_probability
+
+WORD_DROPOUT_TYPES = ("uniform_length", "inverse_length")
+
+
+def word_dropout_keep_mask(valid: Tensor, kind: str, generator: torch.Generator | None = None,
+                           num_heads: int | None = None, always_keep: Tensor | None = None
+                           ) -> Tensor:
+    """Sample which key positions stay visible.
+
+    Args:
+        valid: ``[B, T]`` bool, ``True`` on real (non-padding) tokens.
+        kind: ``"uniform_length"`` or ``"inverse_length"``.
+        generator: source of randomness (on ``valid``'s device).
+        num_heads: draw an independent keep-set per head (output ``[B, H, T]``).
+        always_keep: ``[B, T]`` bool, positions that are never dropped (e.g. a source
+            ``</s>``, so a cross-attention query always has a key).
+    Returns:
+        bool keep mask ``[B, T]`` or ``[B, H, T]``; padding is never kept.
+    """
+    check_choice(kind, "word-dropout type", WORD_DROPOUT_TYPES)
+    if valid.dim() != 2 or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a [batch, seq_len] bool tensor, got {valid.dtype} "
+                         f"{list(valid.shape)}")
+    shape = (valid.shape[0],) + ((num_heads,) if num_heads else ()) + (valid.shape[1],)
+    expand = (lambda x: x[:, None]) if num_heads else (lambda x: x)
+    valid_e = expand(valid)
+    lengths = expand(valid.sum(-1, keepdim=True))  # [B, (1,) 1]
+    u = torch.rand(shape, generator=generator, device=valid.device)
+    if kind == "inverse_length":
+        keep = u < 1.0 / lengths.clamp(min=1)
+    else:
+        # Kept count k ~ Uniform{0..T}; keep the k valid tokens with the smallest random keys.
+        k = torch.floor(torch.rand(lengths.shape, generator=generator, device=valid.device)
+                        * (lengths + 1))
+        ranks = u.masked_fill(~valid_e, 2.0).argsort(-1).argsort(-1)
+        keep = ranks < k
+    keep = keep & valid_e
+    if always_keep is not None:
+        keep = keep | (expand(always_keep) & valid_e)
+    return keep
+
+
+def self_attention_mask(keep: Tensor, causal: bool = True) -> Tensor:
+    """Boolean ``[B, (H,) T, T]`` mask (``True`` = may attend): query ``i`` sees key ``j`` when
+    ``j`` is kept or ``j == i``, and ``j <= i`` if ``causal``."""
+    t = keep.shape[-1]
+    eye = torch.eye(t, dtype=torch.bool, device=keep.device)
+    allowed = keep[..., None, :] | eye
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
+    return allowed
+
+
+@dataclass
+class WordDropout:
+    """Word-dropout settings plus the per-batch draw.
+
+    ``per_head=None`` picks the paper's behaviour for the type: per-head draws for
+    ``inverse_length``, one draw per example for ``uniform_length``.
+    """
+
+    mixture: float = 0.0
+    kind: str = "uniform_length"
+    per_head: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.mixture = check_probability(self.mixture, "word_dropout_mixture")
+        check_choice(self.kind, "word_dropout_type", WORD_DROPOUT_TYPES)
+
+    @property
+    def independent_heads(self) -> bool:
+        return self.kind == "inverse_length" if self.per_head is None else self.per_head
+
+    def apply_to_batch(self, generator: torch.Generator | None = None) -> bool:
+        """Whether the next batch is word-dropped (probability ``mixture``)."""
+        if self.mixture == 0.0:
+            return False
+        if self.mixture == 1.0:
+            return True
+        return bool(torch.rand((), generator=generator) < self.mixture)
+
+    def sample_keep(self, valid: Tensor, num_heads: int,
+                    generator: torch.Generator | None = None,
+                    always_keep: Tensor | None = None) -> Tensor | None:
+        """Keep mask for one batch, or ``None`` when this batch is trained on full context."""
+        if not self.apply_to_batch(generator):
+            return None
+        heads = num_heads if self.independent_heads else None
+        return word_dropout_keep_mask(valid, self.kind, generator, heads, always_keep)
