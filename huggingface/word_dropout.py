@@ -52,7 +52,7 @@ class WordDropoutCollator:
     :meth:`WordDropout.sample_keep`). Otherwise ``attention_mask`` becomes
     ``[B, H, T, T]`` (per-head draws) or ``[B, 1, T, T]``, causal, with the diagonal always
     allowed; positions where an existing 2-D ``attention_mask`` is 0 (padding) are never
-    attended to.
+    attended to by real tokens.
 
     Randomness comes from a private ``torch.Generator`` seeded with ``seed``, so the masks are
     reproducible and independent of the global RNG. Inside a ``DataLoader`` worker the
@@ -106,11 +106,10 @@ class WordDropoutCollator:
         keep = self.word_dropout.sample_keep(valid, self.num_heads, self._rng())
         if keep is None:
             return batch
+        # Padding is never kept, so real tokens never see it; a padding query sees only itself
+        # (an all-False row would give NaN attention outputs).
         allowed = self_attention_mask(keep, causal=True)  # [B, (H,) T, T]
-        if allowed.dim() == 3:
-            allowed = allowed[:, None]  # one mask shared by all heads
-        # Causal order already hides later positions; also hide padded keys from every query.
-        batch["attention_mask"] = allowed & valid[:, None, None, :]
+        batch["attention_mask"] = allowed if allowed.dim() == 4 else allowed[:, None]
         return batch
 
 

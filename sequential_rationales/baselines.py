@@ -35,79 +35,61 @@ def _full_context_subset(problem: RationalizationProblem, t: int) -> tuple[int, 
     return tuple(range(problem.context_size(t)))
 
 
-def _scatter_to_codes(problem: RationalizationProblem, t: int, target_row: Tensor,
-                      target_mask: Tensor, source_row: Tensor | None,
-                      source_mask: Tensor | None) -> Tensor:
-    """Per-token values of one padded row, laid out over the context codes of target ``t``."""
-    parts = []
-    if problem.num_source:
-        assert source_row is not None and source_mask is not None
-        parts.append(source_row[source_mask])
-    parts.append(target_row[target_mask])
-    out = torch.cat(parts)
-    assert out.numel() == problem.context_size(t)
-    return out
+def _unpad(target: Tensor, target_mask: Tensor, source: Tensor | None,
+           source_mask: Tensor | None) -> Tensor:
+    """One padded row's per-token values laid out over context codes (source, then target)."""
+    parts = [] if source is None else [source[source_mask]]
+    parts.append(target[target_mask])
+    return torch.cat(parts)
 
 
-def _gradients(adapter: ModelAdapter, problem: RationalizationProblem, targets: Sequence[int],
-               max_tokens_per_batch: int, alphas: Tensor | None
-               ) -> dict[int, tuple[Embeddings, Embeddings, object]]:
-    """For each target: input embeddings, the gradient of log p(y_t) w.r.t. them (averaged over
-    ``alphas``-scaled inputs when given, for integrated gradients), and the batch row masks."""
-    n_alpha = 1 if alphas is None else len(alphas)
-    rows = [t for t in targets for _ in range(n_alpha)]
-    row_alpha = None if alphas is None else alphas.repeat(len(targets))
-    out: dict[int, tuple[Embeddings, Embeddings, object]] = {}
-    grads_t: dict[int, list[Tensor]] = {t: [] for t in targets}
-    grads_s: dict[int, list[Tensor]] = {t: [] for t in targets}
-    embeds: dict[int, Embeddings] = {}
-    masks: dict[int, tuple[Tensor, Tensor | None]] = {}
-    lengths = [problem.context_size(t) for t in rows]
+def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
+                    targets: Sequence[int], max_tokens_per_batch: int, alphas: Tensor
+                    ) -> dict[int, tuple[Tensor, Tensor]]:
+    """For each target ``t``: the input token embeddings ``e`` of its full context and the mean
+    over ``alphas`` of d log p(y_t) / d(alpha e) evaluated at ``alpha e``; both ``[C, D]`` over
+    context codes. ``alphas = [1]`` gives the plain gradient."""
+    rows = [(t, a) for t in targets for a in alphas.tolist()]
+    grad_sum: dict[int, Tensor] = {}
+    embeds: dict[int, Tensor] = {}
+    lengths = [problem.context_size(t) for t, _ in rows]
     for chunk in token_budget_chunks(lengths, max_tokens_per_batch):
-        chunk_targets = rows[chunk]
-        batch = build_batch(problem, [_full_context_subset(problem, t) for t in chunk_targets])
+        chunk_rows = rows[chunk]
+        batch = build_batch(problem, [_full_context_subset(problem, t) for t, _ in chunk_rows])
         batch = batch.to(adapter.device)
         with torch.no_grad():
             emb = adapter.embed(batch)
-        scale = torch.ones(len(chunk_targets)) if row_alpha is None else row_alpha[chunk]
-        scale = scale.to(emb.target.device, emb.target.dtype)[:, None, None]
-        tgt_in = (emb.target * scale).detach().requires_grad_(True)
-        src_in = None if emb.source is None else (emb.source * scale).detach().requires_grad_(True)
+        scale = torch.tensor([a for _, a in chunk_rows], device=emb.target.device,
+                             dtype=emb.target.dtype)[:, None, None]
+        inputs = [(emb.target * scale).detach().requires_grad_(True)]
+        if emb.source is not None:
+            inputs.append((emb.source * scale).detach().requires_grad_(True))
         with torch.enable_grad():
-            lp = adapter.log_probs(batch, Embeddings(tgt_in, src_in))
-            goals = torch.tensor([problem.goal(t) for t in chunk_targets], device=lp.device)
-            objective = lp.gather(1, goals[:, None]).sum()
-            inputs = [tgt_in] + ([src_in] if src_in is not None else [])
-            grads = torch.autograd.grad(objective, inputs)
-        for i, t in enumerate(chunk_targets):
-            grads_t[t].append(grads[0][i].detach().float().cpu())
-            if src_in is not None:
-                grads_s[t].append(grads[1][i].detach().float().cpu())
+            lp = adapter.log_probs(batch, Embeddings(*inputs))
+            goals = torch.tensor([problem.goal(t) for t, _ in chunk_rows], device=lp.device)
+            grads = torch.autograd.grad(lp.gather(1, goals[:, None]).sum(), inputs)
+        src_grad = grads[1] if len(grads) > 1 else None
+        for i, (t, _) in enumerate(chunk_rows):
+            s_mask = None if batch.source_mask is None else batch.source_mask[i]
+            g = _unpad(grads[0][i], batch.target_mask[i],
+                       None if src_grad is None else src_grad[i], s_mask)
+            grad_sum[t] = grad_sum.get(t, 0) + g.detach().float().cpu()
             if t not in embeds:
-                embeds[t] = Embeddings(
-                    emb.target[i].detach().float().cpu(),
-                    None if emb.source is None else emb.source[i].detach().float().cpu())
-                masks[t] = (batch.target_mask[i].cpu(),
-                            None if batch.source_mask is None else batch.source_mask[i].cpu())
-    for t in targets:
-        g_t = torch.stack(grads_t[t]).mean(0)
-        g_s = torch.stack(grads_s[t]).mean(0) if grads_s[t] else None
-        out[t] = (embeds[t], Embeddings(g_t, g_s), masks[t])
-    return out
+                embeds[t] = _unpad(emb.target[i], batch.target_mask[i],
+                                   None if emb.source is None else emb.source[i],
+                                   s_mask).detach().float().cpu()
+    return {t: (embeds[t], grad_sum[t] / len(alphas)) for t in targets}
 
 
 def _gradient_scorer(combine: Callable[[Tensor, Tensor], Tensor], integrated: bool = False
                      ) -> Callable[..., Scores]:
     def scorer(adapter: ModelAdapter, problem: RationalizationProblem, targets: Sequence[int],
                max_tokens_per_batch: int = 4096, steps: int = 100) -> Scores:
-        alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps if integrated else None
-        scores = {}
-        for t, (emb, grad, (t_mask, s_mask)) in _gradients(
-                adapter, problem, targets, max_tokens_per_batch, alphas).items():
-            tgt = combine(grad.target, emb.target)
-            src = None if grad.source is None else combine(grad.source, emb.source)
-            scores[t] = _scatter_to_codes(problem, t, tgt, t_mask, src, s_mask)
-        return scores
+        # Integrated gradients: midpoint rule on the straight path from zero embeddings.
+        alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps if integrated \
+            else torch.ones(1)
+        grads = _path_gradients(adapter, problem, targets, max_tokens_per_batch, alphas)
+        return {t: combine(grad, emb) for t, (emb, grad) in grads.items()}
     return scorer
 
 

@@ -159,7 +159,8 @@ def conditional_log(result: SequenceRationales, decode_source: Decoder,
     }
 
 
-def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike, append: bool = False) -> int:
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike,
+                append: bool = False) -> int:
     """Write one JSON object per line; returns the number written. Each line is flushed, so an
     interrupted run keeps every finished record."""
     n = 0

@@ -28,6 +28,21 @@ def lm_log_prob(model, ids, subset, goal):
     return torch.log_softmax(logits, -1)
 
 
+def model_sequences(model, seed, n=3, length=10):
+    """Random sequences and sequences the model generates greedily (whose tokens it predicts,
+    so rationales of many sizes occur)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        out.append(torch.randint(0, VOCAB, (length,), generator=gen))
+        prefix = torch.randint(1, VOCAB, (1, 3), generator=gen)
+        with torch.no_grad():
+            generated = model.generate(prefix, max_length=length, min_length=length,
+                                       do_sample=False, pad_token_id=0)[0]
+        out.append(generated)
+    return out
+
+
 def brute_force_greedy_lm(model, ids, t, max_steps=100):
     """The paper's Algorithm 1 for one target, one candidate at a time."""
     goal = int(ids[t])
@@ -50,9 +65,8 @@ def brute_force_greedy_lm(model, ids, t, max_steps=100):
 def test_greedy_matches_brute_force_lm(model_name, request):
     model = request.getfixturevalue(model_name)
     adapter = HuggingFaceCausalLM(model)
-    gen = torch.Generator().manual_seed(3)
-    for _ in range(3):
-        ids = torch.randint(0, VOCAB, (9,), generator=gen)
+    sizes = []
+    for ids in model_sequences(model, seed=3):
         results = greedy_search(adapter, RationalizationProblem(ids), max_tokens_per_batch=64)
         for r in results:
             expected, reached = brute_force_greedy_lm(model, ids, r.target_position)
@@ -60,6 +74,10 @@ def test_greedy_matches_brute_force_lm(model_name, request):
             assert r.reached_argmax == reached
             assert r.target_rationale[0] == r.target_position - 1
             assert len(r.steps) == len(r.rationale)
+            if reached:
+                sizes.append(len(expected))
+    # The check is only meaningful if the search stopped early at several different sizes.
+    assert len(set(sizes)) >= 2
 
 
 def seq2seq_log_prob(model, src, tgt, src_subset, tgt_subset):
@@ -142,17 +160,22 @@ def test_token_budget_chunks_cover_rows_within_budget():
         assert len(rows) == 1 or len(rows) * max(rows) <= 10
 
 
-def test_exhaustive_finds_a_minimum_sufficient_subset(tiny_gpt2):
-    adapter = HuggingFaceCausalLM(tiny_gpt2)
-    gen = torch.Generator().manual_seed(5)
-    ids = torch.randint(0, VOCAB, (7,), generator=gen)
-    results = exhaustive_search(adapter, RationalizationProblem(ids), max_steps=7)
+def test_exhaustive_finds_a_minimum_sufficient_subset(tiny_llama):
+    adapter = HuggingFaceCausalLM(tiny_llama)
+    found_sizes = set()
+    for ids in model_sequences(tiny_llama, seed=5, n=3, length=9):
+        check_exhaustive(tiny_llama, adapter, ids, found_sizes)
+    assert len(found_sizes) >= 2
+
+
+def check_exhaustive(model, adapter, ids, found_sizes):
+    results = exhaustive_search(adapter, RationalizationProblem(ids), max_steps=9)
     for r in results:
         t, goal = r.target_position, int(ids[r.target_position])
         minimum = None
         for size in range(1, t + 1):
             for combo in itertools.combinations([c for c in range(t) if c != t - 1], size - 1):
-                if int(lm_log_prob(tiny_gpt2, ids, [t - 1, *combo], goal).argmax()) == goal:
+                if int(lm_log_prob(model, ids, [t - 1, *combo], goal).argmax()) == goal:
                     minimum = size
                     break
             if minimum:
@@ -163,8 +186,9 @@ def test_exhaustive_finds_a_minimum_sufficient_subset(tiny_gpt2):
         assert r.reached_argmax
         assert len(r.rationale) == minimum
         assert r.target_rationale[0] == t - 1
-        assert int(lm_log_prob(tiny_gpt2, ids, r.target_rationale, goal).argmax()) == goal
-        # Greedy can never beat the exact minimum.
+        assert int(lm_log_prob(model, ids, r.target_rationale, goal).argmax()) == goal
+        found_sizes.add(minimum)
+    # Greedy can never beat the exact minimum.
     greedy = greedy_search(adapter, RationalizationProblem(ids))
     for g, e in zip(greedy, results):
         if e.reached_argmax and g.reached_argmax:
