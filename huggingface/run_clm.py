@@ -474,6 +474,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         n_params = sum(p.numel() for p in model.parameters())
         logger.info("Training a new model from scratch: %.2fM parameters", n_params / 1e6)
 
+    # transformers 5 infers the loss type from the class name, and e.g. "GPT2LMHeadModel" matches
+    # none: the model falls back to the causal-LM loss, but the Trainer then counts label
+    # position 0 as a target and divides by one token too many per row (eval_loss too low).
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+
     # Tokenizers with added tokens need a larger embedding matrix.
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

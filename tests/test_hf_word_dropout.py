@@ -181,7 +181,8 @@ def test_model_honours_collated_mask(model_type, kind):
 
 
 def test_trainer_drops_words_in_training_batches_only(tmp_path):
-    model = tiny_model("gpt2")
+    # Llama: transformers 5.23's Trainer mis-normalizes GPT-2's eval loss (see run_clm.py).
+    model = tiny_model("llama")
     data = features(batch=8, length=12)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4,
                              per_device_eval_batch_size=4, report_to="none", use_cpu=True)
