@@ -32,8 +32,6 @@ from huggingface.word_level_tokenizer import build_word_level_tokenizer  # noqa:
 from sequential_rationales import write_jsonl  # noqa: E402
 from sequential_rationales.data import majority_class_sentences  # noqa: E402
 
-NUM_BITS = 17
-LABEL_POSITION = NUM_BITS + 1  # bits at 0..16, "=" at 17, label at 18
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="test sentences whose label is rationalized")
     p.add_argument("--skip-standard", action="store_true",
                    help="train only the compatible model")
+    p.add_argument("--bits", type=int, default=17, help="bits per sentence (odd)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training, dropout")
     return p.parse_args(argv)
 
@@ -59,7 +59,7 @@ def write_data(out: Path, args: argparse.Namespace) -> Path:
     gen = torch.Generator().manual_seed(args.seed)
     splits = {"train": args.train_sentences, "valid": 1000, "test": max(args.rationalize, 1)}
     for split, n in splits.items():
-        lines = majority_class_sentences(n, NUM_BITS, gen)
+        lines = majority_class_sentences(n, args.bits, gen)
         (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
     tokenizer = build_word_level_tokenizer(["0 1 ="])
     tokenizer.save_pretrained(str(out / "tokenizer"))
@@ -68,7 +68,7 @@ def write_data(out: Path, args: argparse.Namespace) -> Path:
 
 def train(out: Path, data: Path, args: argparse.Namespace, mixture: float) -> dict:
     name = "compatible" if mixture > 0 else "standard"
-    block = NUM_BITS + 3  # bits, "=", label, "</s>": one sentence per block
+    block = args.bits + 3  # bits, "=", label, "</s>": one sentence per block
     argv = [
         "--model_type", "gpt2",
         "--config_overrides",
@@ -81,7 +81,7 @@ def train(out: Path, data: Path, args: argparse.Namespace, mixture: float) -> di
         "--do_train", "--do_eval", "--max_steps", str(args.steps),
         "--per_device_train_batch_size", str(args.batch_size),
         "--per_device_eval_batch_size", "256",
-        "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_steps", "100",
+        "--learning_rate", str(args.learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "100",
         "--weight_decay", "0.01", "--logging_steps", "100", "--save_strategy", "no",
         "--report_to", "tensorboard", "--logging_dir", str(out / "tensorboard" / name),
         "--seed", str(args.seed), "--output_dir", str(out / name),
@@ -93,7 +93,7 @@ def train(out: Path, data: Path, args: argparse.Namespace, mixture: float) -> di
     return metrics
 
 
-def rationalize_labels(out: Path, data: Path, name: str, n: int) -> dict:
+def rationalize_labels(out: Path, data: Path, name: str, n: int, bits: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out / name).eval()
@@ -103,15 +103,15 @@ def rationalize_labels(out: Path, data: Path, name: str, n: int) -> dict:
     for sentence in sentences:
         ids = torch.tensor(tokenizer(sentence)["input_ids"])
         rationales, log = rationalize_lm(model, ids, tokenizer, verbose=False,
-                                         start_step=LABEL_POSITION - 1)
+                                         start_step=bits)  # the label is at bits + 1
         logs.append(log)
         label = sentence.split()[-1]
         entry = log["rationalization"][0]
         correct += entry["reached_argmax"]
-        bits = [log["input_text"][p] for p in rationales[0] if p < NUM_BITS]
+        seen = [log["input_text"][p] for p in rationales[0] if p < bits]
         sizes.append(len(rationales[0]))
-        if bits:
-            precisions.append(sum(b == label for b in bits) / len(bits))
+        if seen:
+            precisions.append(sum(b == label for b in seen) / len(seen))
     write_jsonl(logs, out / f"{name}_label_rationales.jsonl")
     return {
         "label_rationale_precision": sum(precisions) / max(len(precisions), 1),
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "train_seconds": round(metrics["train_seconds"], 1)}
     print("[3/3] rationalizing the labels of test sentences ...")
     for name, _ in names:
-        summary[name].update(rationalize_labels(out, data, name, args.rationalize))
+        summary[name].update(rationalize_labels(out, data, name, args.rationalize, args.bits))
     show_sentence(out, data, "compatible")
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
