@@ -38,3 +38,34 @@ def majority_class_true_probability(visible_bits: list[int], num_bits: int = 17)
     if need > hidden:
         return 0.0
     return sum(math.comb(hidden, k) for k in range(need, hidden + 1)) / 2 ** hidden
+
+
+def majority_class_calibration(adapter, sequences: list[torch.Tensor], num_bits: int,
+                               one_id: int, keep_probability: float = 0.5,
+                               generator: torch.Generator | None = None,
+                               first_bit_position: int = 0
+                               ) -> tuple[list[float], list[float]]:
+    """Model vs true ``p(label = 1)`` from random partial inputs (the paper's Figure 3).
+
+    For each sequence (token ids of one sentence, the bits starting at
+    ``first_bit_position``, then ``=``, then the label), each bit is kept with probability
+    ``keep_probability``; every non-bit token before the label (``=``, a leading ``</s>``) is
+    kept. Returns the model's probabilities and the binomial truth, one pair per sequence.
+    """
+    from .search import RationalizationProblem, build_batch
+
+    model_p, true_p = [], []
+    for ids in sequences:
+        label_position = first_bit_position + num_bits + 1
+        keep = torch.rand(num_bits, generator=generator) < keep_probability
+        bits = [first_bit_position + i for i in range(num_bits) if keep[i]]
+        others = [p for p in range(label_position)
+                  if not first_bit_position <= p < first_bit_position + num_bits]
+        subset = tuple(sorted(bits + others))
+        problem = RationalizationProblem(ids, targets=[label_position])
+        with torch.inference_mode():
+            lp = adapter.log_probs(build_batch(problem, [subset]).to(adapter.device))
+        model_p.append(float(lp[0, one_id].exp()))
+        visible = [int(ids[p] == one_id) for p in bits]
+        true_p.append(majority_class_true_probability(visible, num_bits))
+    return model_p, true_p

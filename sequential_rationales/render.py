@@ -34,3 +34,10 @@ def format_rationales(result: SequenceRationales, decode_target: Callable[[int],
                      f"{len(r.rationale)} token(s): "
                      f"{_context_text(r, target_text, source_text)}{mark}")
     return "\n".join(lines)
+
+
+def highlight_rationale(tokens: list[str], rationale: list[int], target_position: int) -> str:
+    """``tokens`` up to the target, rationale tokens in brackets, then ``-> target``."""
+    chosen = set(rationale)
+    shown = [f"[{tok}]" if i in chosen else tok for i, tok in enumerate(tokens[:target_position])]
+    return " ".join(shown) + f"  ->  {tokens[target_position]}"

@@ -130,3 +130,30 @@ def test_core_never_imports_a_framework():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rendering_names_tokens_and_marks_rationales(tiny_gpt2):
+    from sequential_rationales import RationalizationProblem, format_rationales, rationalize
+    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+    from sequential_rationales.render import highlight_rationale
+
+    assert highlight_rationale(["a", "b", "c", "d"], [2, 0], 3) == "[a] b [c]  ->  d"
+    result = rationalize(HuggingFaceCausalLM(tiny_gpt2), RationalizationProblem(IDS[:4]))
+    text = format_rationales(result, lambda i: CharTokenizer().decode([i]))
+    lines = text.splitlines()
+    assert lines[1] == "target: " + " ".join(CharTokenizer().decode([int(i)]) for i in IDS[:4])
+    assert len(lines) == 2 + 3  # header, target line, one line per rationalized token
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """The README's main job with tiny settings: data, training, rationales, summary."""
+    from scripts import demo
+
+    summary = demo.main(["--out", str(tmp_path), "--steps", "20", "--train-sentences", "300",
+                         "--rationalize", "3", "--batch-size", "16"])
+    assert (tmp_path / "summary.json").exists()
+    for name in ("compatible", "standard"):
+        assert summary[name]["perplexity"] > 1.0
+        logs = list(read_jsonl(tmp_path / f"{name}_label_rationales.jsonl"))
+        assert len(logs) == 3
+        assert all(log["rationalization"][0]["target_position"] == 18 for log in logs)

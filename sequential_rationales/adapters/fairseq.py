@@ -1,0 +1,162 @@
+"""Adapters for fairseq models built by the project's plugin (``sequential_rationales.
+fairseq_plugin``), whose encoders and decoders take original ``positions``, a ``keep`` mask,
+``token_embeddings`` and ``return_all_attentions``.
+
+Only torch is imported here; the fairseq model object is passed in.
+
+fairseq conventions handled here:
+
+* Position ids of the core are 0-based; the plugin adds fairseq's ``padding_idx + 1`` offset.
+* Padding slots get the dictionary's pad index.
+* Translation: the source ``</s>`` is always visible, as in word-dropout training (the plugin
+  keeps it whenever the other source tokens are dropped). The rationalized source is therefore
+  the source without its final ``</s>``; the adapter appends the ``</s>`` (at its original
+  position) to every subset, so a subset with no source tokens still has a defined memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The fairseq model inside a hub interface (``GeneratorHubInterface``) or the model."""
+    return model.models[0] if hasattr(model, "models") else model
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _max_positions(value: object, index: int) -> int | None:
+    if isinstance(value, tuple):
+        value = value[index]
+    return int(value) if value else None
+
+
+class FairseqLanguageModel:
+    """:class:`~sequential_rationales.adapter.ModelAdapter` for a plugin decoder-only LM."""
+
+    is_conditional = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = unwrap_model(model)
+        self.decoder = self.model.decoder
+        self.pad = self.decoder.dictionary.pad()
+        self.vocab_size = len(self.decoder.dictionary)
+        self.max_positions = _max_positions(self.model.max_positions(), 0)
+        self.device = next(self.model.parameters()).device
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
+        with _eval_mode(self.model):
+            out, _ = self.decoder(
+                tokens, positions=batch.target_positions, keep=batch.target_mask,
+                token_embeddings=None if embeddings is None else embeddings.target)
+        return torch.log_softmax(out[:, -1].float(), dim=-1)
+
+    def embed(self, batch: SubsetBatch) -> Embeddings:
+        return Embeddings(self.decoder.embed_tokens(batch.target_ids))
+
+    def attentions(self, batch: SubsetBatch) -> AttentionMaps:
+        with _eval_mode(self.model):
+            _, extra = self.decoder(batch.target_ids, positions=batch.target_positions,
+                                    keep=batch.target_mask, return_all_attentions=True)
+        return AttentionMaps(torch.stack([a[0] for a in extra["self_attns"]]))
+
+
+class FairseqTranslationModel:
+    """:class:`~sequential_rationales.adapter.ModelAdapter` for a plugin encoder-decoder.
+
+    Args:
+        model: hub interface or ``FairseqEncoderDecoderModel`` from the plugin.
+        source_length: length of the full source *including* its final ``</s>``; the adapter
+            appends that ``</s>`` at position ``source_length - 1`` to every subset.
+    """
+
+    is_conditional = True
+
+    def __init__(self, model: nn.Module, source_length: int) -> None:
+        self.model = unwrap_model(model)
+        self.encoder, self.decoder = self.model.encoder, self.model.decoder
+        self.source_pad = self.encoder.dictionary.pad()
+        self.source_eos = self.encoder.dictionary.eos()
+        self.pad = self.decoder.dictionary.pad()
+        self.vocab_size = len(self.decoder.dictionary)
+        self.source_vocab_size = len(self.encoder.dictionary)
+        limits = self.model.max_positions()
+        self.max_source_positions = _max_positions(limits, 0)
+        self.max_positions = _max_positions(limits, 1)
+        self.source_length = source_length
+        self.device = next(self.model.parameters()).device
+
+    def _source_with_eos(self, batch: SubsetBatch, embeddings: Tensor | None
+                         ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Append the always-visible ``</s>`` after each row's real source tokens."""
+        assert batch.source_ids is not None and batch.source_mask is not None
+        assert batch.source_positions is not None
+        n = len(batch)
+        count = batch.source_mask.sum(1)
+        rows = torch.arange(n, device=count.device)
+        pad_col = torch.full((n, 1), self.source_pad, dtype=torch.long, device=count.device)
+        tokens = torch.cat([batch.source_ids.masked_fill(~batch.source_mask, self.source_pad),
+                            pad_col], 1)
+        positions = torch.cat([batch.source_positions, torch.zeros_like(pad_col)], 1)
+        tokens[rows, count] = self.source_eos
+        positions[rows, count] = self.source_length - 1
+        if embeddings is not None:
+            eos_embedding = self.encoder.embed_tokens(
+                torch.tensor([self.source_eos], device=count.device))[0]
+            embeddings = torch.cat([embeddings, torch.zeros_like(embeddings[:, :1])], 1)
+            placed = torch.zeros(n, tokens.shape[1], 1, dtype=embeddings.dtype,
+                                 device=embeddings.device)
+            placed[rows, count] = 1.0
+            embeddings = embeddings * (1 - placed) + placed * eos_embedding
+        return tokens, positions, embeddings
+
+    def _run(self, batch: SubsetBatch, embeddings: Embeddings | None,
+             all_attentions: bool = False):
+        src_emb = None if embeddings is None else embeddings.source
+        tokens, positions, src_emb = self._source_with_eos(batch, src_emb)
+        lengths = tokens.ne(self.source_pad).sum(1)
+        encoder_out = self.encoder(tokens, src_lengths=lengths, positions=positions,
+                                   token_embeddings=src_emb,
+                                   return_all_attentions=all_attentions)
+        prev = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
+        out, extra = self.decoder(
+            prev, encoder_out=encoder_out, positions=batch.target_positions,
+            keep=batch.target_mask,
+            token_embeddings=None if embeddings is None else embeddings.target,
+            return_all_attentions=all_attentions)
+        return out, extra, encoder_out
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        with _eval_mode(self.model):
+            out, _, _ = self._run(batch, embeddings)
+        return torch.log_softmax(out[:, -1].float(), dim=-1)
+
+    def embed(self, batch: SubsetBatch) -> Embeddings:
+        return Embeddings(self.decoder.embed_tokens(batch.target_ids),
+                          self.encoder.embed_tokens(batch.source_ids))
+
+    def attentions(self, batch: SubsetBatch) -> AttentionMaps:
+        with _eval_mode(self.model):
+            _, extra, encoder_out = self._run(batch, None, all_attentions=True)
+        # Drop the appended </s>: it is context the search never chooses.
+        s = int(batch.source_mask.sum())
+        self_maps = torch.stack([a[0] for a in extra["self_attns"]])
+        cross = torch.stack([a[0] for a in extra["cross_attns"]])[..., :s]
+        encoder_maps = torch.stack([a[0] for a in encoder_out["self_attns"]])[..., :s, :s]
+        return AttentionMaps(self_maps, cross, encoder_maps)
