@@ -20,8 +20,12 @@ Three parts, each usable on its own:
    ``tokenizer.perl -threads 8 -l LANG``: HTML escaping **on** (``'`` -> ``&apos;``, ``"`` ->
    ``&quot;``, ...; the fairseq IWSLT14 data famously contains ``&apos;``), aggressive hyphen
    splitting **off** (no ``-a``), no protected patterns, the language's non-breaking prefixes,
-   and XML-looking lines tokenized like any other (``-x`` is not given). Whitespace-only lines
-   become empty lines. Lowercasing is ``str.lower`` (``lowercase.perl`` is perl's ``lc``).
+   and XML-looking lines tokenized like any other (``-x`` is not given). One rule is added to
+   sacremoses: since mosesdecoder PR #204 (2018), which the script's ``git clone`` gets,
+   tokenizer.perl always splits the period of the *last* word (``"So am I."`` ->
+   ``"So am I ."``) while sacremoses keeps it after non-breaking prefixes. Whitespace-only
+   lines become empty lines. Lowercasing is ``str.lower`` (``lowercase.perl`` is perl's
+   ``lc``).
 
    The script keeps lines such as ``<speaker>...</speaker>`` or ``<reviewer ...>`` if an
    archive has them (it only filters url/talkid/keywords); ``drop_extra_meta=True`` also drops
@@ -201,19 +205,49 @@ def extract_xml_segments(lines: Iterable[str]) -> list[str]:
     return segments
 
 
-def moses_tokenize(lines: Iterable[str], lang: str) -> list[str]:
-    """Tokenize like ``tokenizer.perl -threads 8 -l LANG`` (escaping on, no ``-a``, no ``-x``).
+_FINAL_PERIOD = re.compile(r"^(\S+)\.$")
 
-    Uses ``sacremoses.MosesTokenizer(lang).tokenize(..., escape=True,
-    aggressive_dash_splits=False)``; lines that are empty or whitespace-only give ``""``.
-    """
+
+def _moses_tokenizer(lang: str, split_final_period: bool):
     try:
         from sacremoses import MosesTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "moses_tokenize needs sacremoses: pip install sacremoses (see requirements.txt)"
         ) from exc
-    tokenizer = MosesTokenizer(lang=lang)
+    if not split_final_period:
+        return MosesTokenizer(lang=lang)
+
+    class PerlMosesTokenizer(MosesTokenizer):
+        """sacremoses plus tokenizer.perl's rule that the last word's final '.' is split."""
+
+        def handles_nonbreaking_prefixes(self, text):
+            tokens = text.split()
+            match = _FINAL_PERIOD.match(tokens[-1]) if tokens else None
+            if match:
+                # mosesdecoder PR #204 (2018): "split last words independently as they are
+                # unlikely to be non-breaking prefixes"; sacremoses keeps the old behaviour
+                # on purpose (sacremoses issues #21/#97). The remaining tokens are handled
+                # as before: the next token still starts with the same character.
+                tokens[-1] = match.group(1) + " ."
+            return super().handles_nonbreaking_prefixes(" ".join(tokens))
+
+    return PerlMosesTokenizer(lang=lang)
+
+
+def moses_tokenize(
+    lines: Iterable[str], lang: str, split_final_period: bool = True
+) -> list[str]:
+    """Tokenize like ``tokenizer.perl -threads 8 -l LANG`` (escaping on, no ``-a``, no ``-x``).
+
+    Uses ``sacremoses.MosesTokenizer(lang).tokenize(..., escape=True,
+    aggressive_dash_splits=False)``. Lines that are empty or whitespace-only give ``""``.
+    ``split_final_period`` adds the rule of tokenizer.perl since late 2018 (what
+    prepare-iwslt14.sh gets when it clones mosesdecoder): a period ending the last word is
+    always split off, even after a non-breaking prefix (``"... the U.S."`` ->
+    ``"... the U.S ."``). Set it to ``False`` for plain sacremoses / pre-2018 behaviour.
+    """
+    tokenizer = _moses_tokenizer(lang, split_final_period)
     out = []
     for line in lines:
         if not line.strip():

@@ -58,6 +58,9 @@ META_KEPT = [
      "ted talk subtitles and transcript : a description ."),
 ]
 SPEAKER = META_KEPT[0]
+# prepare-iwslt14.sh: cat dev2010 TEDX.dev2012 tst2010 tst2011 tst2012 > test.$l
+TEST_SETS = ["IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010",
+             "IWSLT14.TED.tst2011", "IWSLT14.TED.tst2012"]
 
 
 def talk(talk_id: int, first: int, count: int):
@@ -107,7 +110,7 @@ def xml_file(name: str, lang: str) -> str:
 
 def expected_test(lang: str) -> list[str]:
     out = []
-    for name in td.IWSLT14_TEST_SETS:
+    for name in TEST_SETS:
         tag = name.split(".", 1)[1].replace(".", "").lower()
         if lang == "de":
             out += [f"satz aus {tag} eins .", "ich bin &apos; s , sagte sie ."]
@@ -125,7 +128,7 @@ def archive(tmp_path_factory):
     with tarfile.open(path, "w:gz") as tar:
         files = {f"de-en/train.tags.de-en.{lang}": "\n".join(raw[lang]) + "\n"
                  for lang in ("de", "en")}
-        for name in td.IWSLT14_TEST_SETS:
+        for name in TEST_SETS + ["IWSLT14.TED.tst2013"]:  # an extra set must be ignored
             for lang in ("de", "en"):
                 files[f"de-en/{name}.de-en.{lang}.xml"] = xml_file(name, lang)
         files["de-en/README"] = "not used\n"
@@ -167,6 +170,13 @@ def test_tokenize_and_lowercase_known_sentences():
         "das ist z.b. herrn müllers haus , nicht wahr ?",
         "er sagt &apos; s .",  # non-English apostrophes are split on both sides
     ]
+    # tokenizer.perl (since 2018) splits the final period even after a non-breaking prefix;
+    # plain sacremoses does not.
+    final = ["So am I.", "He lives in the U.S.", "Mr. Smith came."]
+    assert td.moses_tokenize(final, "en") == ["So am I .", "He lives in the U.S .",
+                                              "Mr. Smith came ."]
+    assert td.moses_tokenize(final, "en", split_final_period=False) == [
+        "So am I.", "He lives in the U.S.", "Mr. Smith came ."]
 
 
 def test_train_tags_filter_follows_the_script():
