@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop-extra-meta-lines", action="store_true",
                         help="also drop <speaker>/<reviewer>/<translator>/<doc> lines (NOT done "
                              "by prepare-iwslt14.sh; changes the valid split if any exist)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for tokenizing the training data (default: 1)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for each download mirror (default: 60)")
     parser.add_argument("--gold-dir", type=Path, default=None,
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if archive is None:
             archive = td.download_iwslt14(args.download_dir, timeout=args.timeout, log=_log)
         td.prepare_iwslt14(archive, args.out, bpe_merges=args.bpe_merges,
-                           drop_extra_meta=args.drop_extra_meta_lines, log=_log)
+                           drop_extra_meta=args.drop_extra_meta_lines, log=_log,
+                           workers=args.workers)
     except (td.DownloadError, td.IWSLTFormatError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

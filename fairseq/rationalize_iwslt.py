@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from rationalization import (  # noqa: E402
     baseline_rationalize_conditional_model,
     rationalize_conditional_model,
 )
+from tqdm import tqdm  # noqa: E402
+
 from sequential_rationales import BASELINE_METHODS  # noqa: E402
 from sequential_rationales.fairseq_plugin import load_hub_model  # noqa: E402
 

@@ -206,6 +206,7 @@ def extract_xml_segments(lines: Iterable[str]) -> list[str]:
 
 
 _FINAL_PERIOD = re.compile(r"^(\S+)\.$")
+_CHUNK = 5000  # lines per task when tokenizing in several processes
 
 
 def _moses_tokenizer(lang: str, split_final_period: bool):
@@ -235,8 +236,13 @@ def _moses_tokenizer(lang: str, split_final_period: bool):
     return PerlMosesTokenizer(lang=lang)
 
 
+def _tokenize_chunk(args: tuple[list[str], str, bool]) -> list[str]:
+    lines, lang, split_final_period = args
+    return moses_tokenize(lines, lang, split_final_period)
+
+
 def moses_tokenize(
-    lines: Iterable[str], lang: str, split_final_period: bool = True
+    lines: Iterable[str], lang: str, split_final_period: bool = True, workers: int = 1
 ) -> list[str]:
     """Tokenize like ``tokenizer.perl -threads 8 -l LANG`` (escaping on, no ``-a``, no ``-x``).
 
@@ -246,7 +252,19 @@ def moses_tokenize(
     prepare-iwslt14.sh gets when it clones mosesdecoder): a period ending the last word is
     always split off, even after a non-breaking prefix (``"... the U.S."`` ->
     ``"... the U.S ."``). Set it to ``False`` for plain sacremoses / pre-2018 behaviour.
+    ``workers > 1`` tokenizes chunks in that many processes (like ``-threads``); the output
+    is identical.
     """
+    if workers > 1:
+        lines = list(lines)
+        if len(lines) > 2 * _CHUNK:
+            import multiprocessing
+
+            chunks = [(lines[i:i + _CHUNK], lang, split_final_period)
+                      for i in range(0, len(lines), _CHUNK)]
+            # spawn, not fork: the parent may hold torch/OpenMP threads.
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                return [line for part in pool.map(_tokenize_chunk, chunks) for line in part]
     tokenizer = _moses_tokenizer(lang, split_final_period)
     out = []
     for line in lines:
@@ -483,6 +501,7 @@ def prepare_iwslt14(
     bpe_merges: int = 10000,
     drop_extra_meta: bool = False,
     log: Log = print,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Build ``out_dir/{train,valid,test}.{de,en}`` and ``out_dir/code`` from the archive.
 
@@ -490,8 +509,8 @@ def prepare_iwslt14(
     intermediate files in ``out_dir/tmp`` (``train.tags.de-en.tok.*``, ``*.clean.*``,
     ``train.tags.de-en.*``, the tokenized dev/test sets, ``train.*``, ``valid.*``,
     ``test.*``, ``train.en-de``). The outputs are ready for ``fairseq-preprocess
-    --source-lang de --target-lang en``. Returns the number of lines per split and the
-    counts before/after cleaning.
+    --source-lang de --target-lang en``. ``workers`` processes tokenize the training data.
+    Returns the number of lines per split and the counts before/after cleaning.
     """
     out = Path(out_dir)
     tmp = out / "tmp"
@@ -504,7 +523,7 @@ def prepare_iwslt14(
     tokenized = {}
     for lang in (SRC, TGT):
         raw = filter_train_tags_lines(files[f"train.tags.{PAIR}.{lang}"], drop_extra_meta)
-        tokenized[lang] = moses_tokenize(raw, lang)
+        tokenized[lang] = moses_tokenize(raw, lang, workers=workers)
         write_lines(tmp / f"train.tags.{PAIR}.tok.{lang}", tokenized[lang])
         log(f"  tokenized {len(raw)} {lang} lines")
     if len(tokenized[SRC]) != len(tokenized[TGT]):

@@ -179,6 +179,12 @@ def test_tokenize_and_lowercase_known_sentences():
         "So am I.", "He lives in the U.S.", "Mr. Smith came ."]
 
 
+def test_tokenize_in_several_processes_gives_the_same_output(monkeypatch):
+    lines = [f"Satz {i}: Er sagt's, z.B. im Jahr {2000 + i}." for i in range(9)] + [""]
+    monkeypatch.setattr(td, "_CHUNK", 3)
+    assert td.moses_tokenize(lines, "de", workers=2) == td.moses_tokenize(lines, "de")
+
+
 def test_train_tags_filter_follows_the_script():
     lines = ["<url>x</url>", "  <keywords>a</keywords>", "<talkid>3</talkid>",
              "<title>T: x</title>", "<description>D.</description>", "<speaker>S</speaker>",
@@ -274,6 +280,29 @@ def _words(bpe_line: str) -> list[str]:
             words.append(" ".join(current))
             current = []
     return words
+
+
+def test_gold_text_is_converted_tokenized_and_bpe_encoded(prepared, tmp_path):
+    out, _ = prepared
+    gold = tmp_path / "gold_labels"
+    gold.mkdir()
+    (gold / "de").write_bytes("Das Haus ist grün, sagt Müller.\n".encode("latin-1"))
+    (gold / "en").write_bytes("The house's green, says Mr. Müller.\n".encode("latin-1"))
+    rc = load_script("prepare_iwslt14").main(["--out", str(out), "--gold-dir", str(gold)])
+    assert rc == 0
+    assert td.read_lines(gold / "gold.de") == ["Das Haus ist grün, sagt Müller."]
+    assert td.read_lines(gold / "tmp_gold.de") == ["das haus ist grün , sagt müller ."]
+    assert td.read_lines(gold / "tmp_gold.en") == ["the house &apos;s green , says mr. müller ."]
+    for lang in ("de", "en"):
+        bpe = td.read_lines(gold / f"gold_bpe.{lang}")
+        assert [unbpe(x) for x in bpe] == td.read_lines(gold / f"tmp_gold.{lang}")
+        assert bpe == td.apply_bpe(td.read_lines(gold / f"tmp_gold.{lang}"), out / "code")
+
+
+def test_gold_mode_without_codes_fails_clearly(tmp_path, capsys):
+    rc = load_script("prepare_iwslt14").main(["--out", str(tmp_path / "none"),
+                                              "--gold-dir", str(tmp_path)])
+    assert rc == 2 and "BPE codes" in capsys.readouterr().err
 
 
 def test_extra_meta_lines_option(archive, tmp_path):

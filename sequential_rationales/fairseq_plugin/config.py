@@ -8,8 +8,7 @@ draws its own keep-set; neither flag = the type's default (per-head for ``invers
 as in the paper's code).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: fairseq reads the dataclass field types at runtime.
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass

@@ -1,0 +1,212 @@
+"""Majority Class end to end on CPU (Vafa et al., 2021, Sec. 8.1) with the real fairseq CLIs.
+
+Steps (each skipped when its output already exists, so a rerun resumes; ``--force`` redoes):
+
+1. generate the data: 17 fair bits, ``=``, the majority bit (50k / 5k / 5k lines, seeded);
+2. ``fairseq-preprocess --only-source``;
+3. ``fairseq-train`` the standard (mixture 0) and compatible (mixture 1.0, ``uniform_length``)
+   ``transformer_lm_majority_class`` models;
+4. ``fairseq-eval-lm --tokens-per-sample 20 --context-window 0`` for both (the paper: 1.80);
+5. Figure 3 (PNG + PDF): model vs true p(label = 1) from random halves of the bits;
+6. greedy rationales of the label of test sentences with the compatible model.
+
+Writes ``OUT/summary.json`` with ``standard_ppl``, ``compatible_ppl``,
+``calibration_mae_standard``, ``calibration_mae_compatible``, ``label_rationale_precision``
+(share of the bits in the label's rationales equal to the label) and
+``label_rationale_mean_size``. ``--quick`` trains 1,500 updates of 256 sentences per model
+(about 15 minutes on two CPU cores); without it the paper's settings are used (20,000 updates
+of up to 64,000 tokens, warm-up 4,000: hours on a CPU, minutes on a GPU).
+
+    python scripts/run_majority_class.py --out outputs/majority_class --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from sequential_rationales.data import majority_class_sentences  # noqa: E402
+
+PLUGIN = ROOT / "fairseq" / "sequential_rationales_plugin"
+NUM_BITS = 17
+# The paper's settings and the quick CPU ones (same model, shorter schedule).
+SCHEDULES = {
+    "paper": {"max_update": 20000, "max_tokens": 64000, "lr": 5e-4, "warmup": 4000},
+    "quick": {"max_update": 1500, "max_tokens": 256 * (NUM_BITS + 3), "lr": 2e-3,
+              "warmup": 150},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="outputs/majority_class", help="output directory")
+    p.add_argument("--quick", action="store_true",
+                   help="1,500 updates of 256 sentences per model (about 15 min on CPU)")
+    p.add_argument("--train-lines", type=int, default=50_000, help="training sentences")
+    p.add_argument("--valid-lines", type=int, default=5_000, help="validation sentences")
+    p.add_argument("--test-lines", type=int, default=5_000, help="test sentences")
+    p.add_argument("--max-update", type=int, default=None, help="override the updates")
+    p.add_argument("--calibration-sentences", type=int, default=100,
+                   help="test sentences in Figure 3 and the calibration MAE")
+    p.add_argument("--rationalize", type=int, default=200,
+                   help="test sentences whose label is rationalized")
+    p.add_argument("--seed", type=int, default=1, help="seed for data and training")
+    p.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even if CUDA is available")
+    return p.parse_args(argv)
+
+
+def run(cmd: list[str], log: Path) -> str:
+    """Run a fairseq CLI, teeing its output to ``log``; fail with the tail of the log."""
+    print("  $ " + " ".join(cmd[:2]) + " ...", flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+        raise RuntimeError(f"{cmd[0]} failed (exit {done.returncode}); log: {log}\n{tail}")
+    return done.stdout + done.stderr
+
+
+def cli(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    return str(found) if found.exists() else name
+
+
+def write_data(text_dir: Path, args: argparse.Namespace) -> None:
+    gen = torch.Generator().manual_seed(args.seed)
+    text_dir.mkdir(parents=True, exist_ok=True)
+    for split, n in [("train", args.train_lines), ("valid", args.valid_lines),
+                     ("test", args.test_lines)]:
+        lines = majority_class_sentences(n, NUM_BITS, gen)
+        (text_dir / f"{split}.tok").write_text("\n".join(lines) + "\n")
+
+
+def train(name: str, mixture: float, data_bin: Path, out: Path, schedule: dict,
+          args: argparse.Namespace) -> Path:
+    save_dir = out / "checkpoints" / f"{name}_majority_class"
+    best = save_dir / "checkpoint_best.pt"
+    if best.exists() and not args.force:
+        print(f"  {best} exists: skipping training")
+        return best
+    cmd = [cli("fairseq-train"), str(data_bin), "--user-dir", str(PLUGIN),
+           "--task", "language_modeling", "--arch", "transformer_lm_majority_class",
+           "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.01",
+           "--clip-norm", "0.0", "--lr", str(schedule["lr"]), "--lr-scheduler", "inverse_sqrt",
+           "--warmup-updates", str(schedule["warmup"]), "--warmup-init-lr", "1e-07",
+           "--tokens-per-sample", "512", "--sample-break-mode", "eos",
+           "--max-tokens", str(schedule["max_tokens"]), "--update-freq", "1",
+           "--max-update", str(schedule["max_update"]), "--no-epoch-checkpoints",
+           "--save-dir", str(save_dir), "--tensorboard-logdir", str(out / "tensorboard" / name),
+           "--word-dropout-mixture", str(mixture), "--word-dropout-type", "uniform_length",
+           "--seed", str(args.seed), "--num-workers", "0", "--log-format", "simple",
+           "--log-interval", "100"]
+    if args.cpu or not torch.cuda.is_available():
+        cmd.append("--cpu")
+    start = time.perf_counter()
+    run(cmd, out / f"train_{name}.log")
+    print(f"  trained {name} in {time.perf_counter() - start:.0f}s")
+    return best
+
+
+def eval_lm(checkpoint: Path, data_bin: Path, log: Path) -> float:
+    output = run([cli("fairseq-eval-lm"), str(data_bin), "--path", str(checkpoint),
+                  "--user-dir", str(PLUGIN), "--batch-size", "1024", "--tokens-per-sample", "20",
+                  "--context-window", "0", "--cpu"], log)
+    found = re.findall(r"Perplexity: ([0-9.]+)", output)
+    if not found:
+        raise RuntimeError(f"no perplexity in the fairseq-eval-lm output ({log})")
+    return float(found[-1])
+
+
+def rationalize_labels(checkpoint: Path, data_bin: Path, text_dir: Path, n: int,
+                       out: Path) -> dict:
+    from tqdm import tqdm
+
+    from sequential_rationales import write_jsonl
+    from sequential_rationales.adapters.fairseq import FairseqLanguageModel
+    from sequential_rationales.fairseq_plugin import load_hub_model
+
+    sys.path.insert(0, str(ROOT / "fairseq"))
+    from rationalization import rationalize_lm
+
+    hub = load_hub_model(checkpoint.parent, checkpoint.name, str(data_bin)).eval()
+    dictionary = FairseqLanguageModel(hub).decoder.dictionary
+    sentences = (text_dir / "test.tok").read_text().splitlines()[:n]
+    logs, precisions, sizes = [], [], []
+    for sentence in tqdm(sentences, desc="rationalizing labels", unit="sentence"):
+        # fairseq LM inputs start with </s>: bits at 1..17, "=" at 18, the label at 19.
+        ids = torch.cat([torch.tensor([dictionary.eos()]),
+                         dictionary.encode_line(sentence, add_if_not_exist=False,
+                                                append_eos=False).long()])
+        rationales, log = rationalize_lm(hub, ids, verbose=False, start_step=NUM_BITS + 1)
+        logs.append(log)
+        label = sentence.split()[-1]
+        bits = [log["input_text"][p] for p in rationales[0] if 1 <= p <= NUM_BITS]
+        sizes.append(len(rationales[0]))
+        if bits:
+            precisions.append(sum(b == label for b in bits) / len(bits))
+    write_jsonl(logs, out / "label_rationales.jsonl")
+    return {"label_rationale_precision": sum(precisions) / max(len(precisions), 1),
+            "label_rationale_mean_size": sum(sizes) / len(sizes),
+            "label_rationale_count": len(sizes)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    schedule = dict(SCHEDULES["quick" if args.quick else "paper"])
+    if args.max_update:
+        schedule["max_update"] = args.max_update
+    start = time.perf_counter()
+    text_dir, data_bin = out / "text", out / "data-bin"
+    print("[1/6] data")
+    if args.force or not (text_dir / "test.tok").exists():
+        write_data(text_dir, args)
+    print("[2/6] fairseq-preprocess")
+    if args.force or not (data_bin / "dict.txt").exists():
+        shutil.rmtree(data_bin, ignore_errors=True)
+        run([cli("fairseq-preprocess"), "--only-source", "--trainpref", str(text_dir / "train.tok"),
+             "--validpref", str(text_dir / "valid.tok"), "--testpref", str(text_dir / "test.tok"),
+             "--destdir", str(data_bin), "--workers", "2"], out / "preprocess.log")
+    print("[3/6] fairseq-train (standard, then compatible)")
+    checkpoints = {name: train(name, mixture, data_bin, out, schedule, args)
+                   for name, mixture in [("standard", 0.0), ("compatible", 1.0)]}
+    print("[4/6] fairseq-eval-lm")
+    summary: dict = {"settings": {**schedule, "seed": args.seed, "quick": args.quick}}
+    for name, checkpoint in checkpoints.items():
+        summary[f"{name}_ppl"] = eval_lm(checkpoint, data_bin, out / f"eval_{name}.log")
+        print(f"  {name}: test perplexity {summary[f'{name}_ppl']:.3f}")
+    print("[5/6] Figure 3: calibration")
+    sys.path.insert(0, str(ROOT / "analysis"))
+    import plot_majority_class_compatibility as figure3
+
+    maes = figure3.main(["--checkpoint_dir", str(out / "checkpoints"), "--data", str(data_bin),
+                         "--text", str(text_dir / "test.tok"),
+                         "--sentences", str(args.calibration_sentences),
+                         "--out", str(out / "figure3_majority_class_compatibility")])
+    summary["calibration_mae_standard"] = maes["standard"]
+    summary["calibration_mae_compatible"] = maes["compatible"]
+    print("[6/6] greedy rationales of the label (compatible model)")
+    summary.update(rationalize_labels(checkpoints["compatible"], data_bin, text_dir,
+                                      args.rationalize, out))
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
