@@ -67,18 +67,19 @@ def tiny_model_and_sequences(args: argparse.Namespace) -> tuple[Any, list[torch.
     model = GPT2LMHeadModel(config).eval()
     gen = torch.Generator().manual_seed(args.seed)
     sequences: list[torch.Tensor] = []
-    last = torch.tensor([[args.length - 2]])
-    for _ in range(100 * args.num_sequences):
-        if len(sequences) == args.num_sequences:
+    for _ in range(50):  # rounds of 64 candidates
+        if len(sequences) >= args.num_sequences:
             break
-        prefix = torch.randint(1, config.vocab_size, (args.length - 1,), generator=gen)
+        prefixes = torch.randint(1, config.vocab_size, (64, args.length - 1), generator=gen)
         with torch.no_grad():
-            prediction = model(input_ids=prefix[None]).logits[0, -1].argmax()
-            from_previous = model(input_ids=prefix[None, -1:], position_ids=last).logits[
-                0, -1].argmax()
+            predictions = model(input_ids=prefixes).logits[:, -1].argmax(-1)
+            from_previous = model(
+                input_ids=prefixes[:, -1:],
+                position_ids=torch.full((64, 1), args.length - 2)).logits[:, -1].argmax(-1)
         # Keep sequences whose last token needs more than the previous token to be predicted.
-        if args.length == 2 or prediction != from_previous:
-            sequences.append(torch.cat([prefix, prediction[None]]))
+        keep = (predictions != from_previous) | (args.length == 2)
+        sequences += [torch.cat([p, t[None]]) for p, t in zip(prefixes[keep], predictions[keep])]
+    sequences = sequences[:args.num_sequences]
     if len(sequences) < args.num_sequences:
         raise SystemExit("error: could not draw enough tiny sequences; try another --seed")
     return model, sequences
@@ -156,6 +157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max_tokens_per_batch", type=int, default=4096,
                    help="token budget of one batch of candidate subsets")
     p.add_argument("--seed", type=int, default=0, help="--tiny: seed of model and sequences")
+    p.add_argument("--num_threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often fastest "
+                        "for tiny models)")
     p.add_argument("--out", default=str(ROOT / "outputs" / "rationalization_times.json"),
                    help="JSON file for the timings")
     args = p.parse_args(argv)
@@ -172,6 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     if args.tiny:
         model, sequences = tiny_model_and_sequences(args)
     else:

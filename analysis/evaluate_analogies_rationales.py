@@ -20,9 +20,6 @@ Writes the table as CSV and JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from analysis.tables import add_method_arguments, find_results, write_table  # noqa: E402
 from sequential_rationales.metrics import (  # noqa: E402
     METHOD_LABELS,
     analogy_table_row,
@@ -39,18 +37,6 @@ from sequential_rationales.metrics import (  # noqa: E402
 COLUMNS = ["Length", "Ratio", "Ante", "No D"]
 DIGITS = {"Length": 1, "Ratio": 1, "Ante": 2, "No D": 2}
 REFERENCE = "exhaustive"
-
-
-def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{example name: record}`` for the JSON files of one method's folder."""
-    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(method_dir.glob("*.json"))}
-
-
-def order_methods(methods: list[str]) -> list[str]:
-    """The paper's row order, unknown names last (alphabetically)."""
-    known = [m for m in METHOD_LABELS if m in methods]
-    return known + sorted(m for m in methods if m not in METHOD_LABELS)
 
 
 def last_rationale(record: dict[str, Any]) -> list[int]:
@@ -81,68 +67,19 @@ def evaluate(results: dict[str, dict[str, dict[str, Any]]], methods: list[str],
     return rows
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: a missing value is written as null."""
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def write_table(rows: dict[str, dict[str, float]], out: Path) -> tuple[Path, Path]:
-    """Write ``OUT.csv`` and ``OUT.json`` (one row / entry per method)."""
-    stem = str(out)
-    for ext in (".csv", ".json"):
-        stem = stem[:-len(ext)] if stem.endswith(ext) else stem
-    csv_path, json_path = Path(stem + ".csv"), Path(stem + ".json")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for row in rows.values() for k in row}, key=lambda k: (
-        COLUMNS.index(k) if k in COLUMNS else len(COLUMNS), k))
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "label", *keys])
-        for method, row in rows.items():
-            writer.writerow([method, METHOD_LABELS.get(method, method),
-                             *["" if _clean(row.get(k)) is None else row[k] for k in keys]])
-    json_path.write_text(json.dumps(
-        {m: {"label": METHOD_LABELS.get(m, m), **{k: _clean(v) for k, v in row.items()}}
-         for m, row in rows.items()}, indent=2), encoding="utf-8")
-    return csv_path, json_path
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results_dir", default=str(ROOT / "rationalization_results" / "analogies"),
-                   help="folder with one subfolder of JSON results per method (default: "
-                        "rationalization_results/analogies under the repository root)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--baseline", default=None,
-                       help="compare this method with greedy (rows: the baseline, greedy)")
-    which.add_argument("--all", action="store_true",
-                       help="every method found (the default without --baseline)")
-    p.add_argument("--out", default=None,
-                   help="output path without extension; .csv and .json are written "
-                        "(default: RESULTS_DIR/analogies_table)")
+    add_method_arguments(p, ROOT / "rationalization_results" / "analogies", "analogies_table")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
-    if not results_dir.is_dir():
-        raise SystemExit(f"error: {results_dir} does not exist; run "
-                         "huggingface/rationalize_analogies.py first")
-    found = {d.name: load_results(d) for d in results_dir.iterdir() if d.is_dir()}
-    found = {m: r for m, r in found.items() if r}
+    found, methods = find_results(results_dir, args.baseline,
+                                  "huggingface/rationalize_analogies.py", exclude=[REFERENCE])
     exhaustive = found.get(REFERENCE)
-    if args.baseline:
-        methods = [args.baseline, "greedy"]
-        missing = [m for m in methods if m not in found]
-        if missing:
-            raise SystemExit(f"error: no results for {missing} in {results_dir} (found: "
-                             f"{sorted(found) or 'nothing'})")
-    else:
-        methods = order_methods([m for m in found if m != REFERENCE])
-        if not methods:
-            raise SystemExit(f"error: no method results in {results_dir}")
     rows = evaluate(found, methods, exhaustive)
     labelled = {METHOD_LABELS.get(m, m): row for m, row in rows.items()}
     n = int(next(iter(rows.values()))["n"])
@@ -151,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
           "an exhaustive rationale")
     print(markdown_table(labelled, COLUMNS, DIGITS))
     out = Path(args.out) if args.out else results_dir / "analogies_table"
-    csv_path, json_path = write_table(rows, out)
+    csv_path, json_path = write_table(rows, out, COLUMNS)
     print(f"wrote {csv_path} and {json_path}")
     return rows
 

@@ -12,8 +12,13 @@ turns this off), and only the last token is rationalized (``start_step = len - 2
 One JSON file per example, ``<category_index>_<pair_index>.json`` in ``--out``: the
 rationalization log (``sequential_rationales.results.lm_log``) plus ``antecedent_positions``,
 ``distractor_positions`` (token positions), the seed's ``antecedent_index``,
-``distractor_start``/``distractor_end`` (inclusive), the words and the text. Existing files
-are skipped, so an interrupted run resumes where it stopped.
+``distractor_start``/``distractor_end`` (inclusive), ``checked_correct`` (whether the
+correctness filter was applied), the words and the text. Existing files are skipped, so an
+interrupted run resumes where it stopped (delete files to recompute them).
+
+``--method exhaustive`` searches a random third of the examples, as the paper's code did
+(``--exhaustive_fraction``); an exhaustive result that found no sufficient subset within
+``--max_steps`` is written with ``reached_argmax: false`` and left out of the Ratio.
 
     python huggingface/rationalize_analogies.py --checkpoint_dir $CHECKPOINT_DIR --method greedy
 """

@@ -1,37 +1,42 @@
-"""Training speed with and without word dropout, through the real ``fairseq-train``.
+"""Training speed with and without word dropout, measured with fairseq's own ``Trainer``.
 
-Trains, in one run and on the same synthetic data:
+Builds, from ``fairseq-train`` command lines (same parser, plugin, task, criterion and
+optimizer as the CLI), one trainer per configuration with identical initial weights, and feeds
+them the same batches, interleaving their ``train_step`` calls (the order rotates every step).
+Interleaving matters on a shared machine: a burst of load hits every configuration alike, so
+the ratio stays meaningful even when absolute throughput wanders.
+
+Configurations:
 
 * the Majority Class LM (``transformer_lm_majority_class``) with ``--word-dropout-mixture 0``
-  and ``1.0`` (``uniform_length``, the paper's setting);
-* a small ``compatible_transformer`` on a synthetic translation task with mixture ``0`` and
-  mixture ``1.0`` ``inverse_length``, once per-head (the paper's default) and once
-  ``--word-dropout-per-example``;
+  and ``1.0`` ``uniform_length`` (the paper's setting);
+* a small ``compatible_transformer`` on a synthetic translation task with mixture 0 and
+  mixture 1.0 ``inverse_length``, per-head (the paper's default) and
+  ``--word-dropout-per-example``.
 
-and prints fairseq's own training throughput (``wps``: target tokens per second, measured over
-the training steps only) and its ratio to the configuration without word dropout. Mixture 1.0
-makes every batch pay the masking cost (the worst case); at 0.5 half of them do.
+Mixture 1.0 makes every batch pay the masking cost (the worst case); at 0.5 half of them do.
+Printed: the median of per-step target tokens per second (warm-up excluded) and the median,
+over steps, of (mixture-0 step time / this configuration's step time) on the same batch.
 
 Example::
 
     python scripts/benchmark_fairseq_word_dropout.py --updates 200
-    python scripts/benchmark_fairseq_word_dropout.py --updates 300 --device cuda --json out.json
+    python scripts/benchmark_fairseq_word_dropout.py --only mt --device cuda --json mt.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import re
-import subprocess
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = "fairseq/sequential_rationales_plugin"  # relative to ROOT (the cwd of every run)
+PLUGIN = ROOT / "fairseq" / "sequential_rationales_plugin"
 
 LM_CONFIGS = {
     "lm mixture 0": ["--word-dropout-mixture", "0"],
@@ -46,40 +51,32 @@ MT_CONFIGS = {
                                                   "--word-dropout-type", "inverse_length",
                                                   "--word-dropout-per-example"],
 }
+MT_SIZES = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "128",
+            "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
+            "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
+            "--decoder-attention-heads", "4"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--updates", type=int, default=200, help="training updates per configuration")
+    p.add_argument("--updates", type=int, default=200,
+                   help="measured training updates per configuration")
+    p.add_argument("--warmup", type=int, default=5,
+                   help="updates per configuration run before measuring")
     p.add_argument("--max-tokens", type=int, default=2048, help="fairseq --max-tokens per batch")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cpu passes --cpu to fairseq-train; cuda uses fairseq's default GPU")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="runs per configuration, interleaved; the best wps is reported")
+                   help="cpu passes --cpu to fairseq; cuda uses fairseq's default GPU")
     p.add_argument("--only", choices=["lm", "mt", "both"], default="both",
                    help="which model family to benchmark")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--seed", type=int, default=1, help="data and training seed")
+    p.add_argument("--seed", type=int, default=1, help="data, weights and word-dropout seed")
     args = p.parse_args(argv)
-    for name in ("updates", "max_tokens", "repeats"):
+    for name in ("updates", "max_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
     return args
-
-
-def _run(module: str, *args: object) -> str:
-    """``python -m fairseq_cli.<module>`` from the repository root; returns its log."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", f"fairseq_cli.{module}", *map(str, args)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fairseq_cli.{module} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
-
-
-def _lines_needed(updates: int, max_tokens: int, tokens_per_line: int) -> int:
-    # One epoch must hold every update, so fairseq's epoch average covers exactly them.
-    return int(1.3 * updates * max_tokens / tokens_per_line) + 100
 
 
 def write_majority_class(directory: Path, lines: int, seed: int) -> None:
@@ -89,7 +86,7 @@ def write_majority_class(directory: Path, lines: int, seed: int) -> None:
 
     generator = torch.Generator().manual_seed(seed)
     directory.mkdir(parents=True)
-    for split, n in (("train", lines), ("valid", 100)):
+    for split, n in (("train", lines), ("valid", 50)):
         text = "\n".join(majority_class_sentences(n, generator=generator)) + "\n"
         (directory / f"{split}.tok").write_text(text)
 
@@ -98,7 +95,7 @@ def write_translation(directory: Path, lines: int, seed: int) -> None:
     """Source words ``s0..s99``, 8-24 per line; the target is the reversed lexicon mapping."""
     rng = random.Random(seed)
     directory.mkdir(parents=True)
-    for split, n in (("train", lines), ("valid", 100)):
+    for split, n in (("train", lines), ("valid", 50)):
         sources, targets = [], []
         for _ in range(n):
             words = [rng.randrange(100) for _ in range(rng.randint(8, 24))]
@@ -108,73 +105,127 @@ def write_translation(directory: Path, lines: int, seed: int) -> None:
         (directory / f"{split}.tgt").write_text("\n".join(targets) + "\n")
 
 
-def words_per_second(log: str) -> float:
-    """fairseq's epoch-average training throughput (the last ``train | epoch`` line)."""
-    found = re.findall(r"\| train \| epoch \d+ \|.*?\| wps ([\d.]+)", log)
-    if not found:
-        raise RuntimeError(f"no 'train | epoch ... | wps' line in the fairseq log:\n{log[-2000:]}")
-    return float(found[-1])
+def preprocess(*argv: object) -> None:
+    from fairseq_cli import preprocess as fairseq_preprocess
+
+    from fairseq import options
+
+    parser = options.get_preprocessing_parser()
+    fairseq_preprocess.main(parser.parse_args([str(a) for a in argv]))
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, float]:
-    common = ["--user-dir", PLUGIN, "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
-              "--lr", "0.0005", "--max-tokens", args.max_tokens, "--max-update", args.updates,
-              "--seed", args.seed, "--no-save", "--disable-validation", "--no-progress-bar",
-              "--log-interval", "1000000", "--num-workers", "0"]
-    if args.device == "cpu":
-        common.append("--cpu")
-    runs: dict[str, list[str]] = {}
-    results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="benchmark_word_dropout_") as tmp:
-        tmp_path = Path(tmp)
-        if args.only in ("lm", "both"):
-            write_majority_class(tmp_path / "lm", _lines_needed(args.updates, args.max_tokens,
-                                                                20), args.seed)
-            _run("preprocess", "--only-source", "--trainpref", tmp_path / "lm/train.tok",
-                 "--validpref", tmp_path / "lm/valid.tok", "--destdir", tmp_path / "lm-bin",
-                 "--workers", "2")
-            lm = [tmp_path / "lm-bin", "--task", "language_modeling", "--arch",
-                  "transformer_lm_majority_class", "--tokens-per-sample", "512",
-                  "--sample-break-mode", "eos", *common]
-            runs.update({name: lm + flags for name, flags in LM_CONFIGS.items()})
-        if args.only in ("mt", "both"):
-            write_translation(tmp_path / "mt", _lines_needed(args.updates, args.max_tokens, 17),
-                              args.seed)
-            _run("preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref",
-                 tmp_path / "mt/train", "--validpref", tmp_path / "mt/valid", "--destdir",
-                 tmp_path / "mt-bin", "--workers", "2")
-            mt = [tmp_path / "mt-bin", "--arch", "compatible_transformer", "--encoder-layers",
-                  "3", "--decoder-layers", "3", "--encoder-embed-dim", "128",
-                  "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
-                  "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
-                  "--decoder-attention-heads", "4", *common]
-            runs.update({name: mt + flags for name, flags in MT_CONFIGS.items()})
-        for _ in range(args.repeats):  # interleaved, so slow drifts hit every configuration
-            for name, command in runs.items():
-                wps = words_per_second(_run("train", *command))
-                results[name] = max(results.get(name, 0.0), wps)
-                print(f"  {name:<45} {wps:>10.0f} tokens/s", flush=True)
+def build_trainer(command: list[object], seed: int):
+    """A fairseq ``Trainer`` exactly as ``fairseq-train <command>`` would build it."""
+    import torch
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    from fairseq import options, tasks
+
+    parser = options.get_training_parser()
+    cfg = convert_namespace_to_omegaconf(
+        options.parse_args_and_arch(parser, [str(a) for a in command]))
+    task = tasks.setup_task(cfg.task)
+    torch.manual_seed(seed)  # identical initial weights in every configuration
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return Trainer(cfg, task, model, criterion)
+
+
+def run_interleaved(commands: dict[str, list[object]], args: argparse.Namespace
+                    ) -> dict[str, tuple[float, float]]:
+    """Median tokens/s per configuration and its median per-step speed ratio to the first
+    (mixture 0) configuration."""
+    import torch
+
+    trainers = {name: build_trainer(command, args.seed) for name, command in commands.items()}
+    first = next(iter(trainers.values()))
+    batches = []
+    epoch = 1
+    while len(batches) < args.warmup + args.updates:  # same batches for every configuration
+        itr = first.get_train_iterator(epoch=epoch, load_dataset=True).next_epoch_itr(
+            shuffle=True)
+        batches.extend(itr)
+        epoch += 1
+    batches = batches[: args.warmup + args.updates]
+    seconds: dict[str, list[float]] = {name: [] for name in trainers}
+    step_tokens: list[int] = []
+    names = list(trainers)
+    torch.manual_seed(args.seed)
+    for step, sample in enumerate(batches):
+        order = names[step % len(names):] + names[: step % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            trainers[name].train_step([sample])
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            if step >= args.warmup:
+                seconds[name].append(time.perf_counter() - start)
+        if step >= args.warmup:
+            step_tokens.append(int(sample["ntokens"]))
+    # Medians, not totals: a burst of load on a shared machine would dominate a total. The
+    # ratio pairs each step with the baseline's step on the same batch, run moments apart.
+    baseline = seconds[names[0]]
+    results = {}
+    for name in names:
+        rates = [n / t for n, t in zip(step_tokens, seconds[name])]
+        ratio = statistics.median(b / t for b, t in zip(baseline, seconds[name]))
+        results[name] = (statistics.median(rates), ratio)
+        print(f"  {name:<45} median step {1000 * statistics.median(seconds[name]):7.1f} ms",
+              flush=True)
     return results
 
 
-def report(results: dict[str, float]) -> list[dict[str, object]]:
-    rows = []
-    for name, wps in results.items():
-        baseline = results.get(f"{name[:2]} mixture 0")
-        rows.append({"configuration": name, "tokens_per_second": round(wps, 1),
-                     "ratio_to_mixture_0": round(wps / baseline, 3) if baseline else None})
+def benchmark(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    common = ["--user-dir", PLUGIN, "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+              "--lr", "0.0005", "--max-tokens", args.max_tokens, "--seed", args.seed,
+              "--num-workers", "0", "--no-progress-bar"]
+    if args.device == "cpu":
+        common.append("--cpu")
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="benchmark_word_dropout_") as tmp:
+        tmp_path = Path(tmp)
+        if args.only in ("lm", "both"):
+            write_majority_class(tmp_path / "lm", 3000, args.seed)
+            preprocess("--only-source", "--trainpref", tmp_path / "lm/train.tok",
+                       "--validpref", tmp_path / "lm/valid.tok", "--destdir",
+                       tmp_path / "lm-bin", "--workers", "1")
+            lm = [tmp_path / "lm-bin", "--task", "language_modeling", "--arch",
+                  "transformer_lm_majority_class", "--tokens-per-sample", "512",
+                  "--sample-break-mode", "eos", *common]
+            results.update(run_interleaved(
+                {name: lm + flags for name, flags in LM_CONFIGS.items()}, args))
+        if args.only in ("mt", "both"):
+            write_translation(tmp_path / "mt", 3000, args.seed)
+            preprocess("--source-lang", "src", "--target-lang", "tgt", "--trainpref",
+                       tmp_path / "mt/train", "--validpref", tmp_path / "mt/valid",
+                       "--destdir", tmp_path / "mt-bin", "--workers", "1")
+            mt = [tmp_path / "mt-bin", "--arch", "compatible_transformer", *MT_SIZES,
+                  "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                  *common]
+            results.update(run_interleaved(
+                {name: mt + flags for name, flags in MT_CONFIGS.items()}, args))
+    return results
+
+
+def report(results: dict[str, tuple[float, float]]) -> list[dict[str, object]]:
+    rows = [{"configuration": name, "tokens_per_second": round(rate, 1),
+             "speed_ratio_to_mixture_0": round(ratio, 3)}
+            for name, (rate, ratio) in results.items()]
     print(f"\n{'configuration':<45} {'tokens/s':>10} {'ratio':>7}")
     for row in rows:
-        ratio = row["ratio_to_mixture_0"]
         print(f"{row['configuration']:<45} {row['tokens_per_second']:>10.0f} "
-              f"{'' if ratio is None else f'{ratio:.3f}':>7}")
+              f"{row['speed_ratio_to_mixture_0']:>7.3f}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parse_args(argv)
-    print(f"fairseq-train, {args.updates} updates per configuration, --max-tokens "
-          f"{args.max_tokens}, device {args.device}", flush=True)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # quiet fairseq's INFO logs
+    print(f"fairseq Trainer, {args.updates} measured updates per configuration (+{args.warmup} "
+          f"warm-up), --max-tokens {args.max_tokens}, device {args.device}", flush=True)
     rows = report(benchmark(args))
     if args.json is not None:
         args.json.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},

@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary[f"{name}_ppl"] = eval_lm(checkpoint, data_bin, out / f"eval_{name}.log")
         print(f"  {name}: test perplexity {summary[f'{name}_ppl']:.3f}")
     print("[5/6] Figure 3: calibration")
-    sys.path.insert(0, str(ROOT / "analysis"))
-    import plot_majority_class_compatibility as figure3
+    from analysis import plot_majority_class_compatibility as figure3
 
     maes = figure3.main(["--checkpoint_dir", str(out / "checkpoints"), "--data", str(data_bin),
                          "--text", str(text_dir / "test.tok"),

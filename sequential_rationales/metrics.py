@@ -181,6 +181,9 @@ def alignment_table_row(predicted: Sequence[Positions], sure: Sequence[Positions
       ``S ∪ P``; ``source_lengths[i]`` limits word ``i``'s positions (e.g. the source length
       without ``</s>``);
     - ``Top1``: :func:`top1_accuracy` when ``first_added`` is given.
+
+    ``predicted[i]`` is the source part of word ``i``'s rationale (the union over its pieces),
+    without the source ``</s>``, which the paper's evaluation never counted.
     """
     gold = [_as_set(p) | _as_set(s) for s, p in zip(sure, possible)]
     row = {
@@ -221,6 +224,12 @@ def distractor_counts(source_rationale: Positions, target_rationale: Positions,
     distractor (its context ends before the break), so its target count is always 0.
 
     Returns ``(source_wrong, target_wrong)``.
+
+    With :class:`~sequential_rationales.translation_data.DistractorExample` (whose breaks
+    count the tokens of the first sentence as text) and a fairseq model, whose target stream
+    starts with its BOS at position 0 and whose source ends with ``</s>``:
+    ``source_break=ex.source_break``, ``target_break=ex.target_break + 1``,
+    ``source_eos=len(source_tokens) - 1``.
     """
     second = in_second_half(target_position, target_break)
     ignored_target = {int(target_position) - 1}

@@ -37,6 +37,16 @@ def load_script(relative: str):
     return module
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread, and do not slow down badly when other jobs
+    share the CPU (OpenMP threads spin-waiting for a busy core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
     if not (SHARED_DATA / "questions-words.txt").is_file():
@@ -429,6 +439,19 @@ def test_compare_rationalization_times_tiny(tmp_path):
     for e, g, ok in zip(ex["rationales"], gr["rationales"], ex["reached_argmax"]):
         assert not ok or len(e) <= len(g)
     assert json.loads((tmp_path / "t.json").read_text())["num_sequences"] == 2
+
+
+def test_compare_rationalization_times_on_analogies(tmp_path, data_dir, sister_model_dir):
+    """With a model, the timed sequences are analogy sentences it completes correctly: for the
+    model that always says "sister" only (brother, sister) qualifies, explained by one token.
+    """
+    script = load_script("analysis/compare_rationalization_times.py")
+    summary = script.main(["--model_name_or_path", str(sister_model_dir), "--data_dir",
+                           str(data_dir), "--num_sequences", "1", "--device", "cpu",
+                           "--out", str(tmp_path / "t.json")])
+    assert summary["num_sequences"] == 1
+    for entry in summary["methods"].values():
+        assert [len(r) for r in entry["rationales"]] == [1] and entry["reached_argmax"] == [True]
 
 
 def test_download_data_copies_and_checks(tmp_path, data_dir, monkeypatch):

@@ -58,10 +58,9 @@ from fairseq.models.transformer_lm import (
     base_lm_architecture,
 )
 from fairseq.modules import AdaptiveInput, CharacterTokenEmbedder
-from fairseq.utils import safe_getattr
+from fairseq.utils import eval_str_list, safe_getattr
 from torch import Tensor
 
-from fairseq import options
 from sequential_rationales.word_dropout import WordDropout, word_dropout_keep_mask
 
 from .config import WordDropoutConfig, set_word_dropout_defaults, word_dropout_from_cfg
@@ -99,7 +98,7 @@ class CompatibleTransformerLanguageModel(TransformerLanguageModel):
             embed_tokens = AdaptiveInput(
                 len(task.source_dictionary), task.source_dictionary.pad(),
                 args.decoder_input_dim, args.adaptive_input_factor, args.decoder_embed_dim,
-                options.eval_str_list(args.adaptive_input_cutoff, type=int),
+                eval_str_list(args.adaptive_input_cutoff, type=int),
                 args.quant_noise_pq, args.quant_noise_pq_block_size)
         else:
             embed_tokens = cls.build_embedding(args, task.source_dictionary,

@@ -1,0 +1,93 @@
+"""Shared I/O of the evaluation scripts: per-method result folders in, tables out."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sequential_rationales.metrics import METHOD_LABELS  # noqa: E402
+
+
+def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{example name: record}`` for the JSON files of one method's folder."""
+    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(method_dir.glob("*.json"))}
+
+
+def order_methods(methods: Sequence[str]) -> list[str]:
+    """The paper's row order, unknown names last (alphabetically)."""
+    known = [m for m in METHOD_LABELS if m in methods]
+    return known + sorted(m for m in methods if m not in METHOD_LABELS)
+
+
+def add_method_arguments(p: argparse.ArgumentParser, results_dir: Path, table: str) -> None:
+    """The flags every evaluation script shares."""
+    p.add_argument("--results_dir", default=str(results_dir),
+                   help=f"folder with one subfolder of JSON results per method (default: "
+                        f"{results_dir.relative_to(ROOT)} under the repository root)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--baseline", default=None,
+                       help="compare this method with greedy (rows: the baseline, greedy)")
+    which.add_argument("--all", action="store_true",
+                       help="every method found (the default without --baseline)")
+    p.add_argument("--out", default=None,
+                   help=f"output path without extension; .csv and .json are written "
+                        f"(default: RESULTS_DIR/{table})")
+
+
+def find_results(results_dir: Path, baseline: str | None, producer: str,
+                 exclude: Sequence[str] = ()) -> tuple[dict[str, dict], list[str]]:
+    """Load every method folder and pick the table's rows (``--baseline`` or all)."""
+    if not results_dir.is_dir():
+        raise SystemExit(f"error: {results_dir} does not exist; run {producer} first")
+    found = {d.name: load_results(d) for d in results_dir.iterdir() if d.is_dir()}
+    found = {m: r for m, r in found.items() if r}
+    if baseline:
+        methods = [baseline, "greedy"]
+        missing = [m for m in methods if m not in found]
+        if missing:
+            raise SystemExit(f"error: no results for {missing} in {results_dir} (found: "
+                             f"{sorted(found) or 'nothing'})")
+    else:
+        methods = order_methods([m for m in found if m not in exclude])
+        if not methods:
+            raise SystemExit(f"error: no method results in {results_dir}")
+    return found, methods
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: a missing value is written as null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_table(rows: dict[str, dict[str, float]], out: Path, columns: Sequence[str]
+                ) -> tuple[Path, Path]:
+    """Write ``OUT.csv`` and ``OUT.json`` (one row / entry per method); ``columns`` first,
+    any other keys of the rows after them."""
+    stem = str(out)
+    for ext in (".csv", ".json"):
+        stem = stem[:-len(ext)] if stem.endswith(ext) else stem
+    csv_path, json_path = Path(stem + ".csv"), Path(stem + ".json")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for row in rows.values() for k in row}, key=lambda k: (
+        columns.index(k) if k in columns else len(columns), k))
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "label", *keys])
+        for method, row in rows.items():
+            writer.writerow([method, METHOD_LABELS.get(method, method),
+                             *["" if _clean(row.get(k)) is None else row[k] for k in keys]])
+    json_path.write_text(json.dumps(
+        {m: {"label": METHOD_LABELS.get(m, m), **{k: _clean(v) for k, v in row.items()}}
+         for m, row in rows.items()}, indent=2), encoding="utf-8")
+    return csv_path, json_path
