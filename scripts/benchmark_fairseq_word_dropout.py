@@ -106,9 +106,8 @@ def write_translation(directory: Path, lines: int, seed: int) -> None:
 
 
 def preprocess(*argv: object) -> None:
-    from fairseq_cli import preprocess as fairseq_preprocess
-
     from fairseq import options
+    from fairseq_cli import preprocess as fairseq_preprocess
 
     parser = options.get_preprocessing_parser()
     fairseq_preprocess.main(parser.parse_args([str(a) for a in argv]))
@@ -117,10 +116,9 @@ def preprocess(*argv: object) -> None:
 def build_trainer(command: list[object], seed: int):
     """A fairseq ``Trainer`` exactly as ``fairseq-train <command>`` would build it."""
     import torch
+    from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
-
-    from fairseq import options, tasks
 
     parser = options.get_training_parser()
     cfg = convert_namespace_to_omegaconf(
@@ -222,8 +220,11 @@ def report(results: dict[str, tuple[float, float]]) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parse_args(argv)
     import logging
+    import warnings
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # quiet fairseq's INFO logs
+    # fairseq's INFO logs and hydra/torch deprecation warnings would bury the table.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    warnings.simplefilter("ignore")
     print(f"fairseq Trainer, {args.updates} measured updates per configuration (+{args.warmup} "
           f"warm-up), --max-tokens {args.max_tokens}, device {args.device}", flush=True)
     rows = report(benchmark(args))

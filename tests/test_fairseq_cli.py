@@ -58,8 +58,7 @@ def lm_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_checkpoints(lm_data):
-    """Standard model (mixture 0), then a compatible fine-tune of it via --restore-file
-    (uniform_length, one keep-set per head)."""
+    """Standard model (mixture 0), then a compatible fine-tune of it via --restore-file."""
     data, standard, compatible = lm_data / "data-bin", lm_data / "standard", lm_data / "compat"
     run_cli("fairseq-train", data, "--user-dir", PLUGIN_DIR, "--arch",
             "transformer_lm_majority_class", "--lr", "0.0005", "--max-update", "3",
@@ -68,8 +67,7 @@ def lm_checkpoints(lm_data):
                   "transformer_lm_majority_class", "--lr", "1e-5", "--max-update", "3",
                   "--restore-file", standard / "checkpoint_best.pt", "--reset-optimizer",
                   "--reset-dataloader", "--save-dir", compatible, "--word-dropout-mixture", "1.0",
-                  "--word-dropout-type", "uniform_length", "--word-dropout-per-head",
-                  *LM_TRAIN).stdout
+                  "--word-dropout-type", "uniform_length", *LM_TRAIN).stdout
     assert re.search(r"Loaded checkpoint .*standard.checkpoint_best\.pt", log), log[-2000:]
     return standard, compatible
 
@@ -164,7 +162,7 @@ def test_checkpoints_load_twice_through_the_hub(lm_data, lm_checkpoints, mt_data
                                  "CompatibleTransformerModel",
                                  "CompatibleTransformerLanguageModel",
                                  "CompatibleTransformerModel", "TransformerModel"]
-    assert result["word_dropout"] == [1.0, True, "inverse_length", True]
+    assert result["word_dropout"] == [1.0, False, "inverse_length", True]  # types' defaults
     assert isinstance(result["translation"], str)
     assert result["sample"].startswith("0 1 1")
 
@@ -202,8 +200,11 @@ def test_custom_architecture_from_the_docstring(lm_data, tmp_path):
     """))
     log = run_cli("fairseq-train", lm_data / "data-bin", "--user-dir", user_dir, "--arch",
                   "transformer_lm_custom", "--max-update", "1", "--lr", "1e-4", "--save-dir",
-                  tmp_path / "ckpt", "--word-dropout-mixture", "0.5", *LM_TRAIN).stdout
+                  tmp_path / "ckpt", "--word-dropout-mixture", "0.5", "--word-dropout-per-head",
+                  *LM_TRAIN).stdout
     assert "model: CompatibleTransformerLanguageModel" in log
-    weights = read_checkpoint(tmp_path / "ckpt" / "checkpoint_last.pt")["model"]
+    state = read_checkpoint(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert state["cfg"]["model"]["word_dropout_per_head"] is True
+    weights = state["model"]
     assert "decoder.layers.2.fc1.weight" in weights and "decoder.layers.3.fc1.weight" not in weights
     assert weights["decoder.layers.0.fc1.weight"].shape == (64, 32)

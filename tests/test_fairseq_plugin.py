@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,13 @@ def test_core_package_does_not_import_fairseq():
             "assert 'fairseq' not in sys.modules, 'core imported fairseq'; "
             "assert 'sequential_rationales.fairseq_plugin' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_user_dir_folder_never_shadows_the_installed_fairseq():
+    import fairseq
+
+    assert not (REPO_ROOT / "fairseq" / "__init__.py").exists()
+    assert REPO_ROOT / "fairseq" not in Path(fairseq.__file__).resolve().parents
 
 
 def test_architectures_are_registered_with_their_sizes():
