@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def plot(points: dict[str, tuple[list[float], list[float]]], maes: dict[str, flo
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
+    # fairseq sets the root logger to DEBUG on import; keep the output to progress and results.
+    logging.getLogger().setLevel(logging.WARNING)
     lines = Path(args.text).read_text().splitlines()[:args.sentences]
     if not lines:
         raise ValueError(f"{args.text} holds no sentences")

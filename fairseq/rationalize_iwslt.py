@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    # fairseq sets the root logger to DEBUG on import; keep the output to progress and results.
+    logging.getLogger().setLevel(logging.WARNING)
     data = args.data or DEFAULT_DATA[args.task]
     checkpoint = Path(args.checkpoint_file or Path(args.checkpoint_dir) / "compatible_iwslt"
                       / "checkpoint_best.pt")

@@ -1,17 +1,23 @@
-"""End-to-end demo on CPU, no downloads: data -> compatible training -> greedy rationales.
+"""The main job, end to end on CPU with no downloads (``make demo``). Three parts:
 
-1. Generates Majority Class (17 random bits, ``=``, the majority bit) and a word-level
-   tokenizer.
-2. Trains a small GPT-2 from scratch with ``huggingface/run_clm.py``, once with word dropout
-   (mixture 1.0, ``uniform_length``, the paper's Majority Class setting) and, unless
-   ``--skip-standard``, once without, for comparison.
-3. Greedily rationalizes the label of test sentences with both models. For a compatible model
-   the minimal rationale of the label is ``=`` plus one bit equal to the label, so the share of
-   rationale bits that equal the label (precision) should be 1 and the size 2.
-4. Prints a few label rationales and a summary; writes the JSON logs (one per line) and
-   ``summary.json`` to ``--out``.
+``hf`` -- Hugging Face: generates Majority Class (17 random bits, ``=``, the majority bit) and
+a word-level tokenizer; trains a small GPT-2 from scratch with ``huggingface/run_clm.py``, once
+with word dropout (mixture 1.0, ``uniform_length``, the paper's setting) and, unless
+``--skip-standard``, once without; measures calibration on partial inputs and greedily
+rationalizes the label of test sentences. For a compatible model the minimal rationale of the
+label is ``=`` plus at most one bit equal to the label.
 
-    python scripts/demo.py --out outputs/demo
+``majority`` -- the paper's Majority Class experiment with the real fairseq CLIs
+(``scripts/run_majority_class.py --quick``): perplexities, Figure 3, label rationales.
+
+``translation`` -- the gold-rationale translation benchmark
+(``scripts/run_translation_benchmark.py --quick``): BLEU, Tables 3 and 4, and a rendered
+rationale grid of one translation (Figure 6).
+
+Everything goes to ``--out`` (one folder per part, each with its ``summary.json``).
+
+    python scripts/demo.py --out outputs/demo                  # all three parts
+    python scripts/demo.py --out outputs/demo --parts hf       # the Hugging Face part only
 """
 
 from __future__ import annotations
@@ -37,11 +43,15 @@ from sequential_rationales.data import (  # noqa: E402
 )
 from sequential_rationales.render import highlight_rationale  # noqa: E402
 
+PARTS = ("hf", "majority", "translation")
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/demo", help="output directory")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="which parts to run")
     p.add_argument("--train-sentences", type=int, default=20_000, help="training sentences")
     p.add_argument("--steps", type=int, default=3000, help="training steps per model")
     p.add_argument("--batch-size", type=int, default=128, help="sentences per training step")
@@ -141,9 +151,7 @@ def show_label_rationales(out: Path, name: str, count: int = 4) -> None:
                                          entry["target_position"]))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    out = Path(args.out)
+def run_hf(args: argparse.Namespace, out: Path) -> dict:
     start = time.perf_counter()
     data = write_data(out, args)
     print(f"[1/3] Majority Class data and tokenizer written to {data}")
@@ -172,6 +180,41 @@ def main(argv: list[str] | None = None) -> dict:
               f"{s['label_rationale_precision']:>9.3f} {s['label_rationale_mean_size']:>5.2f} "
               f"{s['train_seconds']:>8.1f}")
     print(f"\nLogs and summary in {out}/ (total {summary['seconds']:.0f}s)")
+    return summary
+
+
+def run_translation(out: Path, seed: int) -> dict:
+    from analysis import plot_iwslt_rationalization
+    from scripts import run_translation_benchmark
+
+    summary = run_translation_benchmark.main(["--out", str(out), "--quick",
+                                              "--seed", str(seed)])
+    example = out / "rationales" / "alignments" / "greedy" / "0.json"
+    summary["figure6"] = str(plot_iwslt_rationalization.main(
+        ["--log", str(example), "--out", str(out / "figure6_rationale_grid")]))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.out)
+    start = time.perf_counter()
+    summary: dict = {}
+    if "hf" in args.parts:
+        print("=== Hugging Face: compatible GPT-2 on Majority Class ===")
+        summary["hf"] = run_hf(args, out / "hf")
+    if "majority" in args.parts:
+        from scripts import run_majority_class
+
+        print("\n=== fairseq: Majority Class (quick) ===")
+        summary["majority"] = run_majority_class.main(
+            ["--out", str(out / "majority_class"), "--quick", "--seed", str(args.seed + 1)])
+    if "translation" in args.parts:
+        print("\n=== fairseq: gold-rationale translation benchmark (quick) ===")
+        summary["translation"] = run_translation(out / "translation", args.seed + 1)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"\nDemo finished in {summary['seconds']:.0f}s; summaries in {out}/")
     return summary
 
 

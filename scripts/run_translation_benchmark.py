@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from scripts.command_line import PLUGIN, cli, run  # noqa: E402
 from sequential_rationales import BASELINE_METHODS  # noqa: E402
 from sequential_rationales.synthetic_translation import synthetic_translation_corpus  # noqa: E402
 from sequential_rationales.translation_data import (  # noqa: E402
@@ -43,7 +44,6 @@ from sequential_rationales.translation_data import (  # noqa: E402
     read_fairseq_hypotheses,
 )
 
-PLUGIN = ROOT / "fairseq" / "sequential_rationales_plugin"
 METHODS = ("greedy", *BASELINE_METHODS)
 SCHEDULES = {  # updates of the standard model, then of the compatible fine-tune
     "quick": {"standard_updates": 1200, "compatible_updates": 800, "max_tokens": 2048},
@@ -82,22 +82,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed for data, training, distractors")
     p.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     return p.parse_args(argv)
-
-
-def cli(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    return str(found) if found.exists() else name
-
-
-def run(cmd: list[str], log: Path) -> str:
-    print("  $ " + " ".join(Path(cmd[0]).name.split()) + " ...", flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    log.write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
-        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {done.returncode}); log: {log}\n"
-                           f"{tail}")
-    return done.stdout + done.stderr
 
 
 def write_corpus(text: Path, args: argparse.Namespace) -> None:
@@ -163,6 +147,8 @@ def train(data_bin: Path, save_dir: Path, updates: int, mixture: float, lr: str,
 def translate(checkpoint: Path, data_bin: Path, beam: int, log: Path) -> list[str]:
     output = run([cli("fairseq-generate"), str(data_bin), "--path", str(checkpoint),
                   "--user-dir", str(PLUGIN), "--batch-size", "128", "--beam", str(beam),
+                  # Targets are at most about twice the source: bound runaway hypotheses.
+                  "--max-len-a", "2", "--max-len-b", "5",
                   "--required-batch-size-multiple", "1", "--cpu"], log)
     return read_fairseq_hypotheses(output.splitlines())
 
@@ -197,6 +183,8 @@ def rationalize_all(task: str, data: Path, checkpoint: Path, out: Path,
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    # fairseq sets the root logger to DEBUG on import; keep the output to progress and results.
+    logging.getLogger().setLevel(logging.WARNING)
     schedule = dict(SCHEDULES["quick" if args.quick else "full"])
     for key in ("standard_updates", "compatible_updates"):
         if getattr(args, key):

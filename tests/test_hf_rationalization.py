@@ -150,7 +150,8 @@ def test_demo_runs_end_to_end(tmp_path):
     from scripts import demo
 
     summary = demo.main(["--out", str(tmp_path), "--steps", "20", "--train-sentences", "300",
-                         "--rationalize", "3", "--batch-size", "16"])
+                         "--rationalize", "3", "--batch-size", "16", "--parts", "hf"])["hf"]
+    tmp_path = tmp_path / "hf"
     assert (tmp_path / "summary.json").exists()
     for name in ("compatible", "standard"):
         assert summary[name]["perplexity"] > 1.0
