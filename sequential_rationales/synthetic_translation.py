@@ -11,7 +11,8 @@ exercises what makes alignment hard:
 * **one-to-many**: compounds (``Haustür -> front door``) and contracted prepositions
   (``im -> in the``);
 * **many-to-one** with a long-distance link: separable verbs whose particle ends the clause
-  (``ruft ... an -> calls``); both source tokens are sure links of ``calls``;
+  (``ruft ... an -> calls``); both source tokens are sure links of ``calls``. Their stems are
+  also plain verbs (``ruft -> shouts``), so the verb's translation needs the particle;
 * **unaligned / possible links**: the filler particle ``ja`` has no translation; it is only a
   possible link of the verb. Articles are also possible links of their noun's translation.
 
@@ -43,6 +44,8 @@ ADJECTIVES = {
 VERBS = {
     "sieht": "sees", "findet": "finds", "kauft": "buys", "malt": "paints",
     "hört": "hears", "liebt": "loves", "trägt": "carries", "sucht": "seeks",
+    # Stems shared with separable verbs: the translation depends on the clause-final particle.
+    "ruft": "shouts", "räumt": "clears", "holt": "fetches",
 }
 SEPARABLE_VERBS = {  # (verb, particle at the clause end) -> one target verb
     ("ruft", "an"): "calls", ("räumt", "auf"): "tidies", ("holt", "ab"): "collects",
