@@ -170,7 +170,7 @@ def run_hf(args: argparse.Namespace, out: Path) -> dict:
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\nSummary. ppl: perplexity (floor about 1.8). MAE: mean |p_model - p_true| of the "
-          "label\nfrom random half of the bits (compatibility: lower is better). precision: "
+          "label\nfrom a random half of the bits (compatibility: lower is better). precision: "
           "share of\nrationale bits equal to the label; size: tokens in the label's rationale "
           "(a calibrated\nmodel needs '=' and at most one bit).")
     print(f"{'model':<11} {'ppl':>6} {'MAE':>6} {'precision':>9} {'size':>5} {'train s':>8}")
