@@ -65,3 +65,25 @@ def test_alignment_table_hand_computed(tmp_path):
     with pytest.raises(SystemExit, match="greedy_top_1"):
         evaluate_alignment_rationales.main(
             ["--results_dir", str(only_greedy), "--alignments", str(alignments), "--top_1"])
+
+
+def test_figure6_grid_marks_rationale_tokens_by_order(tmp_path):
+    from analysis import plot_iwslt_rationalization
+
+    log = {"method": "greedy", "source_tokens_text": ["a", "b", "</s>"],
+           "target_tokens_text": ["</s>", "x", "y"],
+           "rationalizations": [
+               {"target_position": 1, "log": [
+                   {"added_token_position": 0, "from": "target"},
+                   {"added_token_position": 1, "from": "source"}]},
+               {"target_position": 2, "log": [
+                   {"added_token_position": 1, "from": "target"}]}]}
+    rows, columns, labels, n_source = plot_iwslt_rationalization.rationale_grid(log)
+    assert columns == ["a", "b", "</s>", "</s>", "x", "y"] and n_source == 3
+    assert labels == ["x", "y"]
+    assert rows[0] == [0.0, 0.5, 0.0, 1.0, 0.0, 0.0]  # first added: 1, second: 0.5
+    assert rows[1] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    png = plot_iwslt_rationalization.main(["--log", str(path), "--out", str(tmp_path / "f6")])
+    assert png.exists() and (tmp_path / "f6.pdf").exists()
