@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -186,6 +186,3 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 return
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
 
-
-def positions_of(tokens: Sequence[ContextToken], stream: str) -> list[int]:
-    return [c.position for c in tokens if c.stream == stream]
