@@ -62,10 +62,12 @@ class FairseqLanguageModel:
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
         with _eval_mode(self.model):
-            out, _ = self.decoder(
+            features, _ = self.decoder(
                 tokens, positions=batch.target_positions, keep=batch.target_mask,
-                token_embeddings=None if embeddings is None else embeddings.target)
-        return torch.log_softmax(out[:, -1].float(), dim=-1)
+                token_embeddings=None if embeddings is None else embeddings.target,
+                features_only=True)
+            logits = self.decoder.output_layer(features[:, -1])  # the last position only
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids))
@@ -135,17 +137,18 @@ class FairseqTranslationModel:
                                    token_embeddings=src_emb,
                                    return_all_attentions=all_attentions)
         prev = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
-        out, extra = self.decoder(
+        features, extra = self.decoder(
             prev, encoder_out=encoder_out, positions=batch.target_positions,
             keep=batch.target_mask,
             token_embeddings=None if embeddings is None else embeddings.target,
-            return_all_attentions=all_attentions)
-        return out, extra, encoder_out
+            return_all_attentions=all_attentions, features_only=True)
+        return features, extra, encoder_out
 
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         with _eval_mode(self.model):
-            out, _, _ = self._run(batch, embeddings)
-        return torch.log_softmax(out[:, -1].float(), dim=-1)
+            features, _, _ = self._run(batch, embeddings)
+            logits = self.decoder.output_layer(features[:, -1])  # the last position only
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids),
