@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from analysis.figures import save_figure  # noqa: E402
 from huggingface.rationalize_analogies import (  # noqa: E402
     HelpFormatter,
     add_model_arguments,
@@ -88,12 +89,7 @@ def plot(tokens: list[str], matrix: np.ndarray, out: str, highlight: int | None 
     ax.set_ylabel("predicted token")
     if highlight is not None:
         ax.get_yticklabels()[highlight].set_color("firebrick")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    paths = [Path(f"{out}.png"), Path(f"{out}.pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=200, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out)
 
 
 def read_log(path: str, index: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from analysis.figures import save_figure  # noqa: E402
 from huggingface.rationalize_analogies import HelpFormatter, resolve_model_path  # noqa: E402
 
 
@@ -56,12 +57,7 @@ def plot(series: dict[str, list[float]], word: str, out: str) -> list[Path]:
     ax.set_ylabel(f"p(next word is also {word.strip()!r})")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="center right")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    paths = [Path(f"{out}.png"), Path(f"{out}.pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=200, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

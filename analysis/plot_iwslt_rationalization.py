@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.figures import save_figure  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,11 +69,7 @@ def plot(log: dict[str, Any], out: Path, title: str | None = None) -> Path:
     ax.set_ylabel("predicted target token")
     ax.set_title(title or f"{log.get('method', 'greedy')} rationales")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".pdf"):
-        fig.savefig(out.with_suffix(suffix), dpi=150)
-    plt.close(fig)
-    return out.with_suffix(".png")
+    return save_figure(fig, out)[0]
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from analysis.figures import save_figure  # noqa: E402
 from sequential_rationales.data import majority_class_calibration  # noqa: E402
 
 MODELS = {"standard": "standard_majority_class", "compatible": "compatible_majority_class"}
@@ -78,10 +79,7 @@ def plot(points: dict[str, tuple[list[float], list[float]]], maes: dict[str, flo
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("model p(label = 1 | partial input)")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".pdf"):
-        fig.savefig(out.with_suffix(suffix), dpi=150)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -30,8 +30,8 @@ from sequential_rationales import (  # noqa: E402
     RationalizationProblem,
     conditional_log,
     format_rationales,
-    lm_log,
     rationalize,
+    rationalize_lm_sequence,
 )
 from sequential_rationales.adapters.fairseq import (  # noqa: E402
     FairseqLanguageModel,
@@ -40,7 +40,6 @@ from sequential_rationales.adapters.fairseq import (  # noqa: E402
 )
 from sequential_rationales.validation import (  # noqa: E402
     check_choice,
-    check_start_step,
     check_token_ids,
 )
 
@@ -52,19 +51,13 @@ def _lm(model: nn.Module, input_ids: Tensor, method: str, verbose: bool, max_ste
         start_step: int, max_tokens_per_batch: int, **options: Any
         ) -> tuple[list[list[int]], dict[str, Any]]:
     adapter = FairseqLanguageModel(model)
-    ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
-    check_start_step(start_step, len(ids))
-    problem = RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
-    result = rationalize(adapter, problem, method, max_steps=max_steps,
-                         max_tokens_per_batch=max_tokens_per_batch, **options)
     dictionary = adapter.decoder.dictionary
 
     def decode(i: int) -> str:
         return dictionary[i]
 
-    if verbose:
-        print(format_rationales(result, decode))
-    return [r.target_rationale for r in result.rationales], lm_log(result, decode)
+    return rationalize_lm_sequence(adapter, input_ids, decode, method, verbose, max_steps,
+                                   start_step, max_tokens_per_batch, **options)
 
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,

@@ -15,15 +15,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sequential_rationales import (
-    BASELINE_METHODS,
-    RationalizationProblem,
-    format_rationales,
-    lm_log,
-    rationalize,
-)
+from sequential_rationales import BASELINE_METHODS, rationalize_lm_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales.validation import check_choice, check_start_step, check_token_ids
+from sequential_rationales.validation import check_choice
 
 __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm"]
 
@@ -31,19 +25,12 @@ __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_
 def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbose: bool,
          max_steps: int, start_step: int, max_tokens_per_batch: int,
          **options: Any) -> tuple[list[list[int]], dict[str, Any]]:
-    adapter = HuggingFaceCausalLM(model)
-    ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
-    check_start_step(start_step, len(ids))
-    problem = RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
-    result = rationalize(adapter, problem, method, max_steps=max_steps,
-                         max_tokens_per_batch=max_tokens_per_batch, **options)
-
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
-    if verbose:
-        print(format_rationales(result, decode))
-    return [r.target_rationale for r in result.rationales], lm_log(result, decode)
+    return rationalize_lm_sequence(HuggingFaceCausalLM(model), input_ids, decode, method,
+                                   verbose, max_steps, start_step, max_tokens_per_batch,
+                                   **options)
 
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose: bool = True,

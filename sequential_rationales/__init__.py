@@ -6,7 +6,14 @@ The core is framework-free (torch only). Models are reached through
 """
 
 from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch
-from .methods import BASELINE_METHODS, get_method, list_methods, rationalize, register_method
+from .methods import (
+    BASELINE_METHODS,
+    get_method,
+    list_methods,
+    rationalize,
+    rationalize_lm_sequence,
+    register_method,
+)
 from .render import format_rationales
 from .results import (
     ContextToken,
@@ -39,6 +46,7 @@ __all__ = [
     "RationalizationProblem", "SearchStep", "SequenceRationales", "SubsetBatch",
     "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout", "conditional_log",
     "exhaustive_search", "format_rationales", "get_method", "greedy_search", "list_methods",
-    "lm_log", "ordered_search", "rationalize", "read_jsonl", "register_method", "score_subsets",
+    "lm_log", "ordered_search", "rationalize", "rationalize_lm_sequence", "read_jsonl",
+    "register_method", "score_subsets",
     "self_attention_mask", "word_dropout_keep_mask", "write_jsonl",
 ]
