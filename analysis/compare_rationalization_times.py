@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exhaustive_max_steps", type=int, default=6,
                    help="exhaustive: largest subset size tried (the paper's code used 6)")
     p.add_argument("--skip_exhaustive", action="store_true", help="time only the greedy forms")
-    p.add_argument("--max_tokens_per_batch", type=int, default=4096,
+    p.add_argument("--max_tokens_per_batch", type=int, default=None,
                    help="token budget of one batch of candidate subsets")
     p.add_argument("--seed", type=int, default=0, help="--tiny: seed of model and sequences")
     p.add_argument("--num_threads", type=int, default=None,
@@ -167,7 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.tiny == has_model:
         p.error("give either --tiny or a model (--checkpoint_dir / --model_name_or_path)")
     for name in ("num_sequences", "max_steps", "exhaustive_max_steps", "max_tokens_per_batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if args.tiny and args.length < 2:
         p.error("--length must be >= 2")

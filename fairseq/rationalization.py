@@ -48,7 +48,7 @@ __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_
 
 
 def _lm(model: nn.Module, input_ids: Tensor, method: str, verbose: bool, max_steps: int,
-        start_step: int, max_tokens_per_batch: int, **options: Any
+        start_step: int, max_tokens_per_batch: int | None, **options: Any
         ) -> tuple[list[list[int]], dict[str, Any]]:
     adapter = FairseqLanguageModel(model)
     dictionary = adapter.decoder.dictionary
@@ -62,7 +62,8 @@ def _lm(model: nn.Module, input_ids: Tensor, method: str, verbose: bool, max_ste
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
                    max_steps: int = 1024, start_step: int = 0,
-                   max_tokens_per_batch: int = 4096) -> tuple[list[list[int]], dict[str, Any]]:
+                   max_tokens_per_batch: int | None = None
+                   ) -> tuple[list[list[int]], dict[str, Any]]:
     """Greedy rationalization of a fairseq language model's sequence (1-D token ids, usually
     starting with ``</s>`` as fairseq's LM inputs do). Returns ``(all_rationales, log)`` as the
     Hugging Face version."""
@@ -71,7 +72,7 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
 
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
-                            max_tokens_per_batch: int = 4096,
+                            max_tokens_per_batch: int | None = None,
                             integrated_gradient_steps: int = 100
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """A baseline ordering (see ``sequential_rationales.BASELINE_METHODS``) for an LM."""
@@ -82,7 +83,7 @@ def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, method: str,
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
                               max_steps: int = 6, start_step: int = 0,
-                              max_tokens_per_batch: int = 4096
+                              max_tokens_per_batch: int | None = None
                               ) -> tuple[list[list[int]], dict[str, Any]]:
     """Exact minimum rationales by enumerating subsets up to ``max_steps`` tokens."""
     return _lm(model, input_ids, "exhaustive", verbose, max_steps, start_step,
@@ -90,7 +91,7 @@ def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool
 
 
 def _conditional(model: nn.Module, source_tokens: Tensor, target_tokens: Tensor, method: str,
-                 verbose: bool, max_steps: int, top_1: bool, max_tokens_per_batch: int,
+                 verbose: bool, max_steps: int, top_1: bool, max_tokens_per_batch: int | None,
                  **options: Any) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
     inner = unwrap_model(model)
     src_dict, tgt_dict = inner.encoder.dictionary, inner.decoder.dictionary
@@ -133,7 +134,7 @@ def _conditional(model: nn.Module, source_tokens: Tensor, target_tokens: Tensor,
 def rationalize_conditional_model(model: nn.Module, source_tokens: Tensor,
                                   target_tokens: Tensor, verbose: bool = True,
                                   max_steps: int = 1024, top_1: bool = False,
-                                  max_tokens_per_batch: int = 4096
+                                  max_tokens_per_batch: int | None = None
                                   ) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
     """Greedy rationalization of a translation: each greedy step may add a source or a target
     token.
@@ -156,7 +157,7 @@ def baseline_rationalize_conditional_model(model: nn.Module, source_tokens: Tens
                                            target_tokens: Tensor, method: str,
                                            verbose: bool = True, max_steps: int = 1024,
                                            top_1: bool = False,
-                                           max_tokens_per_batch: int = 4096,
+                                           max_tokens_per_batch: int | None = None,
                                            integrated_gradient_steps: int = 100
                                            ) -> tuple[list[list[int]], list[list[int]],
                                                       dict[str, Any]]:

@@ -23,7 +23,7 @@ __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_
 
 
 def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbose: bool,
-         max_steps: int, start_step: int, max_tokens_per_batch: int,
+         max_steps: int, start_step: int, max_tokens_per_batch: int | None,
          **options: Any) -> tuple[list[list[int]], dict[str, Any]]:
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
@@ -35,7 +35,8 @@ def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbo
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose: bool = True,
                    max_steps: int = 1024, start_step: int = 0,
-                   max_tokens_per_batch: int = 4096) -> tuple[list[list[int]], dict[str, Any]]:
+                   max_tokens_per_batch: int | None = None
+                   ) -> tuple[list[list[int]], dict[str, Any]]:
     """Greedy rationalization of every token of ``input_ids`` (1-D) after ``start_step``.
 
     All targets are searched together; candidate subsets are scored in batches of at most
@@ -48,7 +49,7 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose:
 
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
-                            max_tokens_per_batch: int = 4096,
+                            max_tokens_per_batch: int | None = None,
                             integrated_gradient_steps: int = 100
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """Rationales from a baseline ordering (``gradient_norm``, ``signed_gradient``,
@@ -61,7 +62,7 @@ def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
                               verbose: bool = True, max_steps: int = 6, start_step: int = 0,
-                              max_tokens_per_batch: int = 4096
+                              max_tokens_per_batch: int | None = None
                               ) -> tuple[list[list[int]], dict[str, Any]]:
     """Exact minimum-size rationales by enumerating subsets of size up to ``max_steps``."""
     return _run(model, input_ids, tokenizer, "exhaustive", verbose, max_steps, start_step,

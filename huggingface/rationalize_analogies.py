@@ -128,8 +128,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--max_steps", type=int, default=None,
                         help="largest rationale size searched (default: 6 for exhaustive, "
                              "1024 otherwise)")
-    parser.add_argument("--max_tokens_per_batch", type=int, default=4096,
-                        help="token budget of one batch of candidate subsets")
+    parser.add_argument("--max_tokens_per_batch", type=int, default=None,
+                        help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
+                        "32768 on CUDA); results do not depend on it")
     parser.add_argument("--integrated_gradient_steps", type=int, default=100,
                         help="path steps of integrated gradients")
     parser.add_argument("--verbose", action="store_true",

@@ -4,16 +4,24 @@ Follows the conventions of Hugging Face's ``run_clm.py`` example (``HfArgumentPa
 argument dataclasses, ``Trainer``, ``*_results.json`` metrics) with two additions:
 
 * word dropout for compatibility training (Vafa et al., 2021, Sec. 5) on training batches
-  only (``--word_dropout_mixture``, ``--word_dropout_type``, ``--word_dropout_per_head``);
-  evaluation always uses the full context;
+  only (``--word_dropout_mixture``, ``--word_dropout_type``, ``--word_dropout_per_head``,
+  ``--word_dropout_attention``); evaluation always uses the full context;
 * a small built-in data pipeline (no ``datasets`` library): ``--train_file`` /
   ``--validation_file`` are ``.txt`` (one document per line) or ``.json`` / ``.jsonl``
   (records with a ``text`` field); documents are tokenized, joined (with the tokenizer's EOS
   token in between) and cut into ``--block_size`` blocks.
 
-Word dropout passes a boolean 4-D ``attention_mask`` to the model, which Hugging Face causal
-LMs honour with the ``sdpa`` and ``eager`` attention implementations (checked for GPT-2 and
-Llama); Flash Attention is refused when word dropout is on.
+Word dropout reaches the model in one of two ways (``--word_dropout_attention``):
+
+* ``mask``: a boolean 4-D ``attention_mask``, which Hugging Face causal LMs honour with the
+  ``sdpa`` and ``eager`` attention implementations (checked for GPT-2 and Llama); Flash
+  Attention is refused. Works everywhere, but the dense mask turns off fused attention kernels.
+* ``flex``: a compact ``[B, (H,) T]`` keep mask, consumed by the ``word_dropout_flex``
+  attention implementation (PyTorch flex attention, compiled on CUDA), which keeps attention
+  fused. Needs attention dropout 0 in the model config (e.g. ``--config_overrides
+  attn_pdrop=0.0`` for GPT-2 from scratch); Llama-style configs have none by default.
+* ``auto`` (default): ``flex`` when training on CUDA with flex attention available, no
+  ``--attn_implementation`` and no attention dropout; ``mask`` otherwise (the log says why).
 
 Examples (run from the repository root)::
 
@@ -77,9 +85,12 @@ from transformers import (  # noqa: E402
 )
 
 from huggingface.word_dropout import (  # noqa: E402
+    WORD_DROPOUT_ATTENTION_MODES,
     WordDropoutCollator,
     WordDropoutTrainer,
+    choose_word_dropout_attention,
     num_attention_heads,
+    use_word_dropout_flex,
 )
 from sequential_rationales.word_dropout import WORD_DROPOUT_TYPES, WordDropout  # noqa: E402
 
@@ -141,8 +152,9 @@ class ModelArguments:
                           "takes the dtype of a pretrained model's weights."})
     attn_implementation: str | None = field(
         default=None,
-        metadata={"help": "Attention implementation (e.g. sdpa, eager). Word dropout needs "
-                          f"one of {', '.join(MASK_4D_ATTENTION)} (sdpa is the default)."})
+        metadata={"help": "Attention implementation (e.g. sdpa, eager). Dense-mask word "
+                          f"dropout needs one of {', '.join(MASK_4D_ATTENTION)} (sdpa is the "
+                          "default); flex word dropout sets its own, so leave this unset."})
 
     def __post_init__(self) -> None:
         if self.model_name_or_path is None and self.config_name is None and (
@@ -229,6 +241,18 @@ class WordDropoutArguments:
         default=None,
         metadata={"help": "Draw a separate keep-set per attention head (true/false). Default: "
                           "true for inverse_length, false for uniform_length."})
+    word_dropout_attention: str = field(
+        default="auto",
+        metadata={"metavar": "{" + ",".join(WORD_DROPOUT_ATTENTION_MODES) + "}",
+                  "help": "How word-dropout masks reach the model (same training either way). "
+                          "mask: a dense boolean 4-D attention_mask (any sdpa/eager model; "
+                          "disables fused attention kernels, slower on GPUs). flex: a compact "
+                          "keep mask for the registered 'word_dropout_flex' attention, fused "
+                          "flex attention compiled on CUDA (needs torch flex attention, Triton "
+                          "on CUDA and attention dropout 0 in the model config; runs on CPU "
+                          "but is not faster there). auto: flex when training on CUDA with "
+                          "flex attention available, no --attn_implementation and no attention "
+                          "dropout, else mask."})
 
     def __post_init__(self) -> None:
         if isinstance(self.word_dropout_mixture, bool) or not isinstance(
@@ -239,6 +263,10 @@ class WordDropoutArguments:
         if self.word_dropout_type not in WORD_DROPOUT_TYPES:
             raise ValueError(f"--word_dropout_type must be one of {', '.join(WORD_DROPOUT_TYPES)}"
                              f", got {self.word_dropout_type!r}")
+        if self.word_dropout_attention not in WORD_DROPOUT_ATTENTION_MODES:
+            raise ValueError("--word_dropout_attention must be one of "
+                             f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got "
+                             f"{self.word_dropout_attention!r}")
 
     def build(self) -> WordDropout | None:
         """The configured :class:`WordDropout`, or ``None`` when the mixture is 0."""
@@ -413,6 +441,26 @@ def environment_variable(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = old
 
 
+def word_dropout_attention_mode(requested: str, attn_implementation: str | None,
+                                device: torch.device, config: Any) -> str:
+    """Resolve --word_dropout_attention to "flex" or "mask" (see the flag's help)."""
+    if attn_implementation is not None and requested != "mask":
+        if requested == "flex":
+            raise ValueError("--word_dropout_attention flex sets the attention implementation "
+                             f"itself; drop --attn_implementation {attn_implementation}")
+        logger.info("Word-dropout attention: mask (--attn_implementation %s was given)",
+                    attn_implementation)
+        return "mask"
+    try:
+        mode, reason = choose_word_dropout_attention(requested, device, config)
+    except ValueError as e:
+        raise ValueError(f"--word_dropout_attention {requested}: {e}") from e
+    # On a GPU, falling back to dense masks costs speed: say so loudly.
+    slow = requested == "auto" and mode == "mask" and torch.device(device).type == "cuda"
+    (logger.warning if slow else logger.info)("Word-dropout attention: %s (%s)", mode, reason)
+    return mode
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[
         ModelArguments, DataTrainingArguments, WordDropoutArguments, ClmTrainingArguments]:
     parser = HfArgumentParser(
@@ -523,17 +571,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     word_dropout = wd_args.build()
     train_collator = None
     if word_dropout is not None and training_args.do_train:
-        attn = getattr(model.config, "_attn_implementation", None)
-        if attn not in MASK_4D_ATTENTION:
-            raise ValueError(f"word dropout needs --attn_implementation "
-                             f"{' or '.join(MASK_4D_ATTENTION)} (4-D attention masks), "
-                             f"the model uses {attn!r}")
+        mode = word_dropout_attention_mode(wd_args.word_dropout_attention,
+                                           model_args.attn_implementation,
+                                           training_args.device, model.config)
+        if mode == "flex":
+            use_word_dropout_flex(model)
+        else:
+            attn = getattr(model.config, "_attn_implementation", None)
+            if attn not in MASK_4D_ATTENTION:
+                raise ValueError(f"word dropout needs --attn_implementation "
+                                 f"{' or '.join(MASK_4D_ATTENTION)} (4-D attention masks), "
+                                 f"the model uses {attn!r}")
         heads = num_attention_heads(model.config) if word_dropout.independent_heads else 1
         # Each process draws its own masks.
         train_collator = WordDropoutCollator(default_data_collator, word_dropout, heads,
-                                             seed=training_args.seed + training_args.process_index)
-        logger.info("Word dropout on training batches: %s (per-head: %s)", word_dropout,
-                    word_dropout.independent_heads)
+                                             seed=training_args.seed + training_args.process_index,
+                                             attention=mode)
+        logger.info("Word dropout on training batches: %s (per-head: %s, attention: %s)",
+                    word_dropout, word_dropout.independent_heads, mode)
 
     # TrainingArguments lost --logging_dir in transformers 5; the TensorBoard callback (built in
     # Trainer.__init__) reads TENSORBOARD_LOGGING_DIR instead.

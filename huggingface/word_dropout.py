@@ -1,26 +1,73 @@
 """Word dropout for Hugging Face causal language models (compatibility training).
 
-Hugging Face causal LMs (GPT-2, Llama, ... with the ``sdpa`` or ``eager`` attention) accept a
-boolean 4-D ``attention_mask`` of shape ``[B, 1, T, T]`` or ``[B, H, T, T]`` (``True`` = may
-attend) and use it as given. Word dropout is therefore purely a data-collator concern:
-:class:`WordDropoutCollator` replaces the batch's attention mask, no model code is patched.
-:class:`WordDropoutTrainer` applies it to training batches only, so evaluation sees the full
-context.
+Two ways to give a model the word-dropped attention pattern (query ``i`` sees key ``j`` iff
+``j <= i`` and ``j`` is kept or ``j == i``):
+
+* ``"mask"``: Hugging Face causal LMs (GPT-2, Llama, ... with the ``sdpa`` or ``eager``
+  attention) accept a boolean 4-D ``attention_mask`` of shape ``[B, 1, T, T]`` or
+  ``[B, H, T, T]`` (``True`` = may attend) and use it as given, so :class:`WordDropoutCollator`
+  just replaces the batch's attention mask; no model code is patched. Simple and works
+  everywhere, but a dense mask turns off the fused (flash) attention kernels.
+* ``"flex"``: the collator adds only the compact keep mask (``[B, T]`` or ``[B, H, T]``) to the
+  batch, under the keyword ``word_dropout_keep``; the model's attention implementation is set
+  to :data:`WORD_DROPOUT_FLEX` (see :func:`use_word_dropout_flex`), a function registered with
+  transformers' ``AttentionInterface`` that runs PyTorch's fused ``flex_attention`` with a
+  block-sparse mask built from the keep mask. Batches without a keep mask (not word-dropped,
+  evaluation) take transformers' ordinary SDPA path. Model forwards (GPT-2, Llama, ...) pass
+  unknown keyword arguments down to the attention function, which is how the keep mask
+  reaches it.
+
+:class:`WordDropoutTrainer` applies the collator to training batches only, so evaluation sees
+the full context.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, get_worker_info
-from transformers import Trainer
+from transformers import AttentionInterface, Trainer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 
-__all__ = ["WordDropoutCollator", "WordDropoutTrainer", "num_attention_heads"]
+try:
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+except ImportError:  # torch without flex attention (< 2.5)
+    BlockMask = flex_attention = None
+
+__all__ = [
+    "KEEP_KWARG",
+    "WORD_DROPOUT_ATTENTION_MODES",
+    "WORD_DROPOUT_FLEX",
+    "WordDropoutCollator",
+    "WordDropoutTrainer",
+    "attention_dropout",
+    "choose_word_dropout_attention",
+    "flex_attention_unavailable",
+    "num_attention_heads",
+    "register_word_dropout_flex",
+    "use_word_dropout_flex",
+    "word_dropout_block_layout",
+    "word_dropout_block_mask",
+    "word_dropout_flex_attention",
+]
+
+# Name of the registered attention implementation. It must contain neither "sdpa" nor
+# "flex_attention": transformers runs its own capability checks on names containing those.
+WORD_DROPOUT_FLEX = "word_dropout_flex"
+# Batch key (and model keyword argument) that carries the compact keep mask in "flex" mode.
+KEEP_KWARG = "word_dropout_keep"
+# How word-dropout masks reach the model: "auto" resolves to one of the other two.
+WORD_DROPOUT_ATTENTION_MODES = ("auto", "flex", "mask")
+# Flex attention's default sparse block size (tokens per query/key tile).
+BLOCK_SIZE = 128
 
 
 def num_attention_heads(config: Any) -> int:
@@ -45,14 +92,259 @@ def num_attention_heads(config: Any) -> int:
         "word-dropout masks cannot be built; use per_head=False (one mask per example)")
 
 
+def attention_dropout(config: Any) -> float:
+    """Attention-probability dropout of a Hugging Face config (``attn_pdrop`` for GPT-2,
+    ``attention_dropout`` for Llama and most others; 0 when the config has none)."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
+
+
+def flex_attention_unavailable(device: str | torch.device) -> str | None:
+    """Why the flex path cannot run on ``device``, or ``None`` when it can.
+
+    CUDA compiles flex attention with Triton (fused forward and backward). CPU runs it eagerly
+    and unfused, forward only; training there falls back to a dense mask (correct, not faster).
+    """
+    if flex_attention is None:
+        return f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+    device = torch.device(device)
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        if not has_triton():
+            return "flex attention on CUDA needs Triton (torch.compile), which is not available"
+    elif device.type != "cpu":
+        return f"flex attention is only supported here on CPU and CUDA, not {device.type}"
+    return None
+
+
+def choose_word_dropout_attention(requested: str, device: str | torch.device,
+                                  config: Any) -> tuple[str, str]:
+    """Resolve ``"auto"``/``"flex"``/``"mask"`` to ``("flex" | "mask", reason)``.
+
+    ``auto`` takes flex attention on CUDA when it is available and the model has no attention
+    dropout (flex attention cannot drop attention probabilities); otherwise the dense mask.
+    An explicit ``flex`` that cannot run raises ``ValueError``.
+    """
+    if requested not in WORD_DROPOUT_ATTENTION_MODES:
+        raise ValueError(f"word-dropout attention must be one of "
+                         f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got {requested!r}")
+    if requested == "mask":
+        return "mask", "requested"
+    problem = flex_attention_unavailable(device)
+    dropout = attention_dropout(config)
+    if problem is None and dropout > 0:
+        problem = (f"the model has attention dropout {dropout:g} and flex attention cannot drop "
+                   "attention probabilities; set it to 0 in the model config (GPT-2: attn_pdrop,"
+                   " Llama: attention_dropout)")
+    if requested == "flex":
+        if problem is not None:
+            raise ValueError(f"flex word-dropout attention is unavailable: {problem}; use the "
+                             "dense-mask mode instead")
+        return "flex", "requested"
+    if torch.device(device).type != "cuda":
+        return "mask", "not on CUDA (flex attention only pays off as a compiled GPU kernel)"
+    if problem is not None:
+        return "mask", problem
+    return "flex", "CUDA with flex attention available"
+
+
+def _keep_mask_mod(keep: Tensor) -> Callable:
+    """flex ``mask_mod`` for a ``[B, H, T]`` keep mask (``H`` = 1: shared by all heads)."""
+    if keep.shape[1] == 1:
+        def mask_mod(b, h, q, kv):
+            return (kv <= q) & (keep[b, 0, kv] | (q == kv))
+    else:
+        def mask_mod(b, h, q, kv):
+            return (kv <= q) & (keep[b, h, kv] | (q == kv))
+    return mask_mod
+
+
+def _ordered_blocks(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """Counts and indices (selected blocks first) of a ``[..., Q blocks, KV blocks]`` bool."""
+    counts = blocks.sum(-1, dtype=torch.int32)
+    indices = torch.argsort(blocks.to(torch.int8), dim=-1, descending=True, stable=True)
+    return counts, indices.to(torch.int32)
+
+
+def word_dropout_block_layout(keep: Tensor, block_size: int = BLOCK_SIZE
+                              ) -> tuple[Tensor, Tensor]:
+    """Block-sparse layout of the word-dropped causal pattern of a ``[B, H, T]`` keep mask.
+
+    Returns ``(partial, full)``, bool ``[B, H, N, N]`` over ``N = ceil(T / block_size)``
+    query x key blocks. It is computed from per-block keep counts (``O(B*H*T)``), never from
+    the dense ``T x T`` mask: a key block strictly below the diagonal is full when all its keys
+    are kept, skipped when none is, partial otherwise; diagonal blocks are always partial.
+    """
+    b, h, t = keep.shape
+    n = -(-t // block_size)
+    padded = keep.new_zeros(b, h, n * block_size)
+    padded[..., :t] = keep
+    kept = padded.view(b, h, n, block_size).sum(-1)[:, :, None, :]  # [B, H, 1, KV blocks]
+    below = torch.ones(n, n, dtype=torch.bool, device=keep.device).tril(-1)
+    full = below & (kept == block_size)
+    diagonal = torch.eye(n, dtype=torch.bool, device=keep.device)
+    partial = (below & (kept > 0) & (kept < block_size)) | diagonal
+    return partial, full
+
+
+def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE) -> BlockMask:
+    """Flex-attention ``BlockMask`` of the word-dropped causal pattern of ``keep``.
+
+    Args:
+        keep: ``[B, T]`` or ``[B, H, T]`` bool (as drawn by :class:`WordDropout`).
+        block_size: tile size of the block-sparse layout.
+    Returns:
+        a ``BlockMask`` of shape ``[B, 1 or H, T, T]``: query ``i`` sees key ``j`` iff
+        ``j <= i`` and (``keep[..., j]`` or ``j == i``), like ``self_attention_mask``; its
+        layout is :func:`word_dropout_block_layout`.
+    """
+    if flex_attention is None:
+        raise RuntimeError(flex_attention_unavailable("cpu"))
+    if keep.dtype != torch.bool or keep.dim() not in (2, 3):
+        raise ValueError(f"keep must be a [B, T] or [B, H, T] bool tensor, got {keep.dtype} "
+                         f"{list(keep.shape)}")
+    keep = keep if keep.dim() == 3 else keep[:, None]
+    partial, full = word_dropout_block_layout(keep, block_size)
+    t = keep.shape[-1]
+    return BlockMask.from_kv_blocks(*_ordered_blocks(partial), *_ordered_blocks(full),
+                                    BLOCK_SIZE=block_size, mask_mod=_keep_mask_mod(keep),
+                                    seq_lengths=(t, t))
+
+
+def _dense_word_dropout_mask(keep: Tensor) -> Tensor:
+    """``[B, 1 or H, T, T]`` bool mask from the same ``mask_mod`` as the ``BlockMask``
+    (evaluated on broadcast index grids: it is written with plain tensor ops)."""
+    keep = keep if keep.dim() == 3 else keep[:, None]
+    b, h, t = keep.shape
+    grid = [torch.arange(n, device=keep.device).view([-1 if i == d else 1 for i in range(4)])
+            for d, n in enumerate((b, h, t, t))]
+    return _keep_mask_mod(keep)(*grid)
+
+
+class _LastKeepCache:
+    """The value built from the last keep mask seen. Every layer of a forward pass gets the
+    same keep tensor, so masks are built once per step. Holding the tensor keeps the identity
+    test sound (a freed tensor's id or memory could be reused by the next batch)."""
+
+    def __init__(self, build: Callable[[Tensor], Any]) -> None:
+        self.build = build
+        self.entry: tuple[Tensor, int, torch.device, Any] | None = None
+
+    def __call__(self, keep: Tensor, device: torch.device) -> Any:
+        entry = self.entry  # read once: DataParallel replicas run in threads
+        if entry is not None and entry[0] is keep and entry[1:3] == (keep._version, device):
+            return entry[3]
+        value = self.build(keep.to(device))
+        self.entry = (keep, keep._version, device, value)
+        return value
+
+
+_block_masks = _LastKeepCache(word_dropout_block_mask)
+_dense_masks = _LastKeepCache(_dense_word_dropout_mask)
+
+
+@functools.cache
+def _compiled_flex_attention() -> Callable:
+    # Compiled once per process; flex attention is only fused (and fast) when compiled.
+    return torch.compile(flex_attention)
+
+
+def word_dropout_flex_attention(module: torch.nn.Module, query: Tensor, key: Tensor,
+                                value: Tensor, attention_mask: Tensor | None,
+                                scaling: float | None = None, dropout: float = 0.0,
+                                word_dropout_keep: Tensor | None = None,
+                                **kwargs: Any) -> tuple[Tensor, None]:
+    """Attention function registered as :data:`WORD_DROPOUT_FLEX` (transformers'
+    ``AttentionInterface`` signature: ``query [B, Hq, T, D]``, ``key``/``value``
+    ``[B, Hkv, T, D]``; returns ``[B, T, Hq, D]`` and no weights).
+
+    With ``word_dropout_keep`` (``[B, T]`` or ``[B, H, T]`` bool, padding never kept) it
+    computes word-dropped causal self-attention with flex attention (compiled on CUDA),
+    ignoring ``attention_mask`` (the keep mask already excludes padding). Without it, it is
+    transformers' SDPA attention. Off CUDA, where torch has no flex backward, inputs that need
+    gradients get SDPA with the same mask expanded densely on the device.
+    """
+    if word_dropout_keep is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    if dropout > 0:
+        raise ValueError(
+            "flex word-dropout attention cannot apply attention dropout; set the model's "
+            "attention dropout to 0 (GPT-2: attn_pdrop, Llama: attention_dropout) or use "
+            "dense word-dropout masks")
+    t = query.shape[-2]
+    if not getattr(module, "is_causal", True) or getattr(module, "sliding_window", None) or (
+            key.shape[-2] != t or word_dropout_keep.shape[-1] != t):
+        raise ValueError("word-dropout keep masks are for causal self-attention over the whole "
+                         "sequence (no cache, no sliding window): query length "
+                         f"{t}, key length {key.shape[-2]}, keep {list(word_dropout_keep.shape)}")
+    if query.device.type != "cuda" and (
+            query.requires_grad or key.requires_grad or value.requires_grad):
+        # torch has no flex-attention backward off CUDA (2.13): expand the same mask_mod into
+        # a dense mask on the device and use SDPA, so CPU training works too (not faster).
+        dense = _dense_masks(word_dropout_keep, query.device)
+        return sdpa_attention_forward(module, query, key, value, dense, dropout=0.0,
+                                      scaling=scaling)
+    block_mask = _block_masks(word_dropout_keep, query.device)
+    attend = flex_attention
+    if query.device.type == "cuda" and not torch.compiler.is_compiling():
+        attend = _compiled_flex_attention()
+    out = attend(query, key, value, block_mask=block_mask, scale=scaling,
+                 enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_word_dropout_flex() -> None:
+    """Register :data:`WORD_DROPOUT_FLEX` with transformers (idempotent). Its mask creation is
+    SDPA's, so batches without a keep mask get exactly the SDPA path (padding, ``is_causal``)."""
+    AttentionInterface.register(WORD_DROPOUT_FLEX, word_dropout_flex_attention)
+    AttentionMaskInterface.register(WORD_DROPOUT_FLEX, sdpa_mask)
+
+
+def use_word_dropout_flex(model: Any) -> Any:
+    """Switch ``model`` (a transformers ``PreTrainedModel`` whose attention dispatches through
+    ``AttentionInterface``, e.g. GPT-2 or Llama) to :data:`WORD_DROPOUT_FLEX`, in place.
+
+    transformers stores the choice in ``model.config`` (models sharing a config switch
+    together); it is not saved with the model. Raises ``ValueError`` when flex attention is
+    missing or the model trains with attention dropout (which flex attention cannot apply).
+    Returns ``model``.
+    """
+    if flex_attention is None:
+        raise ValueError(f"flex word-dropout attention is unavailable: "
+                         f"{flex_attention_unavailable('cpu')}")
+    dropout = attention_dropout(model.config)
+    if dropout > 0:
+        raise ValueError(f"flex word-dropout attention cannot apply the model's attention dropout"
+                         f" ({dropout:g}); set it to 0 in the config (GPT-2: attn_pdrop, Llama: "
+                         "attention_dropout) or use dense word-dropout masks")
+    register_word_dropout_flex()
+    model.set_attn_implementation(WORD_DROPOUT_FLEX)
+    if model.config._attn_implementation != WORD_DROPOUT_FLEX:
+        raise ValueError(f"{type(model).__name__} cannot switch its attention implementation "
+                         "(it does not dispatch through transformers' AttentionInterface); use "
+                         "dense word-dropout masks")
+    return model
+
+
 class WordDropoutCollator:
-    """Wrap a data collator so that word-dropped batches get a 4-D boolean attention mask.
+    """Wrap a data collator so that word-dropped batches carry word-dropout masks.
 
     The base collator's batch is returned unchanged when the batch is not word-dropped (see
-    :meth:`WordDropout.sample_keep`). Otherwise ``attention_mask`` becomes
-    ``[B, H, T, T]`` (per-head draws) or ``[B, 1, T, T]``, causal, with the diagonal always
-    allowed; positions where an existing 2-D ``attention_mask`` is 0 (padding) are never
-    attended to by real tokens.
+    :meth:`WordDropout.sample_keep`). Otherwise, with ``attention="mask"``,
+    ``attention_mask`` becomes ``[B, H, T, T]`` (per-head draws) or ``[B, 1, T, T]``, causal,
+    with the diagonal always allowed; positions where an existing 2-D ``attention_mask`` is 0
+    (padding) are never attended to by real tokens. With ``attention="flex"`` the batch keeps
+    its 2-D ``attention_mask`` and gains ``word_dropout_keep``, the ``[B, H, T]`` or
+    ``[B, T]`` keep mask (padding never kept), for a model switched to
+    :data:`WORD_DROPOUT_FLEX` (:func:`use_word_dropout_flex`). Both describe the same pattern.
 
     Randomness comes from a private ``torch.Generator`` seeded with ``seed``, so the masks are
     reproducible and independent of the global RNG. Inside a ``DataLoader`` worker the
@@ -61,13 +353,17 @@ class WordDropoutCollator:
     """
 
     def __init__(self, base_collator: Callable[[list[Any]], Mapping[str, Any]],
-                 word_dropout: WordDropout, num_heads: int, seed: int) -> None:
+                 word_dropout: WordDropout, num_heads: int, seed: int,
+                 attention: str = "mask") -> None:
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+        if attention not in ("flex", "mask"):
+            raise ValueError(f"attention must be 'flex' or 'mask', got {attention!r}")
         self.base_collator = base_collator
         self.word_dropout = word_dropout
         self.num_heads = num_heads
         self.seed = int(seed)
+        self.attention = attention
         self._generator: torch.Generator | None = None
         self._worker_seed: int | None = None
 
@@ -106,6 +402,9 @@ class WordDropoutCollator:
         keep = self.word_dropout.sample_keep(valid, self.num_heads, self._rng())
         if keep is None:
             return batch
+        if self.attention == "flex":
+            batch[KEEP_KWARG] = keep
+            return batch
         # Padding is never kept, so real tokens never see it; a padding query sees only itself
         # (an all-False row would give NaN attention outputs).
         allowed = self_attention_mask(keep, causal=True)  # [B, (H,) T, T]
@@ -121,6 +420,12 @@ class WordDropoutTrainer(Trainer):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator
+        # A model that does not use the flex attention would silently ignore the keep masks.
+        attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if getattr(train_data_collator, "attention", None) == "flex" and attn != WORD_DROPOUT_FLEX:
+            raise ValueError(f"a flex word-dropout collator needs a model switched to "
+                             f"{WORD_DROPOUT_FLEX!r} (use_word_dropout_flex), this one uses "
+                             f"{attn!r}")
 
     def get_train_dataloader(self) -> DataLoader:
         if self.train_data_collator is None:

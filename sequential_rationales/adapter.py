@@ -12,6 +12,13 @@ Conventions shared by all adapters
   Source (encoder) rows are **right-padded**. Masks are ``True`` on real tokens. Padded slots
   hold token id 0 and position 0; adapters must ignore them.
 * ``log_probs`` returns log-probabilities of the token that follows the last target token.
+* ``equal_lengths=True`` promises that every row has the same number of target tokens and the
+  same number of source tokens, so target rows carry no padding and an adapter may run the
+  model's plain causal path without an attention mask (the fast path of fused kernels).
+* An adapter may also define ``score(batch, goals) -> [N, 3]``: the search's per-row numbers
+  (``log p(goal)``, argmax id, ``log p(argmax)``; see
+  :func:`sequential_rationales.search.scores_from_logits`) computed on the model's device, so
+  nothing of vocabulary size reaches the host. Without it the search reduces ``log_probs``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,15 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+
+def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
+    """``tensor`` on ``device``; a host-to-GPU copy is asynchronous (through pinned memory), so
+    the host goes on building the next batch while the GPU works."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass
@@ -37,15 +53,19 @@ class SubsetBatch:
     source_ids: Tensor | None = None
     source_positions: Tensor | None = None
     source_mask: Tensor | None = None
+    equal_lengths: bool = False
 
     def __len__(self) -> int:
         return self.target_ids.shape[0]
 
     def to(self, device: torch.device | str) -> SubsetBatch:
         def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
+            return None if t is None else to_device(t, device)
 
-        return SubsetBatch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+        return SubsetBatch(move(self.target_ids), move(self.target_positions),
+                           move(self.target_mask), move(self.source_ids),
+                           move(self.source_positions), move(self.source_mask),
+                           self.equal_lengths)
 
 
 @dataclass

@@ -26,7 +26,12 @@ import torch
 from torch import Tensor
 
 from .adapter import AttentionMaps, Embeddings, ModelAdapter
-from .search import RationalizationProblem, build_batch, token_budget_chunks
+from .search import (
+    RationalizationProblem,
+    build_batch,
+    default_token_budget,
+    token_budget_chunks,
+)
 
 Scores = dict[int, Tensor]
 
@@ -44,7 +49,7 @@ def _unpad(target: Tensor, target_mask: Tensor, source: Tensor | None,
 
 
 def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
-                    targets: Sequence[int], max_tokens_per_batch: int, alphas: Tensor
+                    targets: Sequence[int], max_tokens_per_batch: int | None, alphas: Tensor
                     ) -> dict[int, tuple[Tensor, Tensor]]:
     """For each target ``t``: the input token embeddings ``e`` of its full context and the mean
     over ``alphas`` of d log p(y_t) / d(alpha e) evaluated at ``alpha e``; both ``[C, D]`` over
@@ -53,7 +58,8 @@ def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
     grad_sum: dict[int, Tensor] = {}
     embeds: dict[int, Tensor] = {}
     lengths = [problem.context_size(t) for t, _ in rows]
-    for chunk in token_budget_chunks(lengths, max_tokens_per_batch):
+    budget = max_tokens_per_batch or default_token_budget(adapter.device, gradients=True)
+    for chunk in token_budget_chunks(lengths, budget):
         chunk_rows = rows[chunk]
         batch = build_batch(problem, [_full_context_subset(problem, t) for t, _ in chunk_rows])
         batch = batch.to(adapter.device)
@@ -84,7 +90,7 @@ def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
 def _gradient_scorer(combine: Callable[[Tensor, Tensor], Tensor], integrated: bool = False
                      ) -> Callable[..., Scores]:
     def scorer(adapter: ModelAdapter, problem: RationalizationProblem, targets: Sequence[int],
-               max_tokens_per_batch: int = 4096, steps: int = 100) -> Scores:
+               max_tokens_per_batch: int | None = None, steps: int = 100) -> Scores:
         # Integrated gradients: midpoint rule on the straight path from zero embeddings.
         alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps if integrated \
             else torch.ones(1)

@@ -88,13 +88,15 @@ BASELINE_METHODS = tuple(BASELINE_SCORERS)
 
 
 def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",
-                max_steps: int = 1024, max_tokens_per_batch: int = 4096, top_1: bool = False,
+                max_steps: int = 1024, max_tokens_per_batch: int | None = None,
+                top_1: bool = False,
                 top_1_skip_source: Iterable[int] = (),
                 integrated_gradient_steps: int = 100) -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing."""
     chosen = get_method(method)
     check_positive_int(max_steps, "max_steps")
-    check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
+    if max_tokens_per_batch is not None:  # None: the device's default budget
+        check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
     check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
     if top_1 and not adapter.is_conditional:
         raise ValueError("top_1 only applies to conditional (source-target) models")
@@ -114,7 +116,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
 
 def rationalize_lm_sequence(adapter: ModelAdapter, input_ids: object, decode: Callable[[int], str],
                             method: str, verbose: bool, max_steps: int, start_step: int,
-                            max_tokens_per_batch: int, **options: object
+                            max_tokens_per_batch: int | None, **options: object
                             ) -> tuple[list[list[int]], dict]:
     """The seed's language-model contract for any adapter: check ``input_ids`` (1-D),
     rationalize every position after ``start_step``, optionally print, and return

@@ -13,23 +13,54 @@ Context tokens are coded as integers: ``0 .. S-1`` are source positions, ``S + j
 position ``j``. A subset is a sorted tuple of codes, so its source part and its target part are
 each in position order, as the sparse forward pass requires.
 
-All targets of a sequence advance together: every candidate subset of every unfinished target
-at a step is scored in shared batches of at most ``max_tokens_per_batch`` tokens.
+How the work is batched (what makes the search fast):
+
+* All targets of a sequence advance together: every candidate subset of every unfinished target
+  at a step is scored in shared batches of at most ``max_tokens_per_batch`` tokens.
+* Candidates are built as tensors: a step's rows are ``(owner, candidate code)`` pairs, and a
+  row's subset is its owner's sorted rationale with the candidate inserted.
+* Rows of equal length need no padding and no attention mask. In a step every row of a language
+  model has the same length; rows of a conditional model are grouped by their number of source
+  tokens, so each group is padding-free too (``group_by_length``).
+* The model reduces its next-token distribution where it runs: per row, only ``log p(goal)``,
+  the argmax and its log-probability come back to the host, once per step.
+* A CUDA out-of-memory error halves the rows of the failing batch and retries; the smaller
+  budget is kept for the rest of the search. Results never depend on the batching.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .adapter import ModelAdapter, SubsetBatch
+from .adapter import ModelAdapter, SubsetBatch, to_device
 from .results import SOURCE, TARGET, ContextToken, SearchStep, TargetRationale
 
 Subset = tuple[int, ...]
+
+# Tokens per forward pass when none is given. Measured with scripts/benchmark_rationalization.py:
+# on a 2-core CPU 2,048 beats both 1,024 and 8,192; a GPU wants large batches to stay busy.
+DEFAULT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
+# Rows whose codes are materialized at once on the host (memory bound for long sequences).
+_ROWS_ELEMENTS = 1 << 22
+
+
+# Passes that keep activations for a backward pass (the gradient baselines) need far more
+# memory per token than inference.
+DEFAULT_GRADIENT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 4096}
+
+
+def default_token_budget(device: torch.device | str, gradients: bool = False) -> int:
+    """The default ``max_tokens_per_batch`` for a device: 2,048 on CPU, 32,768 on CUDA
+    (4,096 for passes with gradients)."""
+    table = DEFAULT_GRADIENT_TOKEN_BUDGET if gradients else DEFAULT_TOKEN_BUDGET
+    return table.get(torch.device(device).type, 4096)
 
 
 @dataclass
@@ -75,35 +106,52 @@ class RationalizationProblem:
         return code < self.num_source
 
 
-def build_batch(problem: RationalizationProblem, subsets: Sequence[Subset]) -> SubsetBatch:
-    """Gather the tokens and original positions of each subset (see the padding conventions
-    in :mod:`sequential_rationales.adapter`)."""
+def batch_from_codes(problem: RationalizationProblem, codes: Tensor,
+                     lengths: Tensor | None = None) -> SubsetBatch:
+    """Lay out rows of sorted context codes as a :class:`SubsetBatch` (padding conventions in
+    :mod:`sequential_rationales.adapter`).
+
+    ``codes`` is ``[N, m]``, each row ascending; with ``lengths``, only the first
+    ``lengths[i]`` codes of row ``i`` are real. Source codes sort first, so a row's source part
+    is its first ``n_source`` codes and its target part the rest.
+    """
+    n, m = codes.shape
     s = problem.num_source
-    n = len(subsets)
-    tgt = [[c - s for c in sub if c >= s] for sub in subsets]
-    lt = max(len(p) for p in tgt)
-    t_pos = torch.zeros(n, lt, dtype=torch.long)
-    t_mask = torch.zeros(n, lt, dtype=torch.bool)
-    for i, p in enumerate(tgt):
-        if p:
-            t_pos[i, lt - len(p):] = torch.tensor(p)
-            t_mask[i, lt - len(p):] = True
+    if s == 0 and lengths is None:  # the hot path of language models: codes are positions
+        return SubsetBatch(problem.target_ids[codes], codes,
+                           torch.ones(n, m, dtype=torch.bool), equal_lengths=True)
+    columns = torch.arange(m)
+    real = columns < lengths[:, None] if lengths is not None else torch.ones(n, m, dtype=bool)
+    n_source = ((codes < s) & real).sum(1)
+    n_target = real.sum(1) - n_source
+    equal = bool((n_source == n_source[0]).all() and (n_target == n_target[0]).all())
+    # Target part, left-padded: column j of row i holds code n_source + n_target - lt + j.
+    lt = int(n_target.max())
+    t_mask = torch.arange(lt) >= (lt - n_target)[:, None]
+    t_col = ((n_source + n_target - lt)[:, None] + torch.arange(lt)).clamp(min=0)
+    t_pos = torch.where(t_mask, codes.gather(1, t_col) - s, 0)
     t_ids = torch.where(t_mask, problem.target_ids[t_pos], 0)
     if problem.source_ids is None:
-        return SubsetBatch(t_ids, t_pos, t_mask)
-    src = [[c for c in sub if c < s] for sub in subsets]
-    ls = max(1, max(len(p) for p in src))
-    s_pos = torch.zeros(n, ls, dtype=torch.long)
-    s_mask = torch.zeros(n, ls, dtype=torch.bool)
-    for i, p in enumerate(src):
-        if p:
-            s_pos[i, :len(p)] = torch.tensor(p)
-            s_mask[i, :len(p)] = True
+        return SubsetBatch(t_ids, t_pos, t_mask, equal_lengths=equal)
+    # Source part, right-padded (at least one column, so an empty source is representable).
+    ls = max(1, int(n_source.max()))
+    s_mask = torch.arange(ls) < n_source[:, None]
+    s_pos = torch.where(s_mask, codes[:, :ls], 0)
     s_ids = torch.where(s_mask, problem.source_ids[s_pos], 0)
-    return SubsetBatch(t_ids, t_pos, t_mask, s_ids, s_pos, s_mask)
+    return SubsetBatch(t_ids, t_pos, t_mask, s_ids, s_pos, s_mask, equal_lengths=equal)
 
 
-def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> Iterator[slice]:
+def build_batch(problem: RationalizationProblem, subsets: Sequence[Subset]) -> SubsetBatch:
+    """A :class:`SubsetBatch` of arbitrary subsets (each a collection of context codes)."""
+    rows = [sorted(sub) for sub in subsets]
+    lengths = torch.tensor([len(r) for r in rows])
+    codes = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+    codes[torch.arange(codes.shape[1]) < lengths[:, None]] = torch.tensor(
+        list(itertools.chain.from_iterable(rows)), dtype=torch.long)
+    return batch_from_codes(problem, codes, lengths)
+
+
+def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> Iterable[slice]:
     """Split rows into consecutive chunks whose padded size (rows x longest row) stays within
     ``max_tokens``; a single row longer than the budget forms its own chunk."""
     start, longest = 0, 0
@@ -117,6 +165,28 @@ def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> Iterator[sli
         yield slice(start, len(lengths))
 
 
+def scores_from_logits(logits: Tensor, goals: Tensor) -> Tensor:
+    """Reduce next-token logits (or log-probabilities) ``[N, V]`` to ``[N, 3]`` float64 on
+    their own device: ``log p(goal)``, the argmax id and ``log p(argmax)``.
+
+    The log-softmax is taken in float32 whatever the model's dtype; float64 holds token ids
+    exactly, so one small tensor carries all three numbers back to the host.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    goal = log_probs.gather(1, to_device(goals, log_probs.device)[:, None])[:, 0]
+    best, prediction = log_probs.max(dim=1)
+    return torch.stack([goal.double(), prediction.double(), best.double()], dim=1)
+
+
+def adapter_scores(adapter: ModelAdapter, batch: SubsetBatch, goals: Tensor) -> Tensor:
+    """``[N, 3]`` scores of a batch (see :func:`scores_from_logits`) on the adapter's device.
+    Uses the adapter's own ``score`` when it has one, else reduces its ``log_probs``."""
+    score = getattr(adapter, "score", None)
+    if score is not None:
+        return score(batch, goals)
+    return scores_from_logits(adapter.log_probs(batch), goals)
+
+
 @dataclass
 class SubsetScores:
     """Per-subset results: log p(goal), the argmax token, and the two probabilities."""
@@ -126,123 +196,348 @@ class SubsetScores:
     prediction_prob: Tensor
     goal_prob: Tensor
 
+    @classmethod
+    def from_table(cls, table: Tensor) -> SubsetScores:
+        return cls(table[:, 0], table[:, 1].long(), table[:, 2].exp(), table[:, 0].exp())
+
+
+class SubsetScorer:
+    """Scores rows of sorted context codes in token-bounded, padding-free batches.
+
+    Holds the token budget, which shrinks for the rest of the search after an out-of-memory
+    error. ``group_by_length=False`` batches rows of different lengths together with padding
+    and masks (the slower form; kept to test that grouping never changes results).
+    ``reuse_prefix`` lets :meth:`extensions` compute shared rationale prefixes once, where the
+    adapter supports it (see :meth:`extensions`).
+    """
+
+    def __init__(self, adapter: ModelAdapter, problem: RationalizationProblem,
+                 max_tokens_per_batch: int | None = None, group_by_length: bool = True,
+                 reuse_prefix: bool = True) -> None:
+        self.adapter = adapter
+        self.problem = problem
+        self.budget = max_tokens_per_batch or default_token_budget(adapter.device)
+        self.group_by_length = group_by_length
+        self.reuse_prefix = (reuse_prefix and problem.num_source == 0
+                             and hasattr(adapter, "prefix_cache"))
+        self._singleton_cache: object | None = None
+        # The fixed cost of a forward pass, in tokens, when deciding whether another pass pays
+        # off (budget / 64 was best among /8, /32, /64, /128 in CPU measurements).
+        self.pass_cost = self.budget // 64
+
+    def __call__(self, codes: Tensor, goals: Tensor) -> Tensor:
+        """``[R, 3]`` float64 host scores (see :func:`scores_from_logits`) of rows ``codes``
+        ``[R, m]`` (each ascending) for goal ids ``goals`` ``[R]``."""
+        pending: list[tuple[Tensor, Tensor]] = []
+        self._enqueue_rows(codes, goals, torch.arange(len(codes)), pending)
+        return _collect(pending, len(codes))
+
+    def extensions(self, base: Tensor, owners: Tensor, candidates: Tensor,
+                   goals: Tensor) -> Tensor:
+        """Scores of the subsets ``base[owner] + {candidate}`` (``base`` ``[A, k]`` sorted
+        rationales, ``owners`` ascending), as :meth:`__call__` returns them.
+
+        With prefix reuse, a language model computes each rationale once per step and keeps its
+        keys and values; a candidate ``c`` then only runs ``c`` and the rationale tokens after
+        it, attending to the cached tokens before it (causal attention makes them identical).
+        Used where it runs fewer tokens than the plain rows. Rows are built in slices, so long
+        sequences never hold all rows of a step at once.
+        """
+        pending: list[tuple[Tensor, Tensor]] = []
+        per_slice = max(1, _ROWS_ELEMENTS // (base.shape[1] + 1))
+        for rows in torch.arange(len(owners)).split(per_slice):
+            if not (self.reuse_prefix and base.shape[1]
+                    and self._enqueue_with_prefix(base, owners, candidates, goals, rows, pending)):
+                codes = torch.cat([base[owners[rows]], candidates[rows, None]], 1)
+                self._enqueue_rows(torch.sort(codes, dim=1).values, goals[rows], rows, pending)
+        return _collect(pending, len(owners))
+
+    def _enqueue_with_prefix(self, base: Tensor, owners: Tensor, candidates: Tensor,
+                             goals: Tensor, rows: Tensor, pending: list) -> bool:
+        """Queue ``rows`` through cached prefixes; ``False`` (nothing queued) where that would
+        not save work or the adapter cannot cache."""
+        k = base.shape[1]
+        before = torch.searchsorted(base[owners[rows]], candidates[rows, None])[:, 0]
+        first, last = int(owners[rows[0]]), int(owners[rows[-1]]) + 1
+        per_chunk = max(1, self.budget // k)
+        chunks = []
+        for a0 in range(first, last, per_chunk):
+            a1 = min(last, a0 + per_chunk)
+            inside = (owners[rows] >= a0) & (owners[rows] < a1)
+            groups = self._prefix_groups(before[inside], k, a1 - a0)
+            if groups is None:
+                return False
+            chunks.append((a0, a1, rows[inside], before[inside], groups))
+        device = self.adapter.device
+        for a0, a1, chunk_rows, chunk_before, groups in chunks:
+            cache = self.adapter.prefix_cache(
+                batch_from_codes(self.problem, base[a0:a1]).to(device))
+            if cache is None:  # this model's cache cannot be sliced: plain rows from now on
+                if a0 != first:
+                    raise RuntimeError("the adapter stopped returning prefix caches mid-step")
+                self.reuse_prefix = False
+                return False
+            order = torch.argsort(chunk_before, stable=True)
+            chunk_rows = chunk_rows[order]
+            for q, group in zip(groups[0], chunk_rows.split(groups[1])):
+                # The cached first q rationale tokens, then the rest with the candidate.
+                suffix = torch.sort(torch.cat([base[owners[group], q:], candidates[group, None]],
+                                              1), dim=1).values
+                if q == 0:
+                    # The candidate comes first: its keys and values are those of the candidate
+                    # alone, shared by every target (the cache of single tokens).
+                    group_cache, slots, q, suffix = (self._singletons(), candidates[group], 1,
+                                                     suffix[:, 1:])
+                else:
+                    group_cache, slots = cache, owners[group] - a0
+                slots = to_device(slots, device)
+
+                def run(part: slice, group=group, suffix=suffix, slots=slots, q=q,
+                        group_cache=group_cache) -> Tensor:
+                    batch = batch_from_codes(self.problem, suffix[part]).to(device)
+                    return self.adapter.score_after_prefix(group_cache, slots[part], q, batch,
+                                                           goals[group[part]])
+
+                self._chunked(group, k + 1, run, pending)
+        return True
+
+    def _singletons(self) -> object:
+        """Keys and values of every context token alone at its position (computed once)."""
+        if self._singleton_cache is None:
+            codes = torch.arange(len(self.problem.target_ids))[:, None]
+            self._singleton_cache = self.adapter.prefix_cache(
+                batch_from_codes(self.problem, codes).to(self.adapter.device))
+        return self._singleton_cache
+
+    def _prefix_groups(self, before: Tensor, k: int, owners: int
+                       ) -> tuple[list[int], list[int]] | None:
+        """Split rows (by how many rationale tokens precede their candidate) into groups that
+        share a cached prefix length: ``(prefix lengths, row counts)`` in ascending order, or
+        ``None`` when plain rows are cheaper.
+
+        Every group is another forward pass, so a group is only opened where the tokens it
+        saves outweigh a pass's fixed cost (:attr:`pass_cost` tokens).
+        """
+        overhead = self.pass_cost
+        counts = torch.bincount(before, minlength=k + 1).tolist()
+        lengths: list[int] = []
+        sizes: list[int] = []
+        for p, n in enumerate(counts):
+            if not n:
+                continue
+            # Rows whose candidate comes first use another cache: they never join a group.
+            if lengths and lengths[-1] and n * (p - lengths[-1]) <= overhead:
+                sizes[-1] += n
+            else:
+                lengths.append(p)
+                sizes.append(n)
+        rows = len(before)
+        plain = rows * (k + 1) + overhead * -(-rows * (k + 1) // self.budget)
+        reuse = owners * k + overhead
+        for q, n in zip(lengths, sizes):
+            reuse += n * (k + 1 - max(q, 1)) + overhead * -(-n * (k + 1) // self.budget)
+        return (lengths, sizes) if reuse < plain else None
+
+    def _enqueue_rows(self, codes: Tensor, goals: Tensor, rows: Tensor, pending: list) -> None:
+        """Queue plain rows, grouped by their number of source tokens (no padding)."""
+        if self.problem.num_source and self.group_by_length:
+            key = (codes < self.problem.num_source).sum(1)
+            order = torch.argsort(key, stable=True)
+            codes, goals, rows = codes[order], goals[order], rows[order]
+            sizes = torch.unique_consecutive(key[order], return_counts=True)[1].tolist()
+        else:
+            sizes = [len(codes)]
+        device = self.adapter.device
+        width = codes.shape[1] + (1 if self.problem.num_source else 0)
+        for group_codes, group_goals, group in zip(codes.split(sizes), goals.split(sizes),
+                                                   rows.split(sizes)):
+            def run(part: slice, codes=group_codes, goals=group_goals) -> Tensor:
+                batch = batch_from_codes(self.problem, codes[part]).to(device)
+                return adapter_scores(self.adapter, batch, goals[part])
+
+            self._chunked(group, width, run, pending)
+
+    @torch.inference_mode()
+    def _chunked(self, rows: Tensor, width: int, run: Callable[[slice], Tensor],
+                 pending: list) -> None:
+        """Run ``rows`` (each ``width`` tokens) in chunks within the budget; on out-of-memory
+        halve the chunk and retry."""
+        start = 0
+        while start < len(rows):
+            stop = min(len(rows), start + max(1, self.budget // width))
+            try:
+                pending.append((rows[start:stop], run(slice(start, stop))))
+            except torch.OutOfMemoryError:
+                if stop - start == 1:
+                    raise
+                self._halve(stop - start, width)
+                continue
+            start = stop
+
+    def _halve(self, rows: int, width: int) -> None:
+        self.budget = max(1, rows // 2) * width
+        warnings.warn(f"out of memory with {rows} rows of {width} tokens; continuing with at "
+                      f"most {self.budget} tokens per batch", RuntimeWarning, stacklevel=4)
+        if torch.device(self.adapter.device).type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _collect(pending: list[tuple[Tensor, Tensor]], num_rows: int) -> Tensor:
+    """Bring queued device scores to the host in one copy and put them in row order."""
+    table = torch.cat([scores for _, scores in pending]).cpu()
+    rows = torch.cat([rows for rows, _ in pending])
+    return torch.empty(num_rows, 3, dtype=torch.float64).index_copy_(0, rows, table)
+
 
 @torch.inference_mode()
 def score_subsets(adapter: ModelAdapter, problem: RationalizationProblem,
                   subsets: Sequence[Subset], goals: Sequence[int],
-                  max_tokens_per_batch: int) -> SubsetScores:
-    """Evaluate ``p(goal_i | subset_i)`` for every subset, in token-bounded batches."""
-    parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+                  max_tokens_per_batch: int | None = None) -> SubsetScores:
+    """Evaluate ``p(goal_i | subset_i)`` for arbitrary subsets, in token-bounded batches."""
     goals_t = torch.as_tensor(list(goals), dtype=torch.long)
-    for chunk in token_budget_chunks([len(s) for s in subsets], max_tokens_per_batch):
-        batch = build_batch(problem, subsets[chunk]).to(adapter.device)
-        lp = adapter.log_probs(batch).float().cpu()
-        g = goals_t[chunk]
-        goal_lp = lp.gather(1, g[:, None])[:, 0]
-        pred_lp, pred = lp.max(dim=1)
-        parts.append((goal_lp, pred, pred_lp.exp(), goal_lp.exp()))
-    return SubsetScores(*(torch.cat(cols) for cols in zip(*parts)))
+    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch)
+    tables = []
+    for length, rows in itertools.groupby(range(len(subsets)), key=lambda i: len(subsets[i])):
+        rows = list(rows)
+        codes = torch.tensor([sorted(subsets[i]) for i in rows], dtype=torch.long)
+        codes = codes.view(len(rows), length)
+        tables.append(scorer(codes, goals_t[rows]))
+    return SubsetScores.from_table(torch.cat(tables))
 
 
-# A proposal strategy: given a target and the codes chosen so far, the candidate codes to try.
-Proposer = Callable[[int, list[int]], Sequence[int]]
+def _check_finite(table: Tensor) -> None:
+    if not bool(torch.isfinite(table[:, 2]).all()):
+        raise ValueError("the model returned NaN or infinite log-probabilities; check its "
+                         "weights and inputs (a model with NaN weights cannot be rationalized)")
+
+
+def _first_best(values: Tensor, owners: Tensor, num_owners: int) -> tuple[Tensor, Tensor]:
+    """Per owner, the largest value and the first row that has it (ties: the earliest row).
+    Owners without rows get ``-inf`` and row ``len(values)``."""
+    rows = len(values)
+    best = torch.full((num_owners,), float("-inf"), dtype=values.dtype).scatter_reduce(
+        0, owners, values, "amax")
+    index = torch.where(values == best[owners], torch.arange(rows), rows)
+    first = torch.full((num_owners,), rows, dtype=torch.long).scatter_reduce(
+        0, owners, index, "amin")
+    return best, first
+
+
+# A proposal strategy: (active target indices, step number, taken-code mask [n, C]) ->
+# (owner rows [R] indexing the active targets, candidate codes [R]), owners ascending and,
+# within an owner, codes in the order ties are broken (earliest first).
+Proposer = Callable[[Tensor, int, Tensor], tuple[Tensor, Tensor]]
 
 
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
-          max_steps: int, max_tokens_per_batch: int, top_1: bool,
-          top_1_skip_source: frozenset[int]) -> list[TargetRationale]:
+          max_steps: int, max_tokens_per_batch: int | None, top_1: bool,
+          top_1_skip_source: frozenset[int], group_by_length: bool) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
     its proposed candidates and keeps the one with the highest ``log p(y_t)``."""
-    chosen: dict[int, list[int]] = {t: [] for t in problem.targets}
-    steps: dict[int, list[SearchStep]] = {t: [] for t in problem.targets}
-    reached: dict[int, bool] = {t: False for t in problem.targets}
-    active = list(problem.targets)
-    while active:
-        subsets: list[Subset] = []
-        owners: list[int] = []
-        added: list[int] = []
-        for t in active:
-            base = set(chosen[t])
-            for c in propose(t, chosen[t]):
-                subsets.append(tuple(sorted(base | {c})))
-                owners.append(t)
-                added.append(c)
-        scores = score_subsets(adapter, problem, subsets, [problem.goal(o) for o in owners],
-                               max_tokens_per_batch)
-        best: dict[int, int] = {}
-        for i, t in enumerate(owners):
-            # Strict ">" keeps the earliest candidate (lowest code) on ties.
-            if t not in best or scores.goal_log_prob[i] > scores.goal_log_prob[best[t]]:
-                best[t] = i
+    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
+    targets = list(problem.targets)
+    positions = torch.tensor(targets, dtype=torch.long)
+    goals = problem.target_ids[positions].long()
+    limits = torch.clamp(positions + problem.num_source, max=max_steps).tolist()
+    chosen: list[list[int]] = [[] for _ in targets]
+    steps: list[list[SearchStep]] = [[] for _ in targets]
+    reached = [False] * len(targets)
+    taken = torch.zeros(len(targets), problem.num_source + max(targets), dtype=torch.bool)
+    active = torch.arange(len(targets))
+    base = torch.zeros(len(targets), 0, dtype=torch.long)  # sorted rationale of each active
+    step = 0
+    while len(active):
+        owners, candidates = propose(active, step, taken)
+        table = scorer.extensions(base, owners, candidates, goals[active][owners])
+        _check_finite(table)
+        _, best = _first_best(table[:, 0], owners, len(active))
+        added = candidates[best]
         still_active = []
-        for t in active:
-            i = best[t]
-            c = added[i]
-            chosen[t].append(c)
-            prediction = int(scores.prediction[i])
-            reached[t] = prediction == problem.goal(t)
-            steps[t].append(SearchStep(
-                rationale_size=len(chosen[t]), added=problem.decode_code(c),
-                prediction=prediction, prediction_prob=float(scores.prediction_prob[i]),
-                true_token_prob=float(scores.goal_prob[i])))
+        for j, (i, code) in enumerate(zip(active.tolist(), added.tolist())):
+            goal_lp, prediction, prediction_lp = table[best[j]].tolist()
+            chosen[i].append(code)
+            reached[i] = int(prediction) == int(goals[i])
+            steps[i].append(SearchStep(
+                rationale_size=len(chosen[i]), added=problem.decode_code(code),
+                prediction=int(prediction), prediction_prob=math.exp(prediction_lp),
+                true_token_prob=math.exp(goal_lp)))
             if top_1:
-                finished = problem.is_source(c) and c not in top_1_skip_source
+                finished = problem.is_source(code) and code not in top_1_skip_source
             else:
-                finished = reached[t]
-            exhausted = len(chosen[t]) >= min(max_steps, problem.context_size(t))
-            if not (finished or exhausted):
-                still_active.append(t)
-        active = still_active
+                finished = reached[i]
+            if not (finished or len(chosen[i]) >= limits[i]):
+                still_active.append(j)
+        taken[active, added] = True
+        keep = torch.tensor(still_active, dtype=torch.long)
+        base = torch.sort(torch.cat([base, added[:, None]], 1), dim=1).values[keep]
+        active = active[keep]
+        step += 1
     return [
-        TargetRationale(target_position=t, goal_id=problem.goal(t),
-                        rationale=[problem.decode_code(c) for c in chosen[t]],
-                        steps=steps[t], reached_argmax=reached[t])
-        for t in problem.targets
+        TargetRationale(target_position=t, goal_id=int(goals[i]),
+                        rationale=[problem.decode_code(c) for c in chosen[i]],
+                        steps=steps[i], reached_argmax=reached[i])
+        for i, t in enumerate(targets)
     ]
 
 
 def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 1024,
-                  max_tokens_per_batch: int = 4096, top_1: bool = False,
-                  top_1_skip_source: Iterable[int] = ()) -> list[TargetRationale]:
+                  max_tokens_per_batch: int | None = None, top_1: bool = False,
+                  top_1_skip_source: Iterable[int] = (), group_by_length: bool = True
+                  ) -> list[TargetRationale]:
     """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
 
     Args:
         max_steps: largest rationale size; a target that has not reached its argmax by then
             stops with ``reached_argmax=False``.
+        max_tokens_per_batch: tokens per forward pass (``None``: the device's default, see
+            :func:`default_token_budget`). Results do not depend on it.
         top_1: conditional models only: stop as soon as a source token is added (used to score
             the first aligned source token), whether or not the argmax is reached.
         top_1_skip_source: source positions that do not count for ``top_1`` (e.g. ``</s>``).
+        group_by_length: batch only rows of equal length together (no padding or masks).
     """
+    context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
-    def propose(t: int, chosen: list[int]) -> Sequence[int]:
-        if not chosen:
-            return [problem.previous_code(t)]
-        taken = set(chosen)
-        return [c for c in range(problem.context_size(t)) if c not in taken]
+    def propose(active: Tensor, step: int, taken: Tensor) -> tuple[Tensor, Tensor]:
+        if step == 0:  # the previous target token comes first
+            return torch.arange(len(active)), context[active] - 1
+        codes = torch.arange(taken.shape[1])
+        available = ~taken[active] & (codes < context[active, None])
+        owners, candidates = available.nonzero(as_tuple=True)
+        return owners, candidates
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
-                 frozenset(top_1_skip_source))
+                 frozenset(top_1_skip_source), group_by_length)
 
 
 def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
                    orders: dict[int, Sequence[int]], max_steps: int = 1024,
-                   max_tokens_per_batch: int = 4096, top_1: bool = False,
-                   top_1_skip_source: Iterable[int] = ()) -> list[TargetRationale]:
+                   max_tokens_per_batch: int | None = None, top_1: bool = False,
+                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True
+                   ) -> list[TargetRationale]:
     """Add context tokens in the given order (per target, a permutation of its context codes
     that starts with the previous target token) until the argmax condition holds."""
-    for t, order in orders.items():
+    width = max(problem.context_size(t) for t in problem.targets)
+    table = torch.zeros(len(problem.targets), width, dtype=torch.long)
+    for i, t in enumerate(problem.targets):
+        order = list(orders[t])
         if not order or order[0] != problem.previous_code(t):
             raise ValueError(f"the order of target {t} must start with the previous token")
+        if sorted(order) != list(range(problem.context_size(t))):
+            raise ValueError(f"the order of target {t} must be a permutation of its "
+                             f"{problem.context_size(t)} context codes")
+        table[i, :len(order)] = torch.tensor(order)
 
-    def propose(t: int, chosen: list[int]) -> Sequence[int]:
-        return [orders[t][len(chosen)]]
+    def propose(active: Tensor, step: int, taken: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.arange(len(active)), table[active, step]
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
-                 frozenset(top_1_skip_source))
+                 frozenset(top_1_skip_source), group_by_length)
 
 
 def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 6,
-                      max_tokens_per_batch: int = 4096) -> list[TargetRationale]:
+                      max_tokens_per_batch: int | None = None, group_by_length: bool = True
+                      ) -> list[TargetRationale]:
     """Exact minimum-size rationales: all subsets containing ``t-1`` of size 1, 2, ...,
     ``max_steps``. Among the sufficient subsets of the smallest size, the one with the highest
     ``p(y_t)`` is returned. A target with no sufficient subset within ``max_steps`` gets the
@@ -250,57 +545,88 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
 
     The number of subsets grows as ``C(context, size - 1)``: keep ``max_steps`` small.
     """
-    rationale: dict[int, Subset] = {}
-    steps: dict[int, list[SearchStep]] = {t: [] for t in problem.targets}
-    reached: dict[int, bool] = {t: False for t in problem.targets}
-    rows_per_chunk = max(1, max_tokens_per_batch)
-    active = list(problem.targets)
+    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
+    targets = list(problem.targets)
+    goals = problem.target_ids[torch.tensor(targets, dtype=torch.long)].long()
+    rationale: dict[int, Tensor] = {}
+    steps: list[list[SearchStep]] = [[] for _ in targets]
+    reached = [False] * len(targets)
+    active = list(range(len(targets)))
     for size in range(1, max_steps + 1):
-        best_any: dict[int, tuple[float, Subset, int, float, float]] = {}
-        best_ok: dict[int, tuple[float, Subset, int, float, float]] = {}
+        # Per target: best row overall, best row that reaches the argmax (value, codes, table).
+        best_any = _RunningBest(len(targets), size)
+        best_ok = _RunningBest(len(targets), size)
 
-        def candidates() -> Iterator[tuple[int, Subset]]:
-            for t in active:
-                prev = problem.previous_code(t)
-                others = [c for c in range(problem.context_size(t)) if c != prev]
+        def rows() -> Iterable[tuple[int, tuple[int, ...]]]:
+            for i in active:
+                prev = problem.previous_code(targets[i])
+                others = [c for c in range(problem.context_size(targets[i])) if c != prev]
                 for combo in itertools.combinations(others, size - 1):
-                    yield t, tuple(sorted((*combo, prev)))
+                    yield i, (*combo, prev)
 
-        stream = candidates()
-        while chunk := list(itertools.islice(stream, rows_per_chunk // size or 1)):
-            owners = [t for t, _ in chunk]
-            subsets = [s for _, s in chunk]
-            scores = score_subsets(adapter, problem, subsets,
-                                   [problem.goal(t) for t in owners], max_tokens_per_batch)
-            for i, (t, sub) in enumerate(chunk):
-                entry = (float(scores.goal_log_prob[i]), sub, int(scores.prediction[i]),
-                         float(scores.prediction_prob[i]), float(scores.goal_prob[i]))
-                if t not in best_any or entry[0] > best_any[t][0]:
-                    best_any[t] = entry
-                if entry[2] == problem.goal(t) and (t not in best_ok or entry[0] > best_ok[t][0]):
-                    best_ok[t] = entry
+        stream = rows()
+        while chunk := list(itertools.islice(stream, max(1, _ROWS_ELEMENTS // size))):
+            owners = torch.tensor([i for i, _ in chunk], dtype=torch.long)
+            codes = torch.sort(torch.tensor([c for _, c in chunk], dtype=torch.long)
+                               .view(len(chunk), size), dim=1).values
+            table = scorer(codes, goals[owners])
+            _check_finite(table)
+            best_any.update(owners, codes, table, table[:, 0])
+            ok = table[:, 1].long() == goals[owners]
+            best_ok.update(owners, codes, table,
+                           torch.where(ok, table[:, 0], torch.tensor(float("-inf"),
+                                                                     dtype=torch.float64)),
+                           valid=ok)
         still_active = []
-        for t in active:
-            if t not in best_any:  # no subset of this size exists: the context is exhausted
+        for i in active:
+            if not best_any.found[i]:  # no subset of this size exists: the context is exhausted
                 continue
-            ok = t in best_ok
-            _, sub, pred, pred_p, goal_p = best_ok[t] if ok else best_any[t]
-            rationale[t] = sub
-            reached[t] = ok
-            steps[t].append(SearchStep(
-                rationale_size=size, added=None, prediction=pred, prediction_prob=pred_p,
-                true_token_prob=goal_p, subset=[problem.decode_code(c) for c in sub]))
+            ok = bool(best_ok.found[i])
+            chosen = best_ok if ok else best_any
+            goal_lp, prediction, prediction_lp = chosen.table[i].tolist()
+            rationale[i] = chosen.codes[i]
+            reached[i] = ok
+            steps[i].append(SearchStep(
+                rationale_size=size, added=None, prediction=int(prediction),
+                prediction_prob=math.exp(prediction_lp), true_token_prob=math.exp(goal_lp),
+                subset=[problem.decode_code(c) for c in chosen.codes[i].tolist()]))
             if not ok:
-                still_active.append(t)
+                still_active.append(i)
         active = still_active
         if not active:
             break
     results = []
-    for t in problem.targets:
+    for i, t in enumerate(targets):
         prev = problem.previous_code(t)
-        codes = [prev] + [c for c in rationale[t] if c != prev]
+        codes = [prev] + [c for c in rationale[i].tolist() if c != prev]
         results.append(TargetRationale(
-            target_position=t, goal_id=problem.goal(t),
-            rationale=[problem.decode_code(c) for c in codes], steps=steps[t],
-            reached_argmax=reached[t]))
+            target_position=t, goal_id=int(goals[i]),
+            rationale=[problem.decode_code(c) for c in codes], steps=steps[i],
+            reached_argmax=reached[i]))
     return results
+
+
+class _RunningBest:
+    """Per target, the row with the largest value seen so far (ties: the first one seen)."""
+
+    def __init__(self, num_targets: int, size: int) -> None:
+        self.value = torch.full((num_targets,), float("-inf"), dtype=torch.float64)
+        self.found = torch.zeros(num_targets, dtype=torch.bool)
+        self.codes = torch.zeros(num_targets, size, dtype=torch.long)
+        self.table = torch.zeros(num_targets, 3, dtype=torch.float64)
+
+    def update(self, owners: Tensor, codes: Tensor, table: Tensor, values: Tensor,
+               valid: Tensor | None = None) -> None:
+        if valid is not None:
+            owners, codes, table, values = owners[valid], codes[valid], table[valid], \
+                values[valid]
+        if not len(owners):
+            return
+        best, first = _first_best(values, owners, len(self.value))
+        seen = first < len(values)
+        better = seen & (~self.found | (best > self.value))
+        rows = first[better]
+        self.value[better] = best[better]
+        self.codes[better] = codes[rows]
+        self.table[better] = table[rows]
+        self.found |= seen

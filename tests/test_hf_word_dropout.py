@@ -16,11 +16,25 @@ from transformers import (  # noqa: E402
 )
 
 from huggingface.word_dropout import (  # noqa: E402
+    KEEP_KWARG,
+    WORD_DROPOUT_FLEX,
     WordDropoutCollator,
     WordDropoutTrainer,
+    choose_word_dropout_attention,
     num_attention_heads,
+    use_word_dropout_flex,
+    word_dropout_block_layout,
+    word_dropout_block_mask,
+    word_dropout_flex_attention,
 )
-from sequential_rationales.word_dropout import WordDropout  # noqa: E402
+from sequential_rationales.word_dropout import (  # noqa: E402
+    WordDropout,
+    self_attention_mask,
+    word_dropout_keep_mask,
+)
+
+# On CPU the flex tests run torch's eager (unfused) flex attention on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 VOCAB = 40
 CONFIGS = {
@@ -55,9 +69,9 @@ def features(batch: int = 3, length: int = 10, seed: int = 0,
 
 
 def collator(mixture: float = 1.0, kind: str = "uniform_length", per_head: bool | None = None,
-             heads: int = 4, seed: int = 0) -> WordDropoutCollator:
+             heads: int = 4, seed: int = 0, attention: str = "mask") -> WordDropoutCollator:
     return WordDropoutCollator(default_data_collator, WordDropout(mixture, kind, per_head),
-                               heads, seed)
+                               heads, seed, attention)
 
 
 @pytest.mark.parametrize("kind, per_head, heads_dim", [
@@ -200,3 +214,175 @@ def test_trainer_drops_words_in_training_batches_only(tmp_path):
         full = torch.stack([model(**default_data_collator(data[i:i + 4])).loss
                             for i in (0, 4)]).mean()
     assert metrics["eval_loss"] == pytest.approx(full.item(), rel=1e-5)
+
+
+# --- Flex attention: compact keep masks and the "word_dropout_flex" attention function. ---
+
+NO_DROPOUT = {"gpt2": ",attn_pdrop=0.0,resid_pdrop=0.0,embd_pdrop=0.0", "llama": ""}
+PADDED = [16, 11, 6]  # lengths of a right-padded batch of 3 x 16 tokens
+DRAWS = [("uniform_length", None), ("inverse_length", None), ("inverse_length", False)]
+
+
+def model_pair(model_type: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two copies of a tiny model without dropout: SDPA (dense masks) and word_dropout_flex."""
+    models = []
+    for _ in range(2):
+        config = AutoConfig.for_model(model_type)  # one config each: switching mutates it
+        config.update_from_string(CONFIGS[model_type] + NO_DROPOUT[model_type]
+                                  + f",vocab_size={VOCAB}")
+        torch.manual_seed(0)
+        models.append(AutoModelForCausalLM.from_config(config))
+    return models[0], use_word_dropout_flex(models[1])
+
+
+def paired_batches(kind: str, per_head: bool | None, mixture: float = 1.0, seed: int = 3):
+    """The same padded examples and draws, collated for the dense and for the flex path."""
+    data = features(batch=3, length=16, seed=seed, lengths=PADDED)
+    dense, flex = (collator(mixture, kind, per_head, seed=seed, attention=a)(data)
+                   for a in ("mask", "flex"))
+    return dense, flex
+
+
+def tiles(mask: torch.Tensor, block: int, rows_past_end: bool) -> torch.Tensor:
+    """``[B, H, T, T]`` -> ``[B, H, N, N, block * block]``, padded up to ``N * block``; padded
+    keys are never seen, padded query rows are filled with ``rows_past_end``."""
+    t = mask.shape[-1]
+    extra = -t % block
+    mask = torch.nn.functional.pad(mask, (0, 0, 0, extra), value=rows_past_end)
+    mask = torch.nn.functional.pad(mask, (0, extra), value=False)
+    n = (t + extra) // block
+    return mask.view(*mask.shape[:2], n, block, n, block).transpose(3, 4).flatten(-2)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("block", [4, 8])
+def test_block_layout_matches_the_dense_mask(per_head, block):
+    # T = 37 is not a multiple of the block size; padding, all-kept and all-dropped blocks.
+    t = 37
+    valid = torch.arange(t) < torch.tensor([[37], [30], [12]])
+    keep = word_dropout_keep_mask(valid, "uniform_length", torch.Generator().manual_seed(0),
+                                  3 if per_head else None)
+    keep[0, ..., :2 * block] = True
+    keep[1, ..., 2 * block:4 * block] = False
+    dense = self_attention_mask(keep if per_head else keep[:, None])  # [B, H, T, T]
+    n = -(-t // block)
+    # A block may be skipped iff no query sees any of its keys; it may skip mask_mod (full)
+    # iff every query sees every key (query rows past T do not exist: they count as seeing).
+    seen = tiles(dense, block, rows_past_end=False).any(-1)
+    all_seen = tiles(dense, block, rows_past_end=True).all(-1)
+
+    partial, full = word_dropout_block_layout(keep if per_head else keep[:, None], block)
+    assert torch.equal(partial | full, seen)
+    assert not (partial & full).any()
+    below = torch.ones(n, n, dtype=torch.bool).tril(-1)
+    assert torch.equal(full, all_seen & below)  # diagonal blocks always go through mask_mod
+    assert full.any() and (~seen).any()
+
+    block_mask = word_dropout_block_mask(keep, block)
+    assert block_mask.shape == (3, 3 if per_head else 1, t, t)
+    assert torch.equal(block_mask.to_dense().bool(), seen)
+    assert int(block_mask.full_kv_num_blocks.sum()) == int(full.sum())
+
+
+def test_flex_collator_hands_over_the_keep_mask():
+    for kind, per_head in DRAWS:
+        dense, flex = paired_batches(kind, per_head)
+        keep = flex[KEEP_KWARG]
+        assert keep.dtype == torch.bool and keep.shape == (
+            (3, 4, 16) if kind == "inverse_length" and per_head is None else (3, 16))
+        assert torch.equal(flex["attention_mask"], dense["input_ids"].ne(0).long())
+        assert not (keep & ~flex["attention_mask"].bool().view(3, *[1] * (keep.dim() - 2), 16)
+                    ).any(), "padding kept"
+        # Same draws as the dense path, which is tested against its definition above.
+        expected = self_attention_mask(keep)
+        assert torch.equal(dense["attention_mask"],
+                           expected if expected.dim() == 4 else expected[:, None])
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("kind, per_head", DRAWS)
+def test_flex_matches_dense_masks(model_type, kind, per_head):
+    dense_model, flex_model = model_pair(model_type)
+    dense, flex = paired_batches(kind, per_head)
+    with torch.no_grad():  # forward only: torch's flex attention kernel (eager on CPU)
+        expected = dense_model.eval()(**dense).logits
+        got = flex_model.eval()(**flex).logits
+        full_context = flex_model(**{k: v for k, v in flex.items() if k != KEEP_KWARG}).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The keep mask really reached every attention layer: the context did shrink.
+    assert not torch.allclose(got, full_context, atol=1e-3)
+
+    # Training: same loss and gradients. (torch has no flex backward on CPU, so here the
+    # function expands the same mask_mod densely; on CUDA the fused kernel runs.)
+    loss_dense = dense_model.train()(**dense).loss
+    loss_flex = flex_model.train()(**flex).loss
+    loss_dense.backward()
+    loss_flex.backward()
+    torch.testing.assert_close(loss_flex, loss_dense)
+    for (name, a), b in zip(dense_model.named_parameters(), flex_model.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_flex_model_without_word_dropout_is_the_standard_model(model_type):
+    standard, flex_model = model_pair(model_type)
+    # Mixture 0: the flex collator adds no keep mask and the batch takes the SDPA path.
+    _, flex = paired_batches("uniform_length", None, mixture=0.0)
+    assert KEEP_KWARG not in flex and flex["attention_mask"].dim() == 2
+    a = standard.train()(**flex)
+    b = flex_model.train()(**flex)
+    torch.testing.assert_close(b.logits, a.logits, rtol=0, atol=0)
+    torch.testing.assert_close(b.loss, a.loss, rtol=0, atol=0)
+
+
+def test_flex_with_gradient_checkpointing():
+    dense_model, flex_model = model_pair("llama")
+    flex_model.gradient_checkpointing_enable()
+    dense, flex = paired_batches("inverse_length", None)
+    dense_model.train()(**dense).loss.backward()
+    flex_model.train()(**flex).loss.backward()
+    for a, b in zip(dense_model.parameters(), flex_model.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_flex_trainer_needs_a_flex_model(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    data = features(batch=4, length=12)
+    dense_model, flex_model = model_pair("llama")
+    with pytest.raises(ValueError, match=WORD_DROPOUT_FLEX):
+        WordDropoutTrainer(model=dense_model, args=args, train_dataset=data,
+                           train_data_collator=collator(attention="flex"))
+    trainer = WordDropoutTrainer(model=flex_model, args=args, train_dataset=data,
+                                 train_data_collator=collator(attention="flex"))
+    assert all(KEEP_KWARG in b for b in trainer.get_train_dataloader())
+
+
+def test_choose_word_dropout_attention():
+    llama, gpt2 = AutoConfig.for_model("llama"), AutoConfig.for_model("gpt2")
+    assert choose_word_dropout_attention("mask", "cpu", llama)[0] == "mask"
+    assert choose_word_dropout_attention("auto", "cpu", llama)[0] == "mask"
+    assert choose_word_dropout_attention("flex", "cpu", llama)[0] == "flex"
+    with pytest.raises(ValueError, match="attention dropout 0.1"):
+        choose_word_dropout_attention("flex", "cpu", gpt2)
+    with pytest.raises(ValueError, match="one of auto, flex, mask"):
+        choose_word_dropout_attention("fast", "cpu", llama)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            choose_word_dropout_attention("flex", "cuda", llama)
+
+
+def test_flex_bad_inputs():
+    with pytest.raises(ValueError, match="attention must be"):
+        collator(attention="dense")
+    with pytest.raises(ValueError, match="attention dropout"):
+        use_word_dropout_flex(tiny_model("gpt2"))  # GPT-2's default attn_pdrop is 0.1
+    with pytest.raises(ValueError, match="keep must be"):
+        word_dropout_block_mask(torch.ones(2, 5))
+    q = torch.zeros(1, 2, 5, 8)
+    keep = torch.ones(1, 5, dtype=torch.bool)
+    module = torch.nn.Module()
+    with pytest.raises(ValueError, match="attention dropout"):
+        word_dropout_flex_attention(module, q, q, q, None, dropout=0.1, word_dropout_keep=keep)
+    with pytest.raises(ValueError, match="causal self-attention"):
+        word_dropout_flex_attention(module, q, q[:, :, :4], q[:, :, :4], None,
+                                    word_dropout_keep=keep)

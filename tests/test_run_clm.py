@@ -21,6 +21,7 @@ from transformers import (  # noqa: E402
 )
 
 from huggingface import run_clm  # noqa: E402
+from huggingface.word_dropout import KEEP_KWARG, WORD_DROPOUT_FLEX  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(40)]
@@ -71,15 +72,18 @@ def scratch_args(data_dir: Path, out: Path, model_type: str = "gpt2",
 
 
 class RecordingTrainer(run_clm.WordDropoutTrainer):
-    """Records the attention-mask rank of every training and evaluation batch."""
+    """Records the attention-mask rank of every training and evaluation batch, and which
+    training batches carried a compact word-dropout keep mask."""
 
     train_ranks: list[int] = []
     eval_ranks: list[int] = []
+    train_keeps: list[bool] = []
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if model.training:
             mask = inputs.get("attention_mask")
             self.train_ranks.append(0 if mask is None else mask.dim())
+            self.train_keeps.append(KEEP_KWARG in inputs)
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, *args, **kwargs):
@@ -88,10 +92,15 @@ class RecordingTrainer(run_clm.WordDropoutTrainer):
         return super().prediction_step(model, inputs, *args, **kwargs)
 
 
-def test_gpt2_from_scratch_with_word_dropout(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(RecordingTrainer, "train_ranks", [])
-    monkeypatch.setattr(RecordingTrainer, "eval_ranks", [])
+def record_batches(monkeypatch) -> None:
+    """Make run_clm use a RecordingTrainer with fresh records."""
+    for name in ("train_ranks", "eval_ranks", "train_keeps"):
+        monkeypatch.setattr(RecordingTrainer, name, [])
     monkeypatch.setattr(run_clm, "WordDropoutTrainer", RecordingTrainer)
+
+
+def test_gpt2_from_scratch_with_word_dropout(data_dir, tmp_path, monkeypatch):
+    record_batches(monkeypatch)
     out, tb = tmp_path / "out", tmp_path / "tb"
     args = scratch_args(data_dir, out)
     args[args.index("--report_to") + 1] = "tensorboard"
@@ -128,6 +137,32 @@ def test_llama_from_scratch_smoke(data_dir, tmp_path, monkeypatch):
                   "--word_dropout_mixture", "1.0", "--word_dropout_per_head", "true")
     assert math.isfinite(results["perplexity"]) and results["eval_samples"] == 4
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
+
+
+@pytest.mark.parametrize("model_type, overrides", [
+    ("gpt2", GPT2 + ",attn_pdrop=0.0"), ("llama", LLAMA)], ids=["gpt2", "llama"])
+def test_flex_word_dropout_trains(data_dir, tmp_path, monkeypatch, model_type, overrides):
+    record_batches(monkeypatch)
+    out = tmp_path / "out"
+    results = run(monkeypatch, *scratch_args(data_dir, out, model_type, overrides),
+                  "--do_train", "--do_eval", "--max_steps", "3", "--max_eval_samples", "4",
+                  "--word_dropout_mixture", "1.0", "--word_dropout_type", "inverse_length",
+                  "--word_dropout_attention", "flex")
+    assert math.isfinite(results["train_loss"]) and math.isfinite(results["perplexity"])
+    # Compact keep masks, no 4-D masks; evaluation uses the full context.
+    assert RecordingTrainer.train_keeps == [True] * 3
+    assert set(RecordingTrainer.train_ranks) == {0}
+    assert set(RecordingTrainer.eval_ranks) == {0}
+    # The attention implementation is a training-time choice: it is not saved.
+    assert WORD_DROPOUT_FLEX not in (out / "config.json").read_text()
+    assert AutoModelForCausalLM.from_pretrained(out).config._attn_implementation == "sdpa"
+
+
+def test_auto_word_dropout_attention_on_cpu_is_the_dense_mask(data_dir, tmp_path, monkeypatch):
+    record_batches(monkeypatch)
+    run(monkeypatch, *scratch_args(data_dir, tmp_path, "llama", LLAMA), "--do_train",
+        "--max_steps", "1", "--word_dropout_mixture", "1.0", "--word_dropout_attention", "auto")
+    assert RecordingTrainer.train_ranks == [4] and RecordingTrainer.train_keeps == [False]
 
 
 def test_eval_only_matches_full_context_loss(data_dir, tmp_path, monkeypatch):
@@ -167,7 +202,7 @@ def test_eval_only_matches_full_context_loss(data_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flag, value", [
     ("--word_dropout_mixture", "1.5"), ("--word_dropout_mixture", "-0.1"),
-    ("--word_dropout_type", "bogus")])
+    ("--word_dropout_type", "bogus"), ("--word_dropout_attention", "fast")])
 def test_bad_word_dropout_arguments(data_dir, tmp_path, monkeypatch, flag, value):
     with pytest.raises(ValueError, match=flag):
         run(monkeypatch, *scratch_args(data_dir, tmp_path), "--do_train", flag, value)
@@ -175,6 +210,10 @@ def test_bad_word_dropout_arguments(data_dir, tmp_path, monkeypatch, flag, value
 
 @pytest.mark.parametrize("extra, message", [
     (["--block_size", "128"], "--block_size 128 exceeds"),
+    (["--word_dropout_mixture", "0.5", "--word_dropout_attention", "flex"],
+     "--word_dropout_attention flex: .*attention dropout 0.1"),
+    (["--word_dropout_mixture", "0.5", "--word_dropout_attention", "flex",
+      "--attn_implementation", "eager"], "drop --attn_implementation eager"),
     (["--config_overrides", "n_layer=1", "--model_name_or_path", "x"], "--config_overrides"),
     (["--train_file", "corpus.csv"], "--train_file must be"),
     ([], "--do_train and/or --do_eval"),
@@ -200,6 +239,7 @@ def test_runs_as_a_script():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--word_dropout_mixture", "--word_dropout_type", "--word_dropout_per_head",
+                 "--word_dropout_attention",
                  "--config_overrides", "--logging_dir", "--block_size"):
         assert flag in proc.stdout
 

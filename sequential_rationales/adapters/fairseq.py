@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+from ..search import scores_from_logits
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -38,6 +39,11 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def _keep(batch: SubsetBatch) -> Tensor | None:
+    """The decoder's key mask: none when no row is padded (the plugin's causal fast path)."""
+    return None if batch.equal_lengths else batch.target_mask
 
 
 def _max_positions(value: object, index: int) -> int | None:
@@ -59,15 +65,20 @@ class FairseqLanguageModel:
         self.max_positions = _max_positions(self.model.max_positions(), 0)
         self.device = next(self.model.parameters()).device
 
-    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+    def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
         with _eval_mode(self.model):
             features, _ = self.decoder(
-                tokens, positions=batch.target_positions, keep=batch.target_mask,
+                tokens, positions=batch.target_positions, keep=_keep(batch),
                 token_embeddings=None if embeddings is None else embeddings.target,
                 features_only=True)
-            logits = self.decoder.output_layer(features[:, -1])  # the last position only
-        return torch.log_softmax(logits.float(), dim=-1)
+            return self.decoder.output_layer(features[:, -1])  # the last position only
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        return scores_from_logits(self._logits(batch), goals)
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids))
@@ -139,16 +150,21 @@ class FairseqTranslationModel:
         prev = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
         features, extra = self.decoder(
             prev, encoder_out=encoder_out, positions=batch.target_positions,
-            keep=batch.target_mask,
+            keep=_keep(batch),
             token_embeddings=None if embeddings is None else embeddings.target,
             return_all_attentions=all_attentions, features_only=True)
         return features, extra, encoder_out
 
-    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+    def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         with _eval_mode(self.model):
             features, _, _ = self._run(batch, embeddings)
-            logits = self.decoder.output_layer(features[:, -1])  # the last position only
-        return torch.log_softmax(logits.float(), dim=-1)
+            return self.decoder.output_layer(features[:, -1])  # the last position only
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        return scores_from_logits(self._logits(batch), goals)
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids),

@@ -6,7 +6,10 @@ Only torch is imported here: the model is any ``PreTrainedModel``-like module wh
 Two ways to feed a sparse subset:
 
 * **sparse** (models whose ``forward`` takes ``position_ids``): only the kept tokens, with
-  their original position ids. Fast, and exactly what the paper evaluates.
+  their original position ids. Fast, and exactly what the paper evaluates. A batch of equal
+  lengths (``SubsetBatch.equal_lengths``) runs with an all-ones 2-D mask, which transformers
+  turns into the plain causal path (``is_causal`` in SDPA, fused kernels); the mask must be
+  given, because without one transformers reads gaps in ``position_ids`` as packed sequences.
 * **masked full sequence** (fallback for models without ``position_ids``): the prefix up to the
   predicting token with a 4-D mask in which every query sees itself and the kept positions.
   Numerically the same prediction (tested), at the cost of the full prefix length.
@@ -15,6 +18,7 @@ Two ways to feed a sparse subset:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator
 
@@ -22,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+from ..search import scores_from_logits
 
 
 def _causal_mask(valid: Tensor) -> Tensor:
@@ -53,13 +58,16 @@ class HuggingFaceCausalLM:
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
-        """Run in eval mode (dropout off), restoring the model's mode afterwards."""
-        was_training = self.model.training
+        """Run in eval mode (dropout off), restoring the model's mode afterwards. A model
+        already in eval mode is left alone (switching walks every module, on every call)."""
+        if not self.model.training:
+            yield
+            return
         self.model.eval()
         try:
             yield
         finally:
-            self.model.train(was_training)
+            self.model.train()
 
     # -- layouts ---------------------------------------------------------------------------
     def _full_layout(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor]:
@@ -81,8 +89,9 @@ class HuggingFaceCausalLM:
         if batch.source_ids is not None:
             raise ValueError("a causal LM takes no source tokens")
         if self.sparse:
-            kwargs = {"position_ids": batch.target_positions,
-                      "attention_mask": _causal_mask(batch.target_mask)}
+            mask = (torch.ones_like(batch.target_ids) if batch.equal_lengths
+                    else _causal_mask(batch.target_mask))
+            kwargs = {"position_ids": batch.target_positions, "attention_mask": mask}
             if embeds is None:
                 kwargs["input_ids"] = batch.target_ids
             else:
@@ -103,7 +112,47 @@ class HuggingFaceCausalLM:
         logits = self.model(**kwargs).logits
         return logits[rows, last]
 
+    # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
+    def prefix_cache(self, batch: SubsetBatch) -> object | None:
+        """Run equal-length rows and keep their keys and values, or ``None`` where this model's
+        cache is not a list of plain per-layer key/value tensors (sliding windows, ...)."""
+        if not (self.sparse and batch.equal_lengths) or not self._keeps_last_logits:
+            return None
+        with self.evaluating():
+            out = self.model(input_ids=batch.target_ids, position_ids=batch.target_positions,
+                             attention_mask=torch.ones_like(batch.target_ids), use_cache=True,
+                             logits_to_keep=1)
+        cache = getattr(out, "past_key_values", None)
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+            return None
+        return cache
+
+    def score_after_prefix(self, cache: object, rows: Tensor, prefix_length: int,
+                           batch: SubsetBatch, goals: Tensor) -> Tensor:
+        """Scores of ``batch`` (equal lengths) continuing the first ``prefix_length`` cached
+        tokens of cache row ``rows[i]``."""
+        sliced = copy.copy(cache)  # the same cache type, holding the selected prefixes only
+        sliced.layers = []
+        for layer in cache.layers:
+            part = copy.copy(layer)
+            part.keys = layer.keys[rows, :, :prefix_length]
+            part.values = layer.values[rows, :, :prefix_length]
+            sliced.layers.append(part)
+        ids = batch.target_ids
+        mask = torch.ones(ids.shape[0], prefix_length + ids.shape[1], dtype=ids.dtype,
+                          device=ids.device)
+        with self.evaluating():
+            logits = self.model(input_ids=ids, position_ids=batch.target_positions,
+                                attention_mask=mask, past_key_values=sliced, use_cache=True,
+                                logits_to_keep=1).logits[:, -1]
+        return scores_from_logits(logits, goals)
+
     # -- ModelAdapter ----------------------------------------------------------------------
+    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        with self.evaluating():
+            return scores_from_logits(self._forward(batch, None), goals)
+
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         with self.evaluating():
             logits = self._forward(batch, None if embeddings is None else embeddings.target)

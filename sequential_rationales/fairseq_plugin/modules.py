@@ -57,12 +57,13 @@ from torch import Tensor
 from sequential_rationales.word_dropout import self_attention_mask
 
 
-def attend(mha: MultiheadAttention, query: Tensor, key: Tensor, blocked: Tensor,
+def attend(mha: MultiheadAttention, query: Tensor, key: Tensor, blocked: Tensor | None,
            need_weights: bool) -> tuple[Tensor, Tensor | None]:
     """Run a fairseq ``MultiheadAttention``'s parameters with a per-head mask.
 
     ``query`` ``[T, B, C]``, ``key`` ``[S, B, Ck]`` (also the value), ``blocked`` bool
-    ``[B * heads, T, S]`` (``True`` = may not attend). Returns the output ``[T, B, C]`` and,
+    ``[B * heads, T, S]`` or ``[T, S]`` (shared by all rows), ``True`` = may not attend, or
+    ``None`` (attend everywhere). Returns the output ``[T, B, C]`` and,
     with ``need_weights``, per-head probabilities ``[B, heads, T, S]``.
 
     Why not call the module: its own slow path (used for cross-attention) only takes 2-D masks
@@ -158,7 +159,7 @@ def _wrap_layer(layer, cfg):
 class CompatibleTransformerEncoderLayer(TransformerEncoderLayerBase):
     """Stock encoder layer plus :meth:`forward_with_mask` (per-head masks and weights)."""
 
-    def forward_with_mask(self, x: Tensor, blocked: Tensor, need_weights: bool = False
+    def forward_with_mask(self, x: Tensor, blocked: Tensor | None, need_weights: bool = False
                           ) -> tuple[Tensor, Tensor | None]:
         """``x`` ``[S, B, C]``, ``blocked`` ``[B * heads, S, S]``; mirrors the stock forward."""
         residual = x
@@ -187,7 +188,7 @@ class CompatibleTransformerDecoderLayer(TransformerDecoderLayerBase):
     """Stock decoder layer plus :meth:`forward_with_masks` (per-head masks and weights)."""
 
     def forward_with_masks(self, x: Tensor, encoder_out: Tensor | None,
-                           self_blocked: Tensor, cross_blocked: Tensor | None,
+                           self_blocked: Tensor | None, cross_blocked: Tensor | None,
                            cross_empty: Tensor | None, need_weights: bool = False
                            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Non-incremental forward mirroring the stock one.
@@ -287,12 +288,13 @@ class CompatibleTransformerEncoder(TransformerEncoderBase):
                 and not bool(padding.all(-1).any())):
             return super().forward(src_tokens, src_lengths, return_all_hiddens,
                                    token_embeddings)
-        if keep is None:
-            visible = ~padding
+        if keep is None and not bool(padding.any()):
+            blocked = None  # nothing to hide: the unmasked (fast) attention
         else:
-            visible = _without_padding(check_keep(keep, src_tokens.shape, self.num_heads, "keep"),
-                                       padding)
-        blocked = blocked_per_head(self_attention_mask(visible, causal=False), self.num_heads)
+            visible = ~padding if keep is None else _without_padding(
+                check_keep(keep, src_tokens.shape, self.num_heads, "keep"), padding)
+            blocked = blocked_per_head(self_attention_mask(visible, causal=False),
+                                       self.num_heads)
 
         x, encoder_embedding = self.forward_embedding(src_tokens, token_embeddings, positions)
         x = x * (1 - padding.unsqueeze(-1).type_as(x))
@@ -385,13 +387,17 @@ class CompatibleTransformerDecoder(TransformerDecoderBase):
         if alignment_layer is None:
             alignment_layer = self.num_layers - 1
         padding = tokens.eq(self.padding_idx)
-        if keep is None:
-            visible = ~padding
+        causal = not full_context_alignment
+        if keep is None and not bool(padding.any()):
+            # Nothing to hide: one [T, T] causal mask shared by every row and head.
+            length = tokens.shape[1]
+            self_blocked = (torch.ones(length, length, dtype=torch.bool, device=tokens.device)
+                            .triu(1) if causal else None)
         else:
-            visible = _without_padding(check_keep(keep, tokens.shape, self.num_heads, "keep"),
-                                       padding)
-        self_blocked = blocked_per_head(
-            self_attention_mask(visible, causal=not full_context_alignment), self.num_heads)
+            visible = ~padding if keep is None else _without_padding(
+                check_keep(keep, tokens.shape, self.num_heads, "keep"), padding)
+            self_blocked = blocked_per_head(self_attention_mask(visible, causal=causal),
+                                            self.num_heads)
         cross_blocked, cross_empty = self._cross_attention_mask(
             enc, enc_padding, source_keep, tokens.shape[0], tokens.shape[1])
 
@@ -445,6 +451,8 @@ class CompatibleTransformerDecoder(TransformerDecoderBase):
                 raise ValueError("source_keep was given but there is no encoder output")
             return None, None
         src_len = enc.size(0)
+        if source_keep is None and (enc_padding is None or not bool(enc_padding.any())):
+            return None, None  # every row sees the whole source
         visible = (~enc_padding if enc_padding is not None else
                    torch.ones(batch, src_len, dtype=torch.bool, device=enc.device))
         if source_keep is not None:
