@@ -234,12 +234,13 @@ def paper_rationalize(model: nn.Module, ids: Tensor, targets: Sequence[int], met
 # -- ours, and the timing helpers -------------------------------------------------------------
 
 def ours_rationalize(adapter: HuggingFaceCausalLM, ids: Tensor, targets: Sequence[int],
-                     method: str, max_steps: int, ig_steps: int, max_tokens_per_batch: int | None
-                     ) -> list[list[int]]:
+                     method: str, max_steps: int, ig_steps: int, max_tokens_per_batch: int | None,
+                     reuse_prefix: bool = True) -> list[list[int]]:
     # Without --max-tokens-per-batch the package's own default budget applies.
     budget = {} if max_tokens_per_batch is None else {"max_tokens_per_batch": max_tokens_per_batch}
     result = rationalize(adapter, RationalizationProblem(ids, targets=list(targets)), method,
-                         max_steps=max_steps, integrated_gradient_steps=ig_steps, **budget)
+                         max_steps=max_steps, integrated_gradient_steps=ig_steps,
+                         reuse_prefix=reuse_prefix, **budget)
     return [r.target_rationale for r in result.rationales]
 
 
@@ -343,7 +344,8 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[
 
     def ours(ids: Tensor, chosen: Sequence[int]) -> list[list[int]]:
         return ours_rationalize(adapter, ids.cpu(), chosen, config.method, max_steps,
-                                args.ig_steps, args.max_tokens_per_batch)
+                                args.ig_steps, args.max_tokens_per_batch,
+                                not args.no_prefix_reuse)
 
     paper(sequences[0], targets[:2])  # warm-up
     ours(sequences[0], targets[:2])
@@ -440,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-per-batch", type=positive_int, default=None,
                    help="our batch budget in tokens (default: the package's automatic one); "
                         f"the paper's algorithm always uses {PAPER_MAX_TOKENS}")
+    p.add_argument("--no-prefix-reuse", action="store_true",
+                   help="ours without reusing the keys and values of rationale prefixes "
+                        "(to measure what that reuse gains)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompts")
     p.add_argument("--json", type=Path, default=None, help="also write the table here as JSON")
     return p
@@ -478,7 +483,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = torch.cuda.get_device_name() if args.device == "cuda" else \
         f"cpu, {args.threads} threads"
     budget = args.max_tokens_per_batch or "auto"
-    print(f"\n{device}; ours: max_tokens_per_batch={budget}; paper: {PAPER_MAX_TOKENS}; "
+    reuse = "off" if args.no_prefix_reuse else "on"
+    print(f"\n{device}; ours: max_tokens_per_batch={budget}, prefix reuse {reuse}; "
+          f"paper: {PAPER_MAX_TOKENS}; "
           f"integrated gradients: {args.ig_steps} steps; {seconds:.0f} s in all")
     print(format_table(rows))
     if args.json:
@@ -486,7 +493,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         report = {"device": device, "torch": torch.__version__,
                   "transformers": transformers.__version__, "quick": args.quick,
-                  "max_tokens_per_batch": budget, "paper_max_tokens": PAPER_MAX_TOKENS,
+                  "max_tokens_per_batch": budget, "prefix_reuse": not args.no_prefix_reuse,
+                  "paper_max_tokens": PAPER_MAX_TOKENS,
                   "ig_steps": args.ig_steps, "seed": args.seed, "seconds": seconds,
                   "configs": [asdict(c) for c in configs], "rows": rows}
         args.json.write_text(json.dumps(report, indent=2) + "\n")

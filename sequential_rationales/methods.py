@@ -28,7 +28,7 @@ _REGISTRY: dict[str, Method] = {}
 
 def register_method(name: str, description: str) -> Callable[[SearchFn], SearchFn]:
     """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
-    top_1_skip_source, integrated_gradient_steps)`` under ``name``."""
+    top_1_skip_source, integrated_gradient_steps, reuse_prefix)`` under ``name``."""
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
@@ -48,9 +48,9 @@ def get_method(name: str) -> Method:
 
 @register_method("greedy", "greedy rationalization (the paper's method)")
 def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), **_):
+            top_1_skip_source=(), reuse_prefix=True, **_):
     return greedy_search(adapter, problem, max_steps, max_tokens_per_batch, top_1,
-                         top_1_skip_source)
+                         top_1_skip_source, reuse_prefix=reuse_prefix)
 
 
 @register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
@@ -64,13 +64,13 @@ def _baseline(name: str) -> SearchFn:
     scorer = BASELINE_SCORERS[name]
 
     def run(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), integrated_gradient_steps=100, **_):
+            top_1_skip_source=(), integrated_gradient_steps=100, reuse_prefix=True, **_):
         scores = scorer(adapter, problem, problem.targets,
                         max_tokens_per_batch=max_tokens_per_batch,
                         steps=integrated_gradient_steps)
         orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
         return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
-                              top_1_skip_source)
+                              top_1_skip_source, reuse_prefix=reuse_prefix)
     return run
 
 
@@ -91,8 +91,14 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 max_steps: int = 1024, max_tokens_per_batch: int | None = None,
                 top_1: bool = False,
                 top_1_skip_source: Iterable[int] = (),
-                integrated_gradient_steps: int = 100) -> SequenceRationales:
-    """Run ``method`` on every target of ``problem``; returns typed results with timing."""
+                integrated_gradient_steps: int = 100, reuse_prefix: bool = True
+                ) -> SequenceRationales:
+    """Run ``method`` on every target of ``problem``; returns typed results with timing.
+
+    ``max_tokens_per_batch``: tokens per forward pass (``None``: 2,048 on CPU, 32,768 on CUDA);
+    ``reuse_prefix``: let greedy and ordered search reuse the keys and values of rationale
+    prefixes where the adapter supports it. Neither changes the results.
+    """
     chosen = get_method(method)
     check_positive_int(max_steps, "max_steps")
     if max_tokens_per_batch is not None:  # None: the device's default budget
@@ -104,7 +110,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     rationales = chosen.run(adapter, problem, max_steps=max_steps,
                             max_tokens_per_batch=max_tokens_per_batch, top_1=top_1,
                             top_1_skip_source=tuple(top_1_skip_source),
-                            integrated_gradient_steps=integrated_gradient_steps)
+                            integrated_gradient_steps=integrated_gradient_steps,
+                            reuse_prefix=reuse_prefix)
     return SequenceRationales(
         method=method,
         target_ids=[int(i) for i in problem.target_ids],

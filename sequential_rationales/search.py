@@ -431,10 +431,11 @@ Proposer = Callable[[Tensor, int, Tensor], tuple[Tensor, Tensor]]
 
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
           max_steps: int, max_tokens_per_batch: int | None, top_1: bool,
-          top_1_skip_source: frozenset[int], group_by_length: bool) -> list[TargetRationale]:
+          top_1_skip_source: frozenset[int], group_by_length: bool, reuse_prefix: bool
+          ) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
     its proposed candidates and keeps the one with the highest ``log p(y_t)``."""
-    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
+    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
     targets = list(problem.targets)
     positions = torch.tensor(targets, dtype=torch.long)
     goals = problem.target_ids[positions].long()
@@ -482,8 +483,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
 
 def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 1024,
                   max_tokens_per_batch: int | None = None, top_1: bool = False,
-                  top_1_skip_source: Iterable[int] = (), group_by_length: bool = True
-                  ) -> list[TargetRationale]:
+                  top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
+                  reuse_prefix: bool = True) -> list[TargetRationale]:
     """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
 
     Args:
@@ -495,6 +496,8 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
             the first aligned source token), whether or not the argmax is reached.
         top_1_skip_source: source positions that do not count for ``top_1`` (e.g. ``</s>``).
         group_by_length: batch only rows of equal length together (no padding or masks).
+        reuse_prefix: reuse the keys and values of rationale prefixes where the adapter can
+            (:meth:`SubsetScorer.extensions`).
     """
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
@@ -507,14 +510,14 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
         return owners, candidates
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
-                 frozenset(top_1_skip_source), group_by_length)
+                 frozenset(top_1_skip_source), group_by_length, reuse_prefix)
 
 
 def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
                    orders: dict[int, Sequence[int]], max_steps: int = 1024,
                    max_tokens_per_batch: int | None = None, top_1: bool = False,
-                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True
-                   ) -> list[TargetRationale]:
+                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
+                   reuse_prefix: bool = True) -> list[TargetRationale]:
     """Add context tokens in the given order (per target, a permutation of its context codes
     that starts with the previous target token) until the argmax condition holds."""
     width = max(problem.context_size(t) for t in problem.targets)
@@ -532,7 +535,7 @@ def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
         return torch.arange(len(active)), table[active, step]
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
-                 frozenset(top_1_skip_source), group_by_length)
+                 frozenset(top_1_skip_source), group_by_length, reuse_prefix)
 
 
 def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 6,
