@@ -86,18 +86,23 @@ def test_device_side_scores_equal_host_side(tiny_gpt2):
     expected = torch.tensor([[log[0], 1, log[1]], [log[2], 0, log[3]]], dtype=torch.float64)
     assert torch.allclose(reduced, expected, atol=1e-6)
 
-@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
-def test_mask_free_path_equals_masked_path(model_name, request):
-    adapter = HuggingFaceCausalLM(request.getfixturevalue(model_name))
-    problem = RationalizationProblem(torch.tensor([5, 3, 8, 1, 9, 2, 7, 4, 6, 2]) % VOCAB)
-    # Gaps in the positions: without the all-ones mask transformers would read packed sequences.
-    codes = torch.tensor([[0, 4, 8], [1, 2, 8], [3, 6, 8], [0, 7, 8]])
+def assert_mask_free_equals_masked(adapter, problem, codes):
+    """Rows of equal lengths run without masks; the same rows flagged as padded run masked."""
     fast = batch_from_codes(problem, codes)
     assert fast.equal_lengths
     slow = build_batch(problem, [tuple(c) for c in codes.tolist()])
     slow.equal_lengths = False
     with torch.no_grad():
         assert torch.allclose(adapter.log_probs(fast), adapter.log_probs(slow), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
+def test_mask_free_path_equals_masked_path(model_name, request):
+    adapter = HuggingFaceCausalLM(request.getfixturevalue(model_name))
+    problem = RationalizationProblem(torch.tensor([5, 3, 8, 1, 9, 2, 7, 4, 6, 2]) % VOCAB)
+    # Gaps in the positions: without the all-ones mask transformers would read packed sequences.
+    codes = torch.tensor([[0, 4, 8], [1, 2, 8], [3, 6, 8], [0, 7, 8]])
+    assert_mask_free_equals_masked(adapter, problem, codes)
 
 
 @pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
@@ -175,22 +180,13 @@ def test_fairseq_fast_paths_equal_masked_paths():
     lm = FairseqLanguageModel(tiny_lm(seed=1)[0])
     problem = RationalizationProblem(random_tokens(1, 10, gen)[0])
     codes = torch.tensor([[0, 4, 8], [1, 2, 8], [3, 6, 8]])
-    fast = batch_from_codes(problem, codes)
-    slow = build_batch(problem, [tuple(c) for c in codes.tolist()])
-    slow.equal_lengths = False
-    with torch.no_grad():
-        assert torch.allclose(lm.log_probs(fast), lm.log_probs(slow), atol=1e-5)
+    assert_mask_free_equals_masked(lm, problem, codes)
     model = tiny_translation(seed=2)[0]
     source = random_tokens(1, 6, gen)[0]
     problem = RationalizationProblem(random_tokens(1, 7, gen)[0], source[:-1])
     adapter = FairseqTranslationModel(model, source_length=len(source))
     codes = torch.tensor([[0, 2, 8, 10], [1, 4, 6, 10], [0, 3, 9, 10]])  # 2 source, 2 target
-    fast = batch_from_codes(problem, codes)
-    assert fast.equal_lengths
-    slow = build_batch(problem, [tuple(c) for c in codes.tolist()])
-    slow.equal_lengths = False
-    with torch.no_grad():
-        assert torch.allclose(adapter.log_probs(fast), adapter.log_probs(slow), atol=1e-5)
+    assert_mask_free_equals_masked(adapter, problem, codes)
 
 
 class OutOfMemoryAbove:
