@@ -18,8 +18,8 @@ Word dropout reaches the model in one of two ways (``--word_dropout_attention``)
   Attention is refused. Works everywhere, but the dense mask turns off fused attention kernels.
 * ``flex``: a compact ``[B, (H,) T]`` keep mask, consumed by the ``word_dropout_flex``
   attention implementation (PyTorch flex attention, compiled on CUDA), which keeps attention
-  fused. Needs attention dropout 0 in the model config (e.g. ``--config_overrides
-  attn_pdrop=0.0`` for GPT-2 from scratch); Llama-style configs have none by default.
+  fused. Needs attention dropout 0 (``--attention_dropout 0``, pretrained models included);
+  Llama-style configs have none by default.
 * ``auto`` (default): ``flex`` when training on CUDA with flex attention available, no
   ``--attn_implementation`` and no attention dropout; ``mask`` otherwise (the log says why).
 
@@ -156,7 +156,16 @@ class ModelArguments:
                           f"dropout needs one of {', '.join(MASK_4D_ATTENTION)} (sdpa is the "
                           "default); flex word dropout sets its own, so leave this unset."})
 
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Set the model's attention-probability dropout (GPT-2: attn_pdrop, "
+                          "Llama: attention_dropout), pretrained models included. 0 lets "
+                          "--word_dropout_attention auto take the fused flex path on GPUs, "
+                          "which cannot drop attention probabilities. Default: the config's."})
+
     def __post_init__(self) -> None:
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"--attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.model_name_or_path is None and self.config_name is None and (
                 self.model_type is None):
             raise ValueError("give --model_name_or_path (pretrained model) or, to train from "
@@ -404,6 +413,13 @@ def load_config(model_args: ModelArguments, hub_kwargs: dict[str, Any]) -> Any:
     if model_args.config_overrides:
         logger.info("Overriding config: %s", model_args.config_overrides)
         config.update_from_string(model_args.config_overrides)
+    if model_args.attention_dropout is not None:
+        names = [n for n in ("attn_pdrop", "attention_dropout") if hasattr(config, n)]
+        if not names:
+            raise ValueError(f"--attention_dropout: {type(config).__name__} has no attention "
+                             "dropout setting (attn_pdrop or attention_dropout)")
+        for name in names:
+            setattr(config, name, model_args.attention_dropout)
     return config
 
 

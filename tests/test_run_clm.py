@@ -158,6 +158,31 @@ def test_flex_word_dropout_trains(data_dir, tmp_path, monkeypatch, model_type, o
     assert AutoModelForCausalLM.from_pretrained(out).config._attn_implementation == "sdpa"
 
 
+def test_attention_dropout_flag_opens_the_flex_path_for_pretrained_models(
+        data_dir, tmp_path, monkeypatch):
+    # A "pretrained" GPT-2 with the stock attention dropout (0.1), which flex cannot apply.
+    model_dir = tmp_path / "model"
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    config = run_clm.AutoConfig.for_model("gpt2")
+    config.update_from_string(GPT2 + f",vocab_size={len(tokenizer)}")
+    assert config.attn_pdrop > 0
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["--model_name_or_path", str(model_dir), "--train_file", str(data_dir / "train.txt"),
+            "--block_size", "32", "--do_train", "--max_steps", "1", "--use_cpu",
+            "--report_to", "none", "--word_dropout_mixture", "1.0",
+            "--word_dropout_attention", "flex"]
+    with pytest.raises(ValueError, match="attention dropout"):
+        run(monkeypatch, *args, "--output_dir", str(tmp_path / "refused"))
+    record_batches(monkeypatch)
+    out = tmp_path / "out"
+    run(monkeypatch, *args, "--output_dir", str(out), "--attention_dropout", "0")
+    assert RecordingTrainer.train_keeps == [True]
+    assert json.loads((out / "config.json").read_text())["attn_pdrop"] == 0.0
+    with pytest.raises(ValueError, match="--attention_dropout must be in"):
+        run(monkeypatch, *args, "--output_dir", str(out), "--attention_dropout", "1.5")
+
+
 def test_auto_word_dropout_attention_on_cpu_is_the_dense_mask(data_dir, tmp_path, monkeypatch):
     record_batches(monkeypatch)
     run(monkeypatch, *scratch_args(data_dir, tmp_path, "llama", LLAMA), "--do_train",
