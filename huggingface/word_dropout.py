@@ -219,13 +219,8 @@ def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE) -> Block
 
 
 def _dense_word_dropout_mask(keep: Tensor) -> Tensor:
-    """``[B, 1 or H, T, T]`` bool mask from the same ``mask_mod`` as the ``BlockMask``
-    (evaluated on broadcast index grids: it is written with plain tensor ops)."""
-    keep = keep if keep.dim() == 3 else keep[:, None]
-    b, h, t = keep.shape
-    grid = [torch.arange(n, device=keep.device).view([-1 if i == d else 1 for i in range(4)])
-            for d, n in enumerate((b, h, t, t))]
-    return _keep_mask_mod(keep)(*grid)
+    """``[B, 1 or H, T, T]`` bool mask of the same pattern (the dense-mask path's own)."""
+    return self_attention_mask(keep if keep.dim() == 3 else keep[:, None], causal=True)
 
 
 class _LastKeepCache:

@@ -425,10 +425,10 @@ def _first_best(values: Tensor, owners: Tensor, num_owners: int) -> tuple[Tensor
     return best, first
 
 
-# A proposal strategy: (active target indices, step number, taken-code mask [n, C]) ->
+# A proposal strategy: (active target indices [A], their sorted rationales [A, k]) ->
 # (owner rows [R] indexing the active targets, candidate codes [R]), owners ascending and,
 # within an owner, codes in the order ties are broken (earliest first).
-Proposer = Callable[[Tensor, int, Tensor], tuple[Tensor, Tensor]]
+Proposer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
@@ -445,12 +445,10 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
     chosen: list[list[int]] = [[] for _ in targets]
     steps: list[list[SearchStep]] = [[] for _ in targets]
     reached = [False] * len(targets)
-    taken = torch.zeros(len(targets), problem.num_source + max(targets), dtype=torch.bool)
     active = torch.arange(len(targets))
     base = torch.zeros(len(targets), 0, dtype=torch.long)  # sorted rationale of each active
-    step = 0
     while len(active):
-        owners, candidates = propose(active, step, taken)
+        owners, candidates = propose(active, base)
         table = scorer.extensions(base, owners, candidates, goals[active][owners])
         _check_finite(table)
         _, best = _first_best(table[:, 0], owners, len(active))
@@ -470,11 +468,9 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
                 finished = reached[i]
             if not (finished or len(chosen[i]) >= limits[i]):
                 still_active.append(j)
-        taken[active, added] = True
         keep = torch.tensor(still_active, dtype=torch.long)
         base = torch.sort(torch.cat([base, added[:, None]], 1), dim=1).values[keep]
         active = active[keep]
-        step += 1
     return [
         TargetRationale(target_position=t, goal_id=int(goals[i]),
                         rationale=[problem.decode_code(c) for c in chosen[i]],
@@ -503,11 +499,12 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
     """
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
-    def propose(active: Tensor, step: int, taken: Tensor) -> tuple[Tensor, Tensor]:
-        if step == 0:  # the previous target token comes first
+    def propose(active: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
+        if not base.shape[1]:  # the previous target token comes first
             return torch.arange(len(active)), context[active] - 1
-        codes = torch.arange(taken.shape[1])
-        available = ~taken[active] & (codes < context[active, None])
+        width = int(context.max())
+        taken = torch.zeros(len(active), width, dtype=torch.bool).scatter_(1, base, True)
+        available = ~taken & (torch.arange(width) < context[active, None])
         owners, candidates = available.nonzero(as_tuple=True)
         return owners, candidates
 
@@ -533,8 +530,8 @@ def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
                              f"{problem.context_size(t)} context codes")
         table[i, :len(order)] = torch.tensor(order)
 
-    def propose(active: Tensor, step: int, taken: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.arange(len(active)), table[active, step]
+    def propose(active: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.arange(len(active)), table[active, base.shape[1]]
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
                  frozenset(top_1_skip_source), group_by_length, reuse_prefix)
@@ -578,10 +575,7 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
             _check_finite(table)
             best_any.update(owners, codes, table, table[:, 0])
             ok = table[:, 1].long() == goals[owners]
-            best_ok.update(owners, codes, table,
-                           torch.where(ok, table[:, 0], torch.tensor(float("-inf"),
-                                                                     dtype=torch.float64)),
-                           valid=ok)
+            best_ok.update(owners, codes, table, table[:, 0], valid=ok)
         still_active = []
         for i in active:
             if not best_any.found[i]:  # no subset of this size exists: the context is exhausted

@@ -22,6 +22,7 @@ from sequential_rationales.search import (
     build_batch,
     exhaustive_search,
     ordered_search,
+    score_subsets,
     scores_from_logits,
 )
 
@@ -85,6 +86,21 @@ def test_device_side_scores_equal_host_side(tiny_gpt2):
     log = torch.tensor([0.3, 0.6, 0.2, 0.5]).double().log()
     expected = torch.tensor([[log[0], 1, log[1]], [log[2], 0, log[3]]], dtype=torch.float64)
     assert torch.allclose(reduced, expected, atol=1e-6)
+
+def test_score_subsets_of_mixed_lengths_equal_one_row_at_a_time(tiny_gpt2):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    problem = RationalizationProblem(torch.tensor([5, 3, 8, 1, 9, 2, 7, 4]) % VOCAB)
+    subsets = [(6,), (2, 6), (0, 3, 6), (1, 6), (4,), (0, 1, 2, 3, 4)]
+    goals = [7, 4, 1, 7, 2, 9]
+    scores = score_subsets(adapter, problem, subsets, goals, max_tokens_per_batch=4)
+    for i, (sub, goal) in enumerate(zip(subsets, goals)):
+        with torch.no_grad():
+            alone = adapter.log_probs(build_batch(problem, [sub]))[0]
+        assert float(scores.goal_prob[i]) == pytest.approx(float(alone[goal].exp()), abs=1e-6)
+        assert int(scores.prediction[i]) == int(alone.argmax())
+        assert float(scores.prediction_prob[i]) == pytest.approx(float(alone.max().exp()),
+                                                                 abs=1e-6)
+
 
 def assert_mask_free_equals_masked(adapter, problem, codes):
     """Rows of equal lengths run without masks; the same rows flagged as padded run masked."""

@@ -85,20 +85,24 @@ class HuggingFaceCausalLM:
         kept[rows[m], batch.target_positions[m]] = True
         return index, kept, last
 
+    def _sparse_inputs(self, batch: SubsetBatch, embeds: Tensor | None) -> dict:
+        """Model keyword arguments for the sparse rows of ``batch`` (last logits only)."""
+        mask = (torch.ones_like(batch.target_ids) if batch.equal_lengths
+                else _causal_mask(batch.target_mask))
+        kwargs = {"position_ids": batch.target_positions, "attention_mask": mask}
+        if embeds is None:
+            kwargs["input_ids"] = batch.target_ids
+        else:
+            kwargs["inputs_embeds"] = embeds
+        if self._keeps_last_logits:
+            kwargs["logits_to_keep"] = 1
+        return kwargs
+
     def _forward(self, batch: SubsetBatch, embeds: Tensor | None) -> Tensor:
         if batch.source_ids is not None:
             raise ValueError("a causal LM takes no source tokens")
         if self.sparse:
-            mask = (torch.ones_like(batch.target_ids) if batch.equal_lengths
-                    else _causal_mask(batch.target_mask))
-            kwargs = {"position_ids": batch.target_positions, "attention_mask": mask}
-            if embeds is None:
-                kwargs["input_ids"] = batch.target_ids
-            else:
-                kwargs["inputs_embeds"] = embeds
-            if self._keeps_last_logits:
-                kwargs["logits_to_keep"] = 1
-            return self.model(**kwargs).logits[:, -1]
+            return self.model(**self._sparse_inputs(batch, embeds)).logits[:, -1]
         index, kept, last = self._full_layout(batch)
         n = len(batch)
         rows = torch.arange(n, device=index.device)
@@ -116,12 +120,10 @@ class HuggingFaceCausalLM:
     def prefix_cache(self, batch: SubsetBatch) -> object | None:
         """Run equal-length rows and keep their keys and values, or ``None`` where this model's
         cache is not a list of plain per-layer key/value tensors (sliding windows, ...)."""
-        if not (self.sparse and batch.equal_lengths) or not self._keeps_last_logits:
+        if not (self.sparse and batch.equal_lengths):
             return None
         with self.evaluating():
-            out = self.model(input_ids=batch.target_ids, position_ids=batch.target_positions,
-                             attention_mask=torch.ones_like(batch.target_ids), use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(**self._sparse_inputs(batch, None), use_cache=True)
         cache = getattr(out, "past_key_values", None)
         layers = getattr(cache, "layers", None)
         if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
