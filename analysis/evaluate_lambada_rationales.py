@@ -17,72 +17,7 @@ every method found. Writes the table as CSV and JSON (``--out``).
     python analysis/evaluate_lambada_rationales.py --all
 """
 
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-from typing import Any
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from analysis.tables import add_method_arguments, find_results, write_table  # noqa: E402
-from sequential_rationales.metrics import (  # noqa: E402
-    METHOD_LABELS,
-    lambada_table_row,
-    markdown_table,
-    word_rationale,
-)
-
-COLUMNS = ["Length", "IOU", "F1"]
-DIGITS = {"Length": 1, "IOU": 2, "F1": 2}
-
-
-def first_piece(record: dict[str, Any]) -> int:
-    return int(record["rationalization"][0]["target_position"])
-
-
-def evaluate(results: dict[str, dict[str, dict[str, Any]]], methods: list[str]
-             ) -> dict[str, dict[str, float]]:
-    """Table rows for ``methods`` over the passages every one of them has."""
-    common = set.intersection(*(set(results[m]) for m in methods))
-    if not common:
-        raise SystemExit(f"error: no passage has results for all of {methods}")
-    names = sorted(common, key=lambda n: (len(n), n))
-    rows = {}
-    for method in methods:
-        records = [results[method][name] for name in names]
-        firsts = [first_piece(r) for r in records]
-        rows[method] = lambada_table_row(
-            [word_rationale(r["all_rationales"], f) for r, f in zip(records, firsts)],
-            [r["human_subword_rationale"] for r in records],
-            firsts)
-    return rows
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_method_arguments(p, ROOT / "rationalization_results" / "lambada", "lambada_table")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    args = parse_args(argv)
-    results_dir = Path(args.results_dir)
-    found, methods = find_results(results_dir, args.baseline,
-                                  "huggingface/rationalize_annotated_lambada.py")
-    rows = evaluate(found, methods)
-    n = int(next(iter(rows.values()))["n"])
-    print(f"Annotated Lambada: {n} passages common to {', '.join(methods)}")
-    print(markdown_table({METHOD_LABELS.get(m, m): row for m, row in rows.items()}, COLUMNS,
-                         DIGITS))
-    out = Path(args.out) if args.out else results_dir / "lambada_table"
-    csv_path, json_path = write_table(rows, out, COLUMNS)
-    print(f"wrote {csv_path} and {json_path}")
-    return rows
-
+from sequential_rationales_experiments.commands.evaluate_lambada_rationales import main
 
 if __name__ == "__main__":
     main()

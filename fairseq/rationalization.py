@@ -9,39 +9,28 @@ Importing this module registers the project's fairseq plugin, so checkpoints of 
 architectures load with ``from_pretrained`` without ``--user-dir``. Models must come from the
 plugin (``compatible_transformer*`` / ``compatible_transformer_lm`` architectures), whose
 encoders and decoders accept original position ids. The search lives in
-``sequential_rationales``; this module converts arguments and logs.
+``sequential_rationales``; this module keeps the seed's signatures and its printing.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # the package is importable when run from a checkout
-    sys.path.insert(0, str(_ROOT))
+from torch import Tensor, nn
 
-from torch import Tensor, nn  # noqa: E402
-
-import sequential_rationales.fairseq_plugin  # noqa: E402,F401  (registers the architectures)
-from sequential_rationales import (  # noqa: E402
+import sequential_rationales_integrations.fairseq  # noqa: F401  (registers the architectures)
+from sequential_rationales import (
     BASELINE_METHODS,
-    RationalizationProblem,
-    conditional_log,
     format_rationales,
-    rationalize,
-    rationalize_lm_sequence,
+    rationalize_sequence,
+    rationalize_translation,
 )
-from sequential_rationales.adapters.fairseq import (  # noqa: E402
+from sequential_rationales.adapters.fairseq import (
     FairseqLanguageModel,
     FairseqTranslationModel,
     unwrap_model,
 )
-from sequential_rationales.validation import (  # noqa: E402
-    check_choice,
-    check_token_ids,
-)
+from sequential_rationales.validation import check_choice
 
 __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm",
            "rationalize_conditional_model", "baseline_rationalize_conditional_model"]
@@ -51,13 +40,13 @@ def _lm(model: nn.Module, input_ids: Tensor, method: str, verbose: bool, max_ste
         start_step: int, max_tokens_per_batch: int | None, **options: Any
         ) -> tuple[list[list[int]], dict[str, Any]]:
     adapter = FairseqLanguageModel(model)
-    dictionary = adapter.decoder.dictionary
-
-    def decode(i: int) -> str:
-        return dictionary[i]
-
-    return rationalize_lm_sequence(adapter, input_ids, decode, method, verbose, max_steps,
-                                   start_step, max_tokens_per_batch, **options)
+    decode = adapter.decoder.dictionary.__getitem__
+    result, log = rationalize_sequence(adapter, input_ids, decode, method, start_step,
+                                       max_steps=max_steps,
+                                       max_tokens_per_batch=max_tokens_per_batch, **options)
+    if verbose:
+        print(format_rationales(result, decode))
+    return log["all_rationales"], log
 
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
@@ -93,41 +82,17 @@ def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool
 def _conditional(model: nn.Module, source_tokens: Tensor, target_tokens: Tensor, method: str,
                  verbose: bool, max_steps: int, top_1: bool, max_tokens_per_batch: int | None,
                  **options: Any) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
-    inner = unwrap_model(model)
-    src_dict, tgt_dict = inner.encoder.dictionary, inner.decoder.dictionary
     if not hasattr(source_tokens, "__len__"):
         raise TypeError("source_tokens must be a 1-D torch.Tensor of token ids")
     adapter = FairseqTranslationModel(model, source_length=len(source_tokens))
-    src = check_token_ids(source_tokens, "source_tokens", adapter.source_vocab_size,
-                          adapter.max_source_positions, 1)
-    tgt = check_token_ids(target_tokens, "target_tokens", adapter.vocab_size,
-                          adapter.max_positions, 2)
-    if int(src[-1]) != src_dict.eos():
-        raise ValueError(f"source_tokens must end with </s> (id {src_dict.eos()}), as fairseq "
-                         "encodes sources; use task.source_dictionary.encode_line(...)")
-    if len(src) < 2:
-        raise ValueError("source_tokens is empty: it holds only </s>")
-    if int(tgt[0]) != tgt_dict.eos():
-        raise ValueError(
-            f"target_tokens must start with </s> (id {tgt_dict.eos()}), the decoder's begin "
-            "token: prepend it to the translation, e.g. torch.cat([torch.tensor([eos]), hyp])")
-    if (src == src_dict.pad()).any() or (tgt == tgt_dict.pad()).any():
-        raise ValueError("source_tokens and target_tokens must not contain padding")
-    # The final source </s> is always visible (see the adapter), so it is not a candidate.
-    problem = RationalizationProblem(tgt, src[:-1])
-    result = rationalize(adapter, problem, method, max_steps=max_steps,
-                         max_tokens_per_batch=max_tokens_per_batch, top_1=top_1, **options)
-    result.source_ids = [int(i) for i in src]
-
-    def decode_src(i: int) -> str:
-        return src_dict[i]
-
-    def decode_tgt(i: int) -> str:
-        return tgt_dict[i]
-
+    inner = unwrap_model(model)
+    decode_source = inner.encoder.dictionary.__getitem__
+    decode_target = inner.decoder.dictionary.__getitem__
+    result, log = rationalize_translation(
+        adapter, source_tokens, target_tokens, decode_source, decode_target, method,
+        max_steps=max_steps, max_tokens_per_batch=max_tokens_per_batch, top_1=top_1, **options)
     if verbose:
-        print(format_rationales(result, decode_tgt, decode_src))
-    log = conditional_log(result, decode_src, decode_tgt)
+        print(format_rationales(result, decode_target, decode_source))
     return log["all_source_rationales"], log["all_target_rationales"], log
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sequential_rationales import BASELINE_METHODS, rationalize_lm_sequence
+from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.validation import check_choice
 
@@ -28,9 +28,12 @@ def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbo
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
-    return rationalize_lm_sequence(HuggingFaceCausalLM(model), input_ids, decode, method,
-                                   verbose, max_steps, start_step, max_tokens_per_batch,
-                                   **options)
+    result, log = rationalize_sequence(
+        HuggingFaceCausalLM(model), input_ids, decode, method, start_step, max_steps=max_steps,
+        max_tokens_per_batch=max_tokens_per_batch, **options)
+    if verbose:
+        print(format_rationales(result, decode))
+    return log["all_rationales"], log
 
 
 def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose: bool = True,

@@ -1,17 +1,18 @@
 """sequential-rationales: rationales for sequence models (Vafa et al., EMNLP 2021).
 
-The core is framework-free (torch only). Models are reached through
+The core is framework-free (torch and numpy only); framework code lives in
+``sequential_rationales_integrations`` and the paper's experiments in
+``sequential_rationales_experiments``. Models are reached through
 :class:`~sequential_rationales.adapter.ModelAdapter`; ready adapters live in
 ``sequential_rationales.adapters``.
 """
 
-from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch
+from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch, eval_mode
 from .methods import (
     BASELINE_METHODS,
     get_method,
     list_methods,
     rationalize,
-    rationalize_lm_sequence,
     register_method,
 )
 from .render import format_rationales
@@ -23,6 +24,7 @@ from .results import (
     conditional_log,
     lm_log,
     read_jsonl,
+    write_json_atomic,
     write_jsonl,
 )
 from .search import (
@@ -31,6 +33,12 @@ from .search import (
     greedy_search,
     ordered_search,
     score_subsets,
+)
+from .sequences import (
+    conditional_problem,
+    lm_problem,
+    rationalize_sequence,
+    rationalize_translation,
 )
 from .word_dropout import (
     WORD_DROPOUT_TYPES,
@@ -45,8 +53,9 @@ __all__ = [
     "AttentionMaps", "BASELINE_METHODS", "ContextToken", "Embeddings", "ModelAdapter",
     "RationalizationProblem", "SearchStep", "SequenceRationales", "SubsetBatch",
     "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout", "conditional_log",
-    "exhaustive_search", "format_rationales", "get_method", "greedy_search", "list_methods",
-    "lm_log", "ordered_search", "rationalize", "rationalize_lm_sequence", "read_jsonl",
-    "register_method", "score_subsets",
-    "self_attention_mask", "word_dropout_keep_mask", "write_jsonl",
+    "conditional_problem", "eval_mode", "exhaustive_search", "format_rationales", "get_method",
+    "greedy_search", "list_methods", "lm_log", "lm_problem", "ordered_search", "rationalize",
+    "rationalize_sequence", "rationalize_translation", "read_jsonl", "register_method",
+    "score_subsets", "self_attention_mask", "word_dropout_keep_mask", "write_json_atomic",
+    "write_jsonl",
 ]

@@ -23,11 +23,13 @@ Conventions shared by all adapters
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
@@ -37,6 +39,20 @@ def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode (dropout off), restoring training mode afterwards. A model already in
+    eval mode is left alone: switching walks every module, and adapters enter this per pass."""
+    if not model.training:
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
 
 
 @dataclass

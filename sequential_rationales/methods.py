@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 from .adapter import ModelAdapter
 from .baselines import BASELINE_SCORERS, importance_order
-from .render import format_rationales
-from .results import SequenceRationales, TargetRationale, lm_log
+from .results import SequenceRationales, TargetRationale
 from .search import RationalizationProblem, exhaustive_search, greedy_search, ordered_search
-from .validation import check_choice, check_positive_int, check_start_step, check_token_ids
+from .validation import check_choice, check_positive_int
 
 SearchFn = Callable[..., list[TargetRationale]]
 
@@ -120,19 +119,3 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
         duration=time.perf_counter() - start,
     )
 
-
-def rationalize_lm_sequence(adapter: ModelAdapter, input_ids: object, decode: Callable[[int], str],
-                            method: str, verbose: bool, max_steps: int, start_step: int,
-                            max_tokens_per_batch: int | None, **options: object
-                            ) -> tuple[list[list[int]], dict]:
-    """The seed's language-model contract for any adapter: check ``input_ids`` (1-D),
-    rationalize every position after ``start_step``, optionally print, and return
-    ``(all_rationales, log)``."""
-    ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
-    check_start_step(start_step, len(ids))
-    problem = RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
-    result = rationalize(adapter, problem, method, max_steps=max_steps,
-                         max_tokens_per_batch=max_tokens_per_batch, **options)
-    if verbose:
-        print(format_rationales(result, decode))
-    return [r.target_rationale for r in result.rationales], lm_log(result, decode)

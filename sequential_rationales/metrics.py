@@ -225,9 +225,9 @@ def distractor_counts(source_rationale: Positions, target_rationale: Positions,
 
     Returns ``(source_wrong, target_wrong)``.
 
-    With :class:`~sequential_rationales.translation_data.DistractorExample` (whose breaks
-    count the tokens of the first sentence as text) and a fairseq model, whose target stream
-    starts with its BOS at position 0 and whose source ends with ``</s>``:
+    With a ``DistractorExample`` of :mod:`sequential_rationales_experiments.distractors` (whose
+    breaks count the tokens of the first sentence as text) and a fairseq model, whose target
+    stream starts with its BOS at position 0 and whose source ends with ``</s>``:
     ``source_break=ex.source_break``, ``target_break=ex.target_break + 1``,
     ``source_eos=len(source_tokens) - 1``.
     """

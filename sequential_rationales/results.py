@@ -96,6 +96,24 @@ def _step_entry(step: SearchStep, decode: Decoder, decode_context: Callable[[Con
     return entry
 
 
+def _target_entry(r: TargetRationale, target_text: list[str], decode: Decoder,
+                  decode_context: Callable[[ContextToken], str], conditional: bool
+                  ) -> dict[str, Any]:
+    """One target's entry of a seed log; translation logs split the rationale by stream."""
+    entry: dict[str, Any] = {
+        "target_position": r.target_position,
+        "goal_word": target_text[r.target_position],
+        "log": [_step_entry(s, decode, decode_context, conditional) for s in r.steps],
+    }
+    if conditional:
+        entry["source_rationale"] = r.source_rationale
+        entry["target_rationale"] = r.target_rationale
+    else:
+        entry["rationale"] = r.target_rationale
+    entry["reached_argmax"] = r.reached_argmax
+    return entry
+
+
 def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
     """The seed's language-model log: ``input_ids``, ``input_text``, ``rationalization``,
     ``all_rationales``, ``duration`` (plus ``method``)."""
@@ -104,15 +122,8 @@ def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
     def context_text(c: ContextToken) -> str:
         return text[c.position]
 
-    rationalization = []
-    for r in result.rationales:
-        rationalization.append({
-            "target_position": r.target_position,
-            "goal_word": text[r.target_position],
-            "log": [_step_entry(s, decode, context_text, False) for s in r.steps],
-            "rationale": r.target_rationale,
-            "reached_argmax": r.reached_argmax,
-        })
+    rationalization = [_target_entry(r, text, decode, context_text, False)
+                       for r in result.rationales]
     return {
         "input_ids": list(result.target_ids),
         "input_text": text,
@@ -124,30 +135,25 @@ def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
 
 
 def conditional_log(result: SequenceRationales, decode_source: Decoder,
-                    decode_target: Decoder) -> dict[str, Any]:
+                    decode_target: Decoder, source_ids: list[int] | None = None
+                    ) -> dict[str, Any]:
     """The seed's translation log: ``source_tokens(_text)``, ``target_tokens(_text)``,
     ``rationalizations`` (per target: ``source_rationale``, ``target_rationale``, ``log`` whose
     steps say ``from`` which side the token came), ``all_source_rationales``,
-    ``all_target_rationales``, ``duration``."""
-    assert result.source_ids is not None
-    src_text = [decode_source(i) for i in result.source_ids]
+    ``all_target_rationales``, ``duration``. ``source_ids``: the source as given, when it is
+    longer than the rationalized one (fairseq's final ``</s>``, always visible)."""
+    source_ids = result.source_ids if source_ids is None else source_ids
+    assert source_ids is not None
+    src_text = [decode_source(i) for i in source_ids]
     tgt_text = [decode_target(i) for i in result.target_ids]
 
     def context_text(c: ContextToken) -> str:
         return (src_text if c.stream == SOURCE else tgt_text)[c.position]
 
-    rationalizations = []
-    for r in result.rationales:
-        rationalizations.append({
-            "target_position": r.target_position,
-            "goal_word": tgt_text[r.target_position],
-            "log": [_step_entry(s, decode_target, context_text, True) for s in r.steps],
-            "source_rationale": r.source_rationale,
-            "target_rationale": r.target_rationale,
-            "reached_argmax": r.reached_argmax,
-        })
+    rationalizations = [_target_entry(r, tgt_text, decode_target, context_text, True)
+                        for r in result.rationales]
     return {
-        "source_tokens": list(result.source_ids),
+        "source_tokens": list(source_ids),
         "target_tokens": list(result.target_ids),
         "source_tokens_text": src_text,
         "target_tokens_text": tgt_text,
@@ -170,6 +176,19 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike,
             f.flush()
             n += 1
     return n
+
+
+def write_json_atomic(record: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``record`` to a temporary file, then rename it to ``path``: an interrupted run
+    never leaves a partial file that a resumed run would take for a finished one."""
+    tmp = f"{os.fspath(path)}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ def make_dictionary(num_words: int = 12):
 def tiny_lm(learned_pos: bool = False, seed: int = 0, layers: int = 2, heads: int = 2,
             dim: int = 16, **word_dropout):
     """A random ``compatible_transformer_lm`` (dropout 0, eval mode) on a 12-word dictionary."""
-    from sequential_rationales.fairseq_plugin import (
+    from sequential_rationales_integrations.fairseq import (
         CompatibleTransformerLanguageModel,
         compatible_transformer_lm_base,
     )
@@ -50,7 +49,7 @@ def tiny_lm(learned_pos: bool = False, seed: int = 0, layers: int = 2, heads: in
 def tiny_translation(learned_pos: bool = False, seed: int = 0, enc_heads: int = 2,
                      dec_heads: int = 2, normalize_before: bool = False, **word_dropout):
     """A random ``compatible_transformer`` (dropout 0, eval mode), 12-word dictionaries."""
-    from sequential_rationales.fairseq_plugin import (
+    from sequential_rationales_integrations.fairseq import (
         CompatibleTransformerModel,
         compatible_transformer,
     )
@@ -80,28 +79,19 @@ def random_tokens(batch: int, length: int, generator: torch.Generator, low: int 
 
 def write_majority_class_corpus(directory: Path, sizes=(("train", 200), ("valid", 40),
                                                         ("test", 40))) -> None:
-    from sequential_rationales.data import majority_class_sentences
+    from sequential_rationales_experiments.majority_class import (
+        write_majority_class_corpus as write,
+    )
 
-    generator = torch.Generator().manual_seed(0)
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, n in sizes:
-        lines = majority_class_sentences(n, generator=generator)
-        (directory / f"{split}.tok").write_text("\n".join(lines) + "\n")
+    write(directory, sizes, seed=0)
 
 
 def write_translation_corpus(directory: Path, sizes=(("train", 200), ("valid", 12),
                                                      ("test", 12))) -> None:
     """Source ``s3 s7 s1`` -> target ``t1 t7 t3``: a lexicon mapping plus reversal."""
-    rng = random.Random(0)
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, n in sizes:
-        sources, targets = [], []
-        for _ in range(n):
-            words = [rng.randrange(10) for _ in range(rng.randint(3, 7))]
-            sources.append(" ".join(f"s{w}" for w in words))
-            targets.append(" ".join(f"t{w}" for w in reversed(words)))
-        (directory / f"{split}.src").write_text("\n".join(sources) + "\n")
-        (directory / f"{split}.tgt").write_text("\n".join(targets) + "\n")
+    from sequential_rationales_experiments.synthetic_translation import write_reversal_corpus
+
+    write_reversal_corpus(directory, sizes, seed=0, vocabulary=10, lengths=(3, 7))
 
 
 def cli(tool: str) -> str:

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from scripts import benchmark_rationalization as bench
 from sequential_rationales import RationalizationProblem, rationalize
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales_experiments.commands import benchmark_rationalization as bench
 
 TINY = bench.Config("tiny", "greedy", layers=2, dim=32, vocab=16, length=9, sequences=2)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sequential_rationales.data import (
+from sequential_rationales_experiments.majority_class import (
     majority_class_sentences,
     majority_class_true_probability,
 )

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("fairseq")
 
-from sequential_rationales.fairseq_plugin import read_checkpoint  # noqa: E402
+from sequential_rationales_integrations.fairseq import read_checkpoint  # noqa: E402
 
 from .fairseq_helpers import (  # noqa: E402
     PLUGIN_DIR,
@@ -138,7 +138,7 @@ def test_checkpoints_load_twice_through_the_hub(lm_data, lm_checkpoints, mt_data
                                                           user_dir=plugin)
             mt = TransformerModel.from_pretrained(mt_dir, "checkpoint_best.pt", mt_data,
                                                   user_dir=plugin)
-        from sequential_rationales.fairseq_plugin import load_hub_model
+        from sequential_rationales_integrations.fairseq import load_hub_model
         lm2 = load_hub_model(lm_dir, "checkpoint_best.pt", lm_data)
         mt2 = load_hub_model(mt_dir, "checkpoint_best.pt", mt_data)
         stock = load_hub_model(stock_dir, "checkpoint_best.pt", mt_data)
@@ -188,7 +188,7 @@ def test_custom_architecture_from_the_docstring(lm_data, tmp_path):
         from fairseq.models import register_model_architecture
         from fairseq.utils import safe_getattr
 
-        from sequential_rationales.fairseq_plugin import compatible_transformer_lm_base
+        from sequential_rationales_integrations.fairseq import compatible_transformer_lm_base
 
         @register_model_architecture("compatible_transformer_lm", "transformer_lm_custom")
         def transformer_lm_custom(args):

@@ -18,7 +18,8 @@ from fairseq.models import ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.models.transformer import TransformerModel  # noqa: E402
 from fairseq.models.transformer_lm import TransformerLanguageModel  # noqa: E402
 
-from sequential_rationales.fairseq_plugin import (  # noqa: E402
+from sequential_rationales.word_dropout import WordDropout  # noqa: E402
+from sequential_rationales_integrations.fairseq import (  # noqa: E402
     CompatibleTransformerLanguageModel,
     CompatibleTransformerModel,
     compatible_transformer_iwslt_de_en,
@@ -27,8 +28,7 @@ from sequential_rationales.fairseq_plugin import (  # noqa: E402
     transformer_lm_majority_class,
     word_dropout_from_cfg,
 )
-from sequential_rationales.fairseq_plugin.models import last_token_mask  # noqa: E402
-from sequential_rationales.word_dropout import WordDropout  # noqa: E402
+from sequential_rationales_integrations.fairseq.models import last_token_mask  # noqa: E402
 
 from .fairseq_helpers import REPO_ROOT, random_tokens, tiny_lm, tiny_translation  # noqa: E402
 
@@ -64,7 +64,7 @@ def _last_log_probs(out: torch.Tensor) -> torch.Tensor:
 def test_core_package_does_not_import_fairseq():
     code = ("import sys, sequential_rationales; "
             "assert 'fairseq' not in sys.modules, 'core imported fairseq'; "
-            "assert 'sequential_rationales.fairseq_plugin' not in sys.modules")
+            "assert 'sequential_rationales_integrations.fairseq' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 

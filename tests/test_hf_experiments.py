@@ -8,33 +8,30 @@ filter is tested with a GPT-2 rigged to always predict one word, whose rationale
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import math
-import sys
 import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 
-from huggingface import rationalize_analogies as analogies
-from huggingface import rationalize_annotated_lambada as lambada
 from sequential_rationales.metrics import intersection_over_union, word_rationale
+from sequential_rationales_experiments import analogies, lambada
+from sequential_rationales_experiments.commands import (
+    compare_rationalization_times,
+    download_data,
+    evaluate_analogies_rationales,
+    evaluate_lambada_rationales,
+    plot_gpt2_rationalization,
+    plot_gpt2_the_repeats,
+    rationalize_analogies,
+    rationalize_lambada,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILY = 4  # index of the "family" category in questions-words.txt
-
-
-def load_script(relative: str):
-    """Import a script of ``analysis/`` or ``scripts/`` by path (they are not packages)."""
-    path = REPO / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -193,9 +190,11 @@ def test_single_token_filter_and_capitalization(data_dir):
 
 def test_missing_data_gives_a_hint(tmp_path):
     with pytest.raises(SystemExit, match="download_data.py"):
-        analogies.main(["--model_name_or_path", "unused", "--data_dir", str(tmp_path)])
+        rationalize_analogies.main(["--model_name_or_path", "unused",
+                                    "--data_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="download_data.py"):
-        lambada.main(["--model_name_or_path", "unused", "--data_dir", str(tmp_path)])
+        rationalize_lambada.main(["--model_name_or_path", "unused",
+                                  "--data_dir", str(tmp_path)])
 
 
 # -- analogies end to end ---------------------------------------------------------------------
@@ -204,10 +203,11 @@ def test_filter_keeps_what_the_model_completes(data_dir, sister_model_dir, tmp_p
     "sister" pass, and one token (the previous one) suffices, for greedy and exhaustive."""
     common = ["--model_name_or_path", str(sister_model_dir), "--data_dir", str(data_dir),
               "--categories", "family", "--device", "cpu"]
-    greedy = analogies.main([*common, "--out", str(tmp_path / "greedy")])
+    greedy = rationalize_analogies.main([*common, "--out", str(tmp_path / "greedy")])
     assert greedy["written"] == 1 and greedy["not_correct"] == 22
-    exhaustive = analogies.main([*common, "--out", str(tmp_path / "exhaustive"),
-                                 "--method", "exhaustive", "--exhaustive_fraction", "1"])
+    exhaustive = rationalize_analogies.main([*common, "--out", str(tmp_path / "exhaustive"),
+                                             "--method", "exhaustive",
+                                             "--exhaustive_fraction", "1"])
     assert exhaustive["written"] == 1
     for method in ("greedy", "exhaustive"):
         records = read_results(tmp_path / method)
@@ -217,7 +217,7 @@ def test_filter_keeps_what_the_model_completes(data_dir, sister_model_dir, tmp_p
         last = len(record["input_ids"]) - 1
         assert record["all_rationales"] == [[last - 1]]
         assert record["rationalization"][0]["reached_argmax"]
-    evaluate = load_script("analysis/evaluate_analogies_rationales.py")
+    evaluate = evaluate_analogies_rationales
     rows = evaluate.main(["--results_dir", str(tmp_path)])
     # Length 1, exhaustive length 1 -> Ratio 1; "brother" (position 4) is not in {last - 1};
     # the distractor is not either.
@@ -233,12 +233,14 @@ def test_filter_needs_both_versions(data_dir, word_model_dir, tmp_path, monkeypa
     argv = ["--model_name_or_path", str(word_model_dir), "--data_dir", str(data_dir),
             "--categories", "family", "--device", "cpu", "--max_steps", "2"]
     for with_distractor_only in (True, False):
-        monkeypatch.setattr(analogies, "predicts_last_token",
+        monkeypatch.setattr(rationalize_analogies, "predicts_last_token",
                             lambda model, ids, w=with_distractor_only: (paren in ids) == w)
-        counts = analogies.main([*argv, "--out", str(tmp_path / str(with_distractor_only))])
+        counts = rationalize_analogies.main(
+            [*argv, "--out", str(tmp_path / str(with_distractor_only))])
         assert counts["written"] == 0 and counts["not_correct"] == 23
-    monkeypatch.setattr(analogies, "predicts_last_token", lambda model, ids: True)
-    counts = analogies.main([*argv, "--max_examples", "2", "--out", str(tmp_path / "all")])
+    monkeypatch.setattr(rationalize_analogies, "predicts_last_token", lambda model, ids: True)
+    counts = rationalize_analogies.main(
+        [*argv, "--max_examples", "2", "--out", str(tmp_path / "all")])
     assert counts["written"] == 2 and counts["not_correct"] == 0
 
 
@@ -249,9 +251,9 @@ def analogy_results(tmp_path_factory, data_dir, word_model_dir) -> Path:
               "--categories", "family", "--max_examples", "3", "--no_filter",
               "--device", "cpu"]
     for method, steps in [("greedy", "6"), ("exhaustive", "2"), ("last_attention", "6")]:
-        counts = analogies.main([*common, "--method", method, "--max_steps", steps,
-                                 "--exhaustive_fraction", "1",
-                                 "--out", str(results / method)])
+        counts = rationalize_analogies.main([*common, "--method", method, "--max_steps", steps,
+                                             "--exhaustive_fraction", "1",
+                                             "--out", str(results / method)])
         assert counts["written"] == 3
     return results
 
@@ -275,7 +277,7 @@ def test_analogy_records(analogy_results):
 
 
 def test_analogy_table(analogy_results, capsys):
-    evaluate = load_script("analysis/evaluate_analogies_rationales.py")
+    evaluate = evaluate_analogies_rationales
     rows = evaluate.main(["--results_dir", str(analogy_results), "--all"])
     assert list(rows) == ["last_attention", "greedy"]  # paper order, exhaustive excluded
     out = capsys.readouterr().out
@@ -306,10 +308,11 @@ def test_analogy_table(analogy_results, capsys):
 def test_analogy_run_resumes(analogy_results, data_dir, word_model_dir):
     files = sorted((analogy_results / "greedy").glob("*.json"))
     before = [p.stat().st_mtime_ns for p in files]
-    counts = analogies.main(["--model_name_or_path", str(word_model_dir), "--data_dir",
-                             str(data_dir), "--categories", "family", "--max_examples", "3",
-                             "--no_filter", "--device", "cpu", "--max_steps", "6",
-                             "--out", str(analogy_results / "greedy")])
+    counts = rationalize_analogies.main(["--model_name_or_path", str(word_model_dir),
+                                         "--data_dir", str(data_dir), "--categories", "family",
+                                         "--max_examples", "3", "--no_filter",
+                                         "--device", "cpu", "--max_steps", "6",
+                                         "--out", str(analogy_results / "greedy")])
     assert counts["written"] == 0 and counts["existing"] == 3
     assert [p.stat().st_mtime_ns for p in files] == before
 
@@ -319,10 +322,10 @@ def test_analogy_run_resumes(analogy_results, data_dir, word_model_dir):
 def lambada_results(tmp_path_factory, data_dir, bpe_model_dir) -> Path:
     results = tmp_path_factory.mktemp("lambada_results")
     for method in ("greedy", "gradient_norm"):
-        counts = lambada.main(["--model_name_or_path", str(bpe_model_dir), "--data_dir",
-                               str(data_dir), "--max_examples", "2", "--max_steps", "3",
-                               "--method", method, "--device", "cpu",
-                               "--out", str(results / method)])
+        counts = rationalize_lambada.main(["--model_name_or_path", str(bpe_model_dir),
+                                           "--data_dir", str(data_dir), "--max_examples", "2",
+                                           "--max_steps", "3", "--method", method,
+                                           "--device", "cpu", "--out", str(results / method)])
         assert counts["written"] == 2
     return results
 
@@ -349,7 +352,7 @@ def test_lambada_records(lambada_results, data_dir):
 
 
 def test_lambada_table(lambada_results, capsys):
-    evaluate = load_script("analysis/evaluate_lambada_rationales.py")
+    evaluate = evaluate_lambada_rationales
     rows = evaluate.main(["--results_dir", str(lambada_results)])
     assert list(rows) == ["gradient_norm", "greedy"]
     out = capsys.readouterr().out
@@ -373,7 +376,7 @@ def test_plot_rationalization(tmp_path, word_model_dir):
 
     from huggingface.rationalization import rationalize_lm
 
-    plot = load_script("analysis/plot_gpt2_rationalization.py")
+    plot = plot_gpt2_rationalization
     tokenizer = AutoTokenizer.from_pretrained(word_model_dir)
     model = tiny_gpt2(len(tokenizer))
     ids = torch.tensor(tokenizer("I thought it was the opposite")["input_ids"])
@@ -392,7 +395,7 @@ def test_plot_rationalization(tmp_path, word_model_dir):
 
 
 def test_merge_word_pieces_by_hand():
-    plot = load_script("analysis/plot_gpt2_rationalization.py")
+    plot = plot_gpt2_rationalization
     import numpy as np
 
     tokens = ["The", " cat", "s", " sat"]
@@ -413,7 +416,7 @@ def test_plot_the_repeats(tmp_path, analogy_texts):
     rig_to_predict(tiny_gpt2(len(tokenizer)), the).save_pretrained(standard)
     tiny_gpt2(len(tokenizer), seed=1).save_pretrained(compatible)
     tokenizer.save_pretrained(compatible)
-    script = load_script("analysis/plot_gpt2_the_repeats.py")
+    script = plot_gpt2_the_repeats
     series = script.main(["--standard_model", str(standard), "--compatible_model",
                           str(compatible), "--word", "the", "--num_positions", "12",
                           "--device", "cpu", "--out", str(tmp_path / "fig4")])
@@ -427,7 +430,7 @@ def test_plot_the_repeats(tmp_path, analogy_texts):
 
 
 def test_compare_rationalization_times_tiny(tmp_path):
-    script = load_script("analysis/compare_rationalization_times.py")
+    script = compare_rationalization_times
     summary = script.main(["--tiny", "--num_sequences", "2", "--length", "10",
                            "--exhaustive_max_steps", "3", "--out", str(tmp_path / "t.json")])
     assert set(summary["methods"]) == {"greedy_sparse", "greedy_masked", "exhaustive"}
@@ -445,7 +448,7 @@ def test_compare_rationalization_times_on_analogies(tmp_path, data_dir, sister_m
     """With a model, the timed sequences are analogy sentences it completes correctly: for the
     model that always says "sister" only (brother, sister) qualifies, explained by one token.
     """
-    script = load_script("analysis/compare_rationalization_times.py")
+    script = compare_rationalization_times
     summary = script.main(["--model_name_or_path", str(sister_model_dir), "--data_dir",
                            str(data_dir), "--num_sequences", "1", "--device", "cpu",
                            "--out", str(tmp_path / "t.json")])
@@ -455,7 +458,7 @@ def test_compare_rationalization_times_on_analogies(tmp_path, data_dir, sister_m
 
 
 def test_download_data_copies_and_checks(tmp_path, data_dir, monkeypatch):
-    script = load_script("scripts/download_data.py")
+    script = download_data
     target = tmp_path / "data"
     written = script.main(["--data_dir", str(target), "--source", str(data_dir)])
     assert sorted(p.name for p in written) == sorted(script.FILES)
@@ -474,7 +477,7 @@ def test_download_data_copies_and_checks(tmp_path, data_dir, monkeypatch):
 
 
 def test_templates_are_read_out_of_the_papers_code():
-    script = load_script("scripts/download_data.py")
+    script = download_data
     source = (
         "def create(all_analogies):\n"
         "  all_analogies['cat-one']['template'] = (\n"
@@ -487,13 +490,13 @@ def test_templates_are_read_out_of_the_papers_code():
         "cat-one": "First [A], then (an aside). Finally [B]", "cat-two": "[B] (x). [A]"}
 
 
-@pytest.mark.parametrize("relative", [
-    "huggingface/rationalize_analogies.py", "huggingface/rationalize_annotated_lambada.py",
-    "analysis/evaluate_analogies_rationales.py", "analysis/evaluate_lambada_rationales.py",
-    "analysis/plot_gpt2_rationalization.py", "analysis/plot_gpt2_the_repeats.py",
-    "analysis/compare_rationalization_times.py", "scripts/download_data.py"])
-def test_help_explains_every_flag(relative, monkeypatch, capsys):
-    module = load_script(relative)
+@pytest.mark.parametrize("command", [
+    "rationalize_analogies", "rationalize_lambada",
+    "evaluate_analogies_rationales", "evaluate_lambada_rationales",
+    "plot_gpt2_rationalization", "plot_gpt2_the_repeats",
+    "compare_rationalization_times", "download_data"])
+def test_help_explains_every_flag(command, monkeypatch, capsys):
+    module = importlib.import_module(f"sequential_rationales_experiments.commands.{command}")
     parsers = []
     original = argparse.ArgumentParser.parse_args
 

@@ -147,7 +147,7 @@ def test_rendering_names_tokens_and_marks_rationales(tiny_gpt2):
 
 def test_demo_runs_end_to_end(tmp_path):
     """The README's main job with tiny settings: data, training, rationales, summary."""
-    from scripts import demo
+    from sequential_rationales_experiments.commands import demo
 
     summary = demo.main(["--out", str(tmp_path), "--steps", "20", "--train-sentences", "300",
                          "--rationalize", "3", "--batch-size", "16", "--parts", "hf"])["hf"]

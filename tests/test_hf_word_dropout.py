@@ -15,7 +15,12 @@ from transformers import (  # noqa: E402
     default_data_collator,
 )
 
-from huggingface.word_dropout import (  # noqa: E402
+from sequential_rationales.word_dropout import (  # noqa: E402
+    WordDropout,
+    self_attention_mask,
+    word_dropout_keep_mask,
+)
+from sequential_rationales_integrations.huggingface.word_dropout import (  # noqa: E402
     KEEP_KWARG,
     WORD_DROPOUT_FLEX,
     WordDropoutCollator,
@@ -26,11 +31,6 @@ from huggingface.word_dropout import (  # noqa: E402
     word_dropout_block_layout,
     word_dropout_block_mask,
     word_dropout_flex_attention,
-)
-from sequential_rationales.word_dropout import (  # noqa: E402
-    WordDropout,
-    self_attention_mask,
-    word_dropout_keep_mask,
 )
 
 # On CPU the flex tests run torch's eager (unfused) flex attention on purpose.

@@ -6,7 +6,11 @@ import json
 
 import pytest
 
-from scripts import run_majority_class, run_translation_benchmark
+from sequential_rationales_experiments.commands import (
+    rationalize_iwslt,
+    run_majority_class,
+    run_translation_benchmark,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,14 +47,13 @@ def test_translation_benchmark_produces_both_tables(tmp_path):
         assert 0.0 <= row["AER"] <= 1.0 and 0.0 <= row["Top1"] <= 1.0
     logs = sorted((tmp_path / "rationales" / "distractors" / "greedy").glob("*.json"))
     assert len(logs) == 2
-    # rationalize_iwslt.py resumes: finished examples are not redone.
+    # rationalize_iwslt resumes: finished examples are not redone.
     before = [p.stat().st_mtime_ns for p in logs]
-    script = run_translation_benchmark.load_script(
-        run_translation_benchmark.ROOT / "fairseq" / "rationalize_iwslt.py")
     checkpoint = tmp_path / "checkpoints" / "compatible_iwslt" / "checkpoint_best.pt"
-    script.main(["--checkpoint_dir", str(checkpoint.parent.parent), "--checkpoint_file",
-                 str(checkpoint), "--task", "distractors", "--data",
-                 str(tmp_path / "data-bin" / "distractors.de-en"), "--method", "greedy",
-                 "--limit", "3", "--out", str(tmp_path / "rationales"), "--cpu"])
+    rationalize_iwslt.main(["--checkpoint_dir", str(checkpoint.parent.parent),
+                            "--checkpoint_file", str(checkpoint), "--task", "distractors",
+                            "--data", str(tmp_path / "data-bin" / "distractors.de-en"),
+                            "--method", "greedy", "--limit", "3",
+                            "--out", str(tmp_path / "rationales"), "--cpu"])
     assert [p.stat().st_mtime_ns for p in logs] == before
     assert len(list(logs[0].parent.glob("*.json"))) == 3

@@ -15,13 +15,18 @@ pytest.importorskip("tokenizers")
 
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedTokenizerFast,
 )
 
-from huggingface import run_clm  # noqa: E402
-from huggingface.word_dropout import KEEP_KWARG, WORD_DROPOUT_FLEX  # noqa: E402
+from sequential_rationales_experiments.commands import run_clm  # noqa: E402
+from sequential_rationales_integrations.huggingface import training  # noqa: E402
+from sequential_rationales_integrations.huggingface.word_dropout import (  # noqa: E402
+    KEEP_KWARG,
+    WORD_DROPOUT_FLEX,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(40)]
@@ -163,7 +168,7 @@ def test_attention_dropout_flag_opens_the_flex_path_for_pretrained_models(
     # A "pretrained" GPT-2 with the stock attention dropout (0.1), which flex cannot apply.
     model_dir = tmp_path / "model"
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
-    config = run_clm.AutoConfig.for_model("gpt2")
+    config = AutoConfig.for_model("gpt2")
     config.update_from_string(GPT2 + f",vocab_size={len(tokenizer)}")
     assert config.attn_pdrop > 0
     AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
@@ -194,7 +199,7 @@ def test_eval_only_matches_full_context_loss(data_dir, tmp_path, monkeypatch):
     # A saved random GPT-2 is evaluated from a local directory on the .jsonl validation set.
     model_dir = tmp_path / "model"
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
-    config = run_clm.AutoConfig.for_model("gpt2")
+    config = AutoConfig.for_model("gpt2")
     config.update_from_string(GPT2 + f",vocab_size={len(tokenizer)}")
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
@@ -274,8 +279,8 @@ def test_read_documents_formats(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps([{"text": "one two"}, {"text": ""},
                                                  {"text": "three"}]))
     (tmp_path / "c.jsonl").write_text('{"body": "one two"}\n\n{"body": "three"}\n')
-    assert list(run_clm.read_documents(str(tmp_path / "a.txt"))) == ["one two", "three"]
-    assert list(run_clm.read_documents(str(tmp_path / "b.json"))) == ["one two", "three"]
-    assert list(run_clm.read_documents(str(tmp_path / "c.jsonl"), "body")) == ["one two", "three"]
+    assert list(training.read_documents(str(tmp_path / "a.txt"))) == ["one two", "three"]
+    assert list(training.read_documents(str(tmp_path / "b.json"))) == ["one two", "three"]
+    assert list(training.read_documents(str(tmp_path / "c.jsonl"), "body")) == ["one two", "three"]
     with pytest.raises(ValueError, match="record 1 has no string field 'text'"):
-        list(run_clm.read_documents(str(tmp_path / "c.jsonl")))
+        list(training.read_documents(str(tmp_path / "c.jsonl")))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sequential_rationales.synthetic_translation import (
+from sequential_rationales_experiments.synthetic_translation import (
     ADJECTIVES,
     COMPOUNDS,
     FILLER,

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from analysis import evaluate_alignment_rationales, evaluate_distractor_rationales
+from sequential_rationales_experiments.commands import (
+    evaluate_alignment_rationales,
+    evaluate_distractor_rationales,
+)
 
 
 def write_log(directory, index, source_len, entries):
@@ -68,7 +71,7 @@ def test_alignment_table_hand_computed(tmp_path):
 
 
 def test_figure6_grid_marks_rationale_tokens_by_order(tmp_path):
-    from analysis import plot_iwslt_rationalization
+    from sequential_rationales_experiments.commands import plot_iwslt_rationalization
 
     log = {"method": "greedy", "source_tokens_text": ["a", "b", "</s>"],
            "target_tokens_text": ["</s>", "x", "y"],

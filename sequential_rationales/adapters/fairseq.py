@@ -1,6 +1,6 @@
-"""Adapters for fairseq models built by the project's plugin (``sequential_rationales.
-fairseq_plugin``), whose encoders and decoders take original ``positions``, a ``keep`` mask,
-``token_embeddings`` and ``return_all_attentions``.
+"""Adapters for fairseq models built by the project's plugin
+(``sequential_rationales_integrations.fairseq``), whose encoders and decoders take original
+``positions``, a ``keep`` mask, ``token_embeddings`` and ``return_all_attentions``.
 
 Only torch is imported here; the fairseq model object is passed in.
 
@@ -16,29 +16,16 @@ fairseq conventions handled here:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The fairseq model inside a hub interface (``GeneratorHubInterface``) or the model."""
     return model.models[0] if hasattr(model, "models") else model
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _keep(batch: SubsetBatch) -> Tensor | None:
@@ -52,7 +39,20 @@ def _max_positions(value: object, index: int) -> int | None:
     return int(value) if value else None
 
 
-class FairseqLanguageModel:
+class _NextTokenScores:
+    """What both adapters derive from their next-token logits (``_logits``)."""
+
+    def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        return scores_from_logits(self._logits(batch), goals)
+
+
+class FairseqLanguageModel(_NextTokenScores):
     """:class:`~sequential_rationales.adapter.ModelAdapter` for a plugin decoder-only LM."""
 
     is_conditional = False
@@ -67,30 +67,24 @@ class FairseqLanguageModel:
 
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             features, _ = self.decoder(
                 tokens, positions=batch.target_positions, keep=_keep(batch),
                 token_embeddings=None if embeddings is None else embeddings.target,
                 features_only=True)
             return self.decoder.output_layer(features[:, -1])  # the last position only
 
-    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
-
-    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
-        return scores_from_logits(self._logits(batch), goals)
-
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids))
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             _, extra = self.decoder(batch.target_ids, positions=batch.target_positions,
                                     keep=batch.target_mask, return_all_attentions=True)
         return AttentionMaps(torch.stack([a[0] for a in extra["self_attns"]]))
 
 
-class FairseqTranslationModel:
+class FairseqTranslationModel(_NextTokenScores):
     """:class:`~sequential_rationales.adapter.ModelAdapter` for a plugin encoder-decoder.
 
     Args:
@@ -107,6 +101,7 @@ class FairseqTranslationModel:
         self.source_pad = self.encoder.dictionary.pad()
         self.source_eos = self.encoder.dictionary.eos()
         self.pad = self.decoder.dictionary.pad()
+        self.target_bos = self.decoder.dictionary.eos()  # fairseq's decoders begin with </s>
         self.vocab_size = len(self.decoder.dictionary)
         self.source_vocab_size = len(self.encoder.dictionary)
         limits = self.model.max_positions()
@@ -156,22 +151,16 @@ class FairseqTranslationModel:
         return features, extra, encoder_out
 
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             features, _, _ = self._run(batch, embeddings)
             return self.decoder.output_layer(features[:, -1])  # the last position only
-
-    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
-
-    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
-        return scores_from_logits(self._logits(batch), goals)
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids),
                           self.encoder.embed_tokens(batch.source_ids))
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             _, extra, encoder_out = self._run(batch, None, all_attentions=True)
         # Drop the appended </s>: it is context the search never chooses.
         s = int(batch.source_mask.sum())

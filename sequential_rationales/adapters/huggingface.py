@@ -20,22 +20,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
+from ..word_dropout import self_attention_mask
 
 
 def _causal_mask(valid: Tensor) -> Tensor:
     """``[N, 1, L, L]`` bool: causal, keys restricted to ``valid``, self always visible so a
     padding query never has an empty row (which would produce NaNs)."""
-    n, length = valid.shape
-    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
-    tril = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
-    return ((valid[:, None, :] | eye) & tril)[:, None]
+    return self_attention_mask(valid)[:, None]
 
 
 class HuggingFaceCausalLM:
@@ -56,18 +53,9 @@ class HuggingFaceCausalLM:
              if (v := getattr(config, k, None))), None)
         self.device = next(model.parameters()).device
 
-    @contextlib.contextmanager
-    def evaluating(self) -> Iterator[None]:
-        """Run in eval mode (dropout off), restoring the model's mode afterwards. A model
-        already in eval mode is left alone (switching walks every module, on every call)."""
-        if not self.model.training:
-            yield
-            return
-        self.model.eval()
-        try:
-            yield
-        finally:
-            self.model.train()
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        """Run the model in eval mode (dropout off) for the duration."""
+        return eval_mode(self.model)
 
     # -- layouts ---------------------------------------------------------------------------
     def _full_layout(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor]:

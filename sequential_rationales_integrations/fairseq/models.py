@@ -10,7 +10,7 @@
       from fairseq.models import register_model_architecture
       from fairseq.utils import safe_getattr
       # importing the plugin registers compatible_transformer_lm
-      from sequential_rationales.fairseq_plugin import compatible_transformer_lm_base
+      from sequential_rationales_integrations.fairseq import compatible_transformer_lm_base
 
       @register_model_architecture("compatible_transformer_lm", "transformer_lm_custom")
       def transformer_lm_custom(args):

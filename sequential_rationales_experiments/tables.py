@@ -1,4 +1,5 @@
-"""Shared I/O of the evaluation scripts: per-method result folders in, tables out."""
+"""Table I/O of the evaluation programs: per-method result folders in, CSV and JSON tables
+out."""
 
 from __future__ import annotations
 
@@ -6,16 +7,11 @@ import argparse
 import csv
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sequential_rationales.metrics import METHOD_LABELS  # noqa: E402
+from sequential_rationales.metrics import METHOD_LABELS
 
 
 def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
@@ -34,7 +30,7 @@ def add_method_arguments(p: argparse.ArgumentParser, results_dir: Path, table: s
     """The flags every evaluation script shares."""
     p.add_argument("--results_dir", default=str(results_dir),
                    help=f"folder with one subfolder of JSON results per method (default: "
-                        f"{results_dir.relative_to(ROOT)} under the repository root)")
+                        f"{results_dir}, relative to the current folder)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--baseline", default=None,
                        help="compare this method with greedy (rows: the baseline, greedy)")

@@ -22,7 +22,10 @@ Alignment links are ``(source_index, target_index)`` pairs; ``possible`` include
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -165,3 +168,24 @@ def synthetic_translation_corpus(num_pairs: int, seed: int = 0) -> list[AlignedP
     """``num_pairs`` generated pairs; the same seed gives the same corpus."""
     gen = torch.Generator().manual_seed(seed)
     return [synthetic_translation_pair(gen) for _ in range(num_pairs)]
+
+
+def write_reversal_corpus(directory: Path, sizes: Iterable[tuple[str, int]], seed: int = 0,
+                          vocabulary: int = 10, lengths: tuple[int, int] = (3, 7)) -> None:
+    """A simpler task without alignments, for timing and plumbing: source ``s3 s7 s1`` ->
+    target ``t1 t7 t3`` (a lexicon mapping plus reversal).
+
+    Writes ``DIRECTORY/SPLIT.src`` and ``.tgt`` for each ``(split, lines)`` of ``sizes``: words
+    ``s0 .. s{vocabulary-1}``, ``lengths[0]`` to ``lengths[1]`` per line, from one
+    ``random.Random(seed)``.
+    """
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes:
+        sources, targets = [], []
+        for _ in range(n):
+            words = [rng.randrange(vocabulary) for _ in range(rng.randint(*lengths))]
+            sources.append(" ".join(f"s{w}" for w in words))
+            targets.append(" ".join(f"t{w}" for w in reversed(words)))
+        (directory / f"{split}.src").write_text("\n".join(sources) + "\n")
+        (directory / f"{split}.tgt").write_text("\n".join(targets) + "\n")

@@ -10,6 +10,8 @@ bits (:func:`majority_class_true_probability`), and the minimal rationale of the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -26,6 +28,18 @@ def majority_class_sentences(num_sentences: int, num_bits: int = 17,
     labels = (bits.sum(1) * 2 > num_bits).long()
     return [" ".join(map(str, row)) + f" {MAJORITY_SEPARATOR} {label}"
             for row, label in zip(bits.tolist(), labels.tolist())]
+
+
+def write_majority_class_corpus(directory: Path, sizes: Iterable[tuple[str, int]],
+                                seed: int = 0, num_bits: int = 17) -> None:
+    """``DIRECTORY/SPLIT.tok`` for each ``(split, lines)`` of ``sizes``, drawn in that order
+    from one generator seeded with ``seed``: the text ``fairseq-preprocess --only-source``
+    reads."""
+    generator = torch.Generator().manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes:
+        lines = majority_class_sentences(n, num_bits, generator)
+        (directory / f"{split}.tok").write_text("\n".join(lines) + "\n")
 
 
 def majority_class_true_probability(visible_bits: list[int], num_bits: int = 17) -> float:
@@ -52,7 +66,7 @@ def majority_class_calibration(adapter, sequences: list[torch.Tensor], num_bits:
     ``keep_probability``; every non-bit token before the label (``=``, a leading ``</s>``) is
     kept. Returns the model's probabilities and the binomial truth, one pair per sequence.
     """
-    from .search import RationalizationProblem, build_batch
+    from sequential_rationales.search import RationalizationProblem, build_batch
 
     model_p, true_p = [], []
     for ids in sequences:

@@ -1,0 +1,81 @@
+"""The seed's two contracts, for any adapter: rationalize every token of a sequence (language
+models) or of a translation (source-target models).
+
+Both are built the same way: check the token ids, build the
+:class:`~sequential_rationales.search.RationalizationProblem`, run the method by name and return
+the typed result with the seed's JSON log. Nothing is printed: callers that want the rationales
+on screen pass the result to :func:`~sequential_rationales.render.format_rationales`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from .adapter import ModelAdapter
+from .methods import rationalize
+from .results import SequenceRationales, conditional_log, lm_log
+from .search import RationalizationProblem
+from .validation import check_start_step, check_token_ids
+
+Decoder = Callable[[int], str]
+
+
+def lm_problem(adapter: ModelAdapter, input_ids: object, start_step: int = 0
+               ) -> RationalizationProblem:
+    """Every position after ``start_step`` of the 1-D ``input_ids`` is a target."""
+    ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
+    check_start_step(start_step, len(ids))
+    return RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
+
+
+def conditional_problem(adapter: ModelAdapter, source_tokens: object, target_tokens: object
+                        ) -> RationalizationProblem:
+    """Every target position after the first (the decoder's begin token) is a target.
+
+    The adapter names its conventions: ``source_eos`` ends every source and stays visible, so
+    it is not a candidate; ``target_bos`` begins every target; ``source_pad`` and ``pad`` must
+    not occur.
+    """
+    src = check_token_ids(source_tokens, "source_tokens", adapter.source_vocab_size,
+                          adapter.max_source_positions, 1)
+    tgt = check_token_ids(target_tokens, "target_tokens", adapter.vocab_size,
+                          adapter.max_positions, 2)
+    if int(src[-1]) != adapter.source_eos:
+        raise ValueError(f"source_tokens must end with </s> (id {adapter.source_eos}), as "
+                         "fairseq encodes sources; use task.source_dictionary.encode_line(...)")
+    if len(src) < 2:
+        raise ValueError("source_tokens is empty: it holds only </s>")
+    if int(tgt[0]) != adapter.target_bos:
+        raise ValueError(
+            f"target_tokens must start with </s> (id {adapter.target_bos}), the decoder's begin "
+            "token: prepend it to the translation, e.g. torch.cat([torch.tensor([eos]), hyp])")
+    if (src == adapter.source_pad).any() or (tgt == adapter.pad).any():
+        raise ValueError("source_tokens and target_tokens must not contain padding")
+    return RationalizationProblem(tgt, src[:-1])
+
+
+def rationalize_sequence(adapter: ModelAdapter, input_ids: object, decode: Decoder,
+                         method: str = "greedy", start_step: int = 0, **options: Any
+                         ) -> tuple[SequenceRationales, dict[str, Any]]:
+    """Rationalize every token of ``input_ids`` after ``start_step``; returns the result and
+    the seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
+    :func:`~sequential_rationales.methods.rationalize`."""
+    result = rationalize(adapter, lm_problem(adapter, input_ids, start_step), method, **options)
+    return result, lm_log(result, decode)
+
+
+def rationalize_translation(adapter: ModelAdapter, source_tokens: Tensor, target_tokens: Tensor,
+                            decode_source: Decoder, decode_target: Decoder,
+                            method: str = "greedy", **options: Any
+                            ) -> tuple[SequenceRationales, dict[str, Any]]:
+    """Rationalize every target token after the begin token, each step choosing a source or a
+    target token; returns the result and the seed's log
+    (:func:`~sequential_rationales.results.conditional_log`, whose ``source_tokens`` keep the
+    final ``</s>``)."""
+    problem = conditional_problem(adapter, source_tokens, target_tokens)
+    result = rationalize(adapter, problem, method, **options)
+    full_source = [int(i) for i in source_tokens]
+    return result, conditional_log(result, decode_source, decode_target, full_source)

@@ -1,0 +1,100 @@
+"""Rationalize every target token of a binarized translation test set, one JSON log per example.
+
+The program behind ``fairseq/rationalize_iwslt.py`` (usage there). It calls the core directly:
+the plugin's hub model through :class:`~sequential_rationales.adapters.fairseq.
+FairseqTranslationModel` and :func:`~sequential_rationales.rationalize_translation` with the
+method by name, and the dataset through the one resumable runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
+from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
+from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
+from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_integrations.fairseq import load_hub_model
+
+DEFAULT_DATA = {
+    "distractors": "data-bin/iwslt14_distractors.tokenized.de-en",
+    "alignments": "data-bin/iwslt14_alignments.tokenized.de-en",
+}
+METHODS = ("greedy", *BASELINE_METHODS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint_dir", required=True,
+                   help="folder holding compatible_iwslt/ (or pass --checkpoint_file)")
+    p.add_argument("--checkpoint_file", default=None,
+                   help="model checkpoint (default: CHECKPOINT_DIR/compatible_iwslt/"
+                        "checkpoint_best.pt)")
+    p.add_argument("--task", choices=sorted(DEFAULT_DATA), default="distractors",
+                   help="which test set to rationalize (sets the default --data and --out)")
+    p.add_argument("--data", default=None,
+                   help="binarized data folder with the test split (default by --task)")
+    p.add_argument("--split", default="test", help="data split to rationalize")
+    p.add_argument("--method", choices=METHODS, default="greedy", help="rationalization method")
+    p.add_argument("--top_1", action="store_true",
+                   help="stop each search at the first source token (Top1 alignment metric)")
+    p.add_argument("--max_steps", type=positive_int, default=1024,
+                   help="largest rationale size")
+    p.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
+                   help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
+                   "32768 on CUDA); results do not depend on it")
+    p.add_argument("--integrated_gradient_steps", type=positive_int, default=100,
+                   help="path steps of integrated gradients")
+    p.add_argument("--limit", type=int, default=None, help="rationalize only the first N examples")
+    p.add_argument("--out", default="rationalization_results/iwslt",
+                   help="output root; logs go to OUT/TASK/METHOD[_top_1]/INDEX.json")
+    p.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
+    p.add_argument("--verbose", action="store_true", help="print every rationale")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    quiet_fairseq_logging()
+    data = args.data or DEFAULT_DATA[args.task]
+    checkpoint = Path(args.checkpoint_file or Path(args.checkpoint_dir) / "compatible_iwslt"
+                      / "checkpoint_best.pt")
+    hub = load_hub_model(checkpoint.parent, checkpoint.name, data)
+    if torch.cuda.is_available() and not args.cpu:
+        hub.cuda()
+    hub.eval()
+    model = unwrap_model(hub)
+    decode_source = model.encoder.dictionary.__getitem__
+    decode_target = model.decoder.dictionary.__getitem__
+    task = hub.task
+    task.load_dataset(args.split)
+    dataset = task.dataset(args.split)
+    eos = task.target_dictionary.eos()
+    out_dir = Path(args.out) / args.task / (args.method + ("_top_1" if args.top_1 else ""))
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+
+    def rationalize(index: int) -> dict[str, Any]:
+        example = dataset[index]
+        source = example["source"].to(hub.device)
+        # Decoder input: </s> then the translation without its final </s>.
+        target = torch.cat([torch.tensor([eos]), example["target"][:-1]]).to(hub.device)
+        adapter = FairseqTranslationModel(hub, source_length=len(source))
+        result, log = rationalize_translation(
+            adapter, source, target, decode_source, decode_target, method=args.method,
+            max_steps=args.max_steps, max_tokens_per_batch=args.max_tokens_per_batch,
+            top_1=args.top_1, integrated_gradient_steps=args.integrated_gradient_steps)
+        if args.verbose:
+            print(format_rationales(result, decode_target, decode_source))
+        log["example_index"] = index
+        return log
+
+    counts = run_examples(((str(index), index) for index in range(count)), out_dir, rationalize,
+                          desc=f"{args.method} ({args.task})", unit="example", total=count)
+    print(f"{count} logs in {out_dir} ({counts['existing']} were already there)")
+    return out_dir

@@ -1,0 +1,77 @@
+"""Rationalize the final word of the annotated Lambada passages (the paper's Table 2).
+
+The program behind ``huggingface/rationalize_annotated_lambada.py`` and
+``rationales-lambada``; its user documentation is that file's docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sequential_rationales_experiments.cli import HelpFormatter, missing_data_error
+from sequential_rationales_experiments.hf_models import (
+    DEFAULT_DATA_DIR,
+    add_model_arguments,
+    add_run_arguments,
+    load_model_and_tokenizer,
+    output_dir,
+    rationalize_lm_example,
+)
+from sequential_rationales_experiments.lambada import (
+    LAMBADA_FILE,
+    passage_record,
+    read_annotated_lambada,
+    tokenize_passage,
+)
+from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_integrations.huggingface.config import model_max_positions
+
+# The counts main() prints and returns, in this order.
+COUNTS = ("written", "existing", "too_long")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    add_model_arguments(p)
+    add_run_arguments(p, "lambada")
+    p.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
+                   help=f"folder with {LAMBADA_FILE} (default: data/, relative to the current "
+                        "folder; see scripts/download_data.py)")
+    args = p.parse_args(argv)
+    if args.max_examples is not None and args.max_examples < 1:
+        p.error("--max_examples must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    args = parse_args(argv)
+    data_dir = Path(args.data_dir)
+    if not (data_dir / LAMBADA_FILE).is_file():
+        raise missing_data_error(data_dir / LAMBADA_FILE, data_dir)
+    rows = read_annotated_lambada(data_dir / LAMBADA_FILE)
+    if args.max_examples is not None:
+        rows = rows[:args.max_examples]
+    model, tokenizer = load_model_and_tokenizer(args, need_offsets=True)
+    max_positions = model_max_positions(model.config)
+    out = output_dir(args, "lambada")
+
+    def process(numbered: tuple[int, dict[str, Any]]) -> dict[str, Any] | str:
+        row_number, row = numbered
+        tokens = tokenize_passage(tokenizer, row["text"], row["rationale"])
+        if max_positions is not None and len(tokens["ids"]) > max_positions:
+            return "too_long"
+        ids = torch.tensor(tokens["ids"], dtype=torch.long)
+        log = rationalize_lm_example(model, tokenizer, ids, args,
+                                     start_step=tokens["target_positions"][0] - 1)
+        return passage_record(row_number, row, tokens, log)
+
+    done = run_examples([(str(n), (n, row)) for n, row in enumerate(rows)], out, process,
+                        desc=f"lambada/{args.method}", unit="passage")
+    counts = {key: done[key] for key in COUNTS}
+    print(f"{len(rows)} passages; {counts}; results in {out}")
+    return counts

@@ -1,0 +1,216 @@
+"""The gold-rationale translation benchmark: Tables 3 and 4 on a task with known alignments.
+
+The program behind ``scripts/run_translation_benchmark.py`` (the steps are described there):
+the synthetic task of :mod:`sequential_rationales_experiments.synthetic_translation`, the real
+fairseq CLIs, then :mod:`.rationalize_iwslt` and the two table commands in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from sequential_rationales import BASELINE_METHODS
+from sequential_rationales_experiments import fairseq_tools
+from sequential_rationales_experiments.commands import (
+    evaluate_alignment_rationales,
+    evaluate_distractor_rationales,
+    rationalize_iwslt,
+)
+from sequential_rationales_experiments.distractors import (
+    make_distractor_dataset,
+    write_distractors_jsonl,
+)
+from sequential_rationales_experiments.fairseq_tools import cli, read_fairseq_hypotheses, run
+from sequential_rationales_experiments.iwslt14 import write_lines
+from sequential_rationales_experiments.synthetic_translation import synthetic_translation_corpus
+
+METHODS = ("greedy", *BASELINE_METHODS)
+SCHEDULES = {  # updates of the standard model, then of the compatible fine-tune
+    "quick": {"standard_updates": 1200, "compatible_updates": 800, "max_tokens": 2048},
+    "full": {"standard_updates": 6000, "compatible_updates": 4000, "max_tokens": 4096},
+}
+MODEL_FLAGS = [
+    "--arch", "compatible_transformer", "--share-decoder-input-output-embed",
+    "--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "128",
+    "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "256",
+    "--decoder-ffn-embed-dim", "256", "--encoder-attention-heads", "4",
+    "--decoder-attention-heads", "4", "--dropout", "0.1",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+    "--weight-decay", "0.0001", "--no-epoch-checkpoints", "--num-workers", "0",
+    "--log-format", "simple", "--log-interval", "100", "--required-batch-size-multiple", "1",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="outputs/translation", help="output directory")
+    p.add_argument("--quick", action="store_true",
+                   help="short training (about 10 minutes on two CPU cores)")
+    p.add_argument("--train-pairs", type=int, default=30_000, help="training sentence pairs")
+    p.add_argument("--test-pairs", type=int, default=300, help="test sentence pairs")
+    p.add_argument("--rationalize", type=int, default=60,
+                   help="test examples rationalized per method and task")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="rationalization methods")
+    p.add_argument("--integrated-gradient-steps", type=int, default=50,
+                   help="path steps of integrated gradients")
+    p.add_argument("--standard-updates", type=int, default=None, help="override the updates")
+    p.add_argument("--compatible-updates", type=int, default=None,
+                   help="override the fine-tuning updates")
+    p.add_argument("--seed", type=int, default=1, help="seed for data, training, distractors")
+    p.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    return p.parse_args(argv)
+
+
+def write_corpus(text: Path, args: argparse.Namespace) -> None:
+    """Plain-text splits plus the test set's gold links in the format of
+    ``fairseq/map_alignments_to_bpe.py`` (no BPE here: one piece per word)."""
+    text.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": args.train_pairs, "valid": 500, "test": args.test_pairs}
+    for offset, (split, n) in enumerate(sizes.items()):
+        pairs = synthetic_translation_corpus(n, seed=args.seed * 1000 + offset)
+        (text / f"{split}.de").write_text("\n".join(" ".join(p.source) for p in pairs) + "\n")
+        (text / f"{split}.en").write_text("\n".join(" ".join(p.target) for p in pairs) + "\n")
+        if split == "test":
+            with open(text / "test_alignments.jsonl", "w") as f:
+                for i, p in enumerate(pairs):
+                    f.write(json.dumps({
+                        "index": i, "source_word_index": list(range(len(p.source))),
+                        "target_word_index": list(range(len(p.target))),
+                        "sure": sorted(p.sure), "possible": sorted(p.possible)}) + "\n")
+
+
+def preprocess(text: Path, dest: Path, log: Path, testpref: Path | None = None,
+               dictionaries: Path | None = None) -> None:
+    """Binarize the corpus, or (with ``dictionaries``) only a test set with the corpus's
+    dictionaries."""
+    flags: list[object] = ["--source-lang", "de", "--target-lang", "en", "--workers", "2"]
+    if dictionaries is None:
+        flags += ["--trainpref", text / "train", "--validpref", text / "valid",
+                  "--testpref", testpref or text / "test"]
+    else:
+        flags += ["--testpref", testpref, "--srcdict", dictionaries / "dict.de.txt",
+                  "--tgtdict", dictionaries / "dict.en.txt"]
+    fairseq_tools.preprocess(dest, log, *flags)
+
+
+def train(data_bin: Path, save_dir: Path, updates: int, mixture: float, lr: str,
+          schedule: dict, args: argparse.Namespace, out: Path, restore: Path | None) -> Path:
+    flags = [*MODEL_FLAGS, "--lr", lr, "--max-tokens", schedule["max_tokens"],
+             "--max-update", updates, "--seed", args.seed,
+             "--word-dropout-mixture", mixture, "--word-dropout-type", "inverse_length",
+             "--tensorboard-logdir", out / "tensorboard" / save_dir.name]
+    if restore is None:
+        flags += ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "300",
+                  "--warmup-init-lr", "1e-07"]
+    else:  # the paper's compatibility fine-tune: start from the standard model
+        flags += ["--reset-optimizer", "--reset-dataloader", "--reset-meters",
+                  "--reset-lr-scheduler"]
+    if not torch.cuda.is_available():
+        flags.append("--cpu")
+    return fairseq_tools.train(save_dir.name, data_bin, save_dir, flags,
+                               out / f"train_{save_dir.name}.log", force=args.force,
+                               fresh=True, start_from=restore)
+
+
+def translate(checkpoint: Path, data_bin: Path, beam: int, log: Path) -> list[str]:
+    output = run([cli("fairseq-generate"), data_bin, "--path", checkpoint,
+                  "--user-dir", fairseq_tools.plugin_dir(), "--batch-size", "128",
+                  "--beam", beam,
+                  # Targets are at most about twice the source: bound runaway hypotheses.
+                  "--max-len-a", "2", "--max-len-b", "5",
+                  "--required-batch-size-multiple", "1", "--cpu"], log)
+    return read_fairseq_hypotheses(output.splitlines())
+
+
+def bleu(hypotheses: list[str], references: list[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+
+
+def rationalize_all(task: str, data: Path, checkpoint: Path, out: Path,
+                    args: argparse.Namespace, top_1: bool) -> None:
+    for method in args.methods:
+        argv = ["--checkpoint_dir", str(checkpoint.parent.parent), "--checkpoint_file",
+                str(checkpoint), "--task", task, "--data", str(data), "--method", method,
+                "--limit", str(args.rationalize), "--out", str(out / "rationales"),
+                "--integrated_gradient_steps", str(args.integrated_gradient_steps), "--cpu"]
+        rationalize_iwslt.main(argv + (["--top_1"] if top_1 else []))
+
+
+def make_distractors(compatible: Path, data_bin: Path, text: Path, distractor_dir: Path,
+                     distractor_bin: Path, out: Path, seed: int) -> None:
+    """Translate the test set (beam 1), pair every example with a random other one, and
+    binarize the pairs with the corpus's dictionaries."""
+    distractor_dir.mkdir(parents=True, exist_ok=True)
+    hyps = translate(compatible, data_bin, 1, out / "generate_beam1.log")
+    sources = (text / "test.de").read_text().splitlines()
+    examples = make_distractor_dataset(sources, hyps, seed=seed)
+    write_lines(distractor_dir / "test.de", (e.source for e in examples))
+    write_lines(distractor_dir / "test.en", (e.target for e in examples))
+    write_distractors_jsonl(examples, distractor_dir / "distractors.jsonl")
+    preprocess(text, distractor_bin, out / "preprocess_distractors.log",
+               testpref=distractor_dir / "test", dictionaries=data_bin)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    fairseq_tools.quiet_fairseq_logging()
+    schedule = dict(SCHEDULES["quick" if args.quick else "full"])
+    for key in ("standard_updates", "compatible_updates"):
+        if getattr(args, key):
+            schedule[key] = getattr(args, key)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text, data_bin = out / "text", out / "data-bin" / "synthetic.de-en"
+    start = time.perf_counter()
+    print("[1/5] synthetic corpus with gold alignments")
+    if args.force or not (text / "test_alignments.jsonl").exists():
+        write_corpus(text, args)
+    if args.force or not (data_bin / "dict.de.txt").exists():
+        preprocess(text, data_bin, out / "preprocess.log")
+    print("[2/5] training: standard, then the compatible fine-tune")
+    checkpoints = out / "checkpoints"
+    standard = train(data_bin, checkpoints / "standard_iwslt", schedule["standard_updates"], 0.0,
+                     "1e-3", schedule, args, out, None)
+    compatible = train(data_bin, checkpoints / "compatible_iwslt",
+                       schedule["compatible_updates"], 0.5, "3e-4", schedule, args, out,
+                       standard)
+    print("[3/5] BLEU (beam 5)")
+    references = (text / "test.en").read_text().splitlines()
+    summary: dict = {"settings": {**schedule, "train_pairs": args.train_pairs,
+                                  "rationalized_examples": args.rationalize}}
+    for name, checkpoint in [("standard", standard), ("compatible", compatible)]:
+        hyps = translate(checkpoint, data_bin, 5, out / f"generate_{name}.log")
+        summary[f"bleu_{name}"] = bleu(hyps, references)
+        print(f"  {name}: BLEU {summary[f'bleu_{name}']:.2f}")
+    print("[4/5] distractors (Table 3)")
+    distractor_dir = out / "distractors"
+    distractor_bin = out / "data-bin" / "distractors.de-en"
+    if args.force or not (distractor_dir / "distractors.jsonl").exists():
+        make_distractors(compatible, data_bin, text, distractor_dir, distractor_bin, out,
+                         args.seed)
+    rationalize_all("distractors", distractor_bin, compatible, out, args, top_1=False)
+    results = out / "rationales"
+    summary["table3_distractors"] = evaluate_distractor_rationales.main(
+        ["--results_dir", str(results / "distractors"),
+         "--breaks", str(distractor_dir / "distractors.jsonl")])
+    print("[5/5] alignments (Table 4)")
+    for top_1 in (False, True):
+        rationalize_all("alignments", data_bin, compatible, out, args, top_1=top_1)
+    summary["table4_alignments"] = evaluate_alignment_rationales.main(
+        ["--results_dir", str(results / "alignments"),
+         "--alignments", str(text / "test_alignments.jsonl"), "--top_1"])
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"BLEU standard {summary['bleu_standard']:.2f}, compatible "
+          f"{summary['bleu_compatible']:.2f}; summary in {out / 'summary.json'}")
+    return summary

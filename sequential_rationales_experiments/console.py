@@ -1,0 +1,31 @@
+"""The console commands installed by ``pip install`` (see ``[project.scripts]``).
+
+A program's ``main()`` returns its results to Python callers (a summary, written paths); a
+console command must return an exit status instead, or the launcher would print the results
+and exit with 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+
+def _command(name: str) -> Callable[[], int]:
+    def run() -> int:
+        result = importlib.import_module(f"{__package__}.commands.{name}").main()
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+    run.__name__ = name
+    run.__doc__ = f"Run ``commands.{name}.main()`` as a console command."
+    return run
+
+
+demo = _command("demo")
+train_clm = _command("run_clm")
+rationalize_analogies = _command("rationalize_analogies")
+rationalize_lambada = _command("rationalize_lambada")
+rationalize_iwslt = _command("rationalize_iwslt")
+prepare_iwslt14 = _command("prepare_iwslt14")
+download_data = _command("download_data")
+benchmark = _command("benchmark_rationalization")

@@ -1,0 +1,154 @@
+"""What the GPT-2 experiment programs share: the model flags and loading, the run flags of the
+dataset runners, and rationalizing one tokenized example with a method named on the command
+line.
+
+Default folders (``data/``, ``rationalization_results/``) are relative to the current folder:
+the programs are run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sequential_rationales import (
+    BASELINE_METHODS,
+    format_rationales,
+    list_methods,
+    rationalize_sequence,
+)
+from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_RESULTS_DIR = Path("rationalization_results")
+DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
+
+
+# -- models ---------------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--checkpoint_dir`` | ``--model_name_or_path``, ``--tokenizer``, ``--device``."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--checkpoint_dir",
+                       help="checkpoint folder as in the seed: the model is loaded from "
+                            "CHECKPOINT_DIR/compatible_gpt2 if that exists, else from "
+                            "CHECKPOINT_DIR itself (a Hugging Face model directory)")
+    group.add_argument("--model_name_or_path",
+                       help="a Hugging Face model directory (or hub name, which needs network)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer directory or name (default: the model's own folder)")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+
+
+def resolve_model_path(checkpoint_dir: str | None, model_name_or_path: str | None) -> str:
+    """``model_name_or_path`` as given, or the seed's model folder inside ``checkpoint_dir``."""
+    if model_name_or_path:
+        return model_name_or_path
+    root = Path(checkpoint_dir or "")
+    if not root.is_dir():
+        raise SystemExit(f"error: --checkpoint_dir {root} is not a directory")
+    nested = root / "compatible_gpt2"
+    return str(nested if (nested / "config.json").is_file() else root)
+
+
+def default_device(device: str | None) -> str:
+    """``device``, or cuda when available, else cpu."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_causal_lm(path: str, device: str) -> Any:
+    """``AutoModelForCausalLM`` from ``path``, on ``device``, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: could not load a causal LM from {path!r}: {e}\nPass a local "
+                         "model directory (no model hub is reachable offline).") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str) -> Any:
+    """``AutoTokenizer`` from ``path``; a failure names the ``--tokenizer`` flag."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: could not load a tokenizer from {path!r}: {e}\n"
+                         "Pass --tokenizer DIR (e.g. the folder of the base model).") from None
+
+
+def load_model_and_tokenizer(args: argparse.Namespace, need_offsets: bool = False
+                             ) -> tuple[Any, Any]:
+    """The model and tokenizer that :func:`add_model_arguments`' flags name (eval mode, on
+    ``args.device``)."""
+    path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
+    model = load_causal_lm(path, default_device(args.device))
+    tokenizer = load_tokenizer(args.tokenizer or path)
+    if need_offsets and not getattr(tokenizer, "is_fast", False):
+        raise SystemExit("error: this script needs a fast tokenizer (character offsets); "
+                         f"{type(tokenizer).__name__} is not one")
+    return model, tokenizer
+
+
+# -- dataset runs ---------------------------------------------------------------------------
+def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    """``--method``, ``--out``, ``--max_examples``, ``--max_steps`` and batching options."""
+    parser.add_argument("--method", default="greedy", choices=list_methods(),
+                        help="rationalization method: greedy, exhaustive, or a baseline "
+                             "ordering")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder (default: rationalization_results/{task}/<method>, "
+                             "relative to the current folder)")
+    parser.add_argument("--max_examples", type=int, default=None,
+                        help="stop after this many examples (default: all)")
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="largest rationale size searched (default: 6 for exhaustive, "
+                             "1024 otherwise)")
+    parser.add_argument("--max_tokens_per_batch", type=int, default=None,
+                        help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
+                        "32768 on CUDA); results do not depend on it")
+    parser.add_argument("--integrated_gradient_steps", type=int, default=100,
+                        help="path steps of integrated gradients")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every rationale as it is found")
+
+
+def output_dir(args: argparse.Namespace, task: str) -> Path:
+    """``--out``, or ``rationalization_results/<task>/<method>``; created."""
+    out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / task / args.method
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def rationalize_tokens(model: Any, tokenizer: Any, ids: torch.Tensor, method: str = "greedy",
+                       start_step: int = 0, *, verbose: bool = False, **options: Any
+                       ) -> dict[str, Any]:
+    """Rationalize every token of ``ids`` after ``start_step`` with ``method``; returns the
+    seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
+    :func:`~sequential_rationales.methods.rationalize`; ``verbose`` prints the rationales."""
+
+    def decode(token_id: int) -> str:
+        return tokenizer.decode([token_id])
+
+    result, log = rationalize_sequence(HuggingFaceCausalLM(model), ids, decode, method,
+                                       start_step, **options)
+    if verbose:
+        print(format_rationales(result, decode))
+    return log
+
+
+def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
+                           args: argparse.Namespace, start_step: int) -> dict[str, Any]:
+    """Rationalize the targets after ``start_step`` as :func:`add_run_arguments`' flags say."""
+    options: dict[str, Any] = {}
+    if args.method in BASELINE_METHODS:
+        options["integrated_gradient_steps"] = args.integrated_gradient_steps
+    return rationalize_tokens(
+        model, tokenizer, ids, args.method, start_step, verbose=args.verbose,
+        max_steps=args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
+        max_tokens_per_batch=args.max_tokens_per_batch, **options)

@@ -1,0 +1,65 @@
+"""The annotated Lambada passages (the paper's Table 2): reading them, and tokenizing a passage
+into its token ids, the token positions of its last word (the targets) and those of the human
+rationale (character spans mapped through the tokenizer's offsets).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sequential_rationales.metrics import character_spans_to_token_positions
+
+LAMBADA_FILE = "annotated_lambada.json"
+
+
+def read_annotated_lambada(path: str | Path) -> list[dict[str, Any]]:
+    """The passages, one dict per JSON line, checked for ``text`` and ``rationale``."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not isinstance(row.get("text"), str) or not isinstance(row.get("rationale"), list):
+            raise ValueError(f"{path}:{number}: expected 'text' and a 'rationale' span list")
+        rows.append(row)
+    return rows
+
+
+def last_word_start(text: str) -> int:
+    """Character index where the last whitespace-separated word starts."""
+    stripped = text.rstrip()
+    if not stripped:
+        raise ValueError("empty passage")
+    i = len(stripped)
+    while i > 0 and not stripped[i - 1].isspace():
+        i -= 1
+    return i
+
+
+def tokenize_passage(tokenizer: Any, text: str, spans: list[list[int]]) -> dict[str, Any]:
+    """Token ids (trailing zero-width special tokens dropped), the last word's token
+    positions, and the human rationale's token positions."""
+    enc = tokenizer(text, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    while offsets and offsets[-1][1] <= offsets[-1][0]:  # e.g. an appended </s>
+        ids.pop()
+        offsets.pop()
+    start = last_word_start(text)
+    target = [i for i, (s, e) in enumerate(offsets) if e > s and e > start]
+    if not target or target[0] < 1:
+        raise ValueError("the last word must follow at least one token")
+    return {"ids": ids, "target_positions": target,
+            "human": character_spans_to_token_positions(offsets, spans)}
+
+
+def passage_record(row_number: int, row: dict[str, Any], tokens: dict[str, Any],
+                   log: dict[str, Any]) -> dict[str, Any]:
+    """The passage's JSON record: the rationalization log plus what Table 2 is computed from."""
+    return {**log,
+            "human_subword_rationale": tokens["human"],
+            "target_positions": tokens["target_positions"],
+            "lambada_index": row.get("lambadaIndex"),
+            "row": row_number,
+            "text": row["text"]}
