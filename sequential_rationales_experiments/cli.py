@@ -27,6 +27,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
+                         max_steps_help: str = "largest rationale size searched") -> None:
+    """``--max_steps``, ``--max_tokens_per_batch`` and ``--integrated_gradient_steps``: the
+    options of :func:`sequential_rationales.rationalize` every rationalizing program takes."""
+    parser.add_argument("--max_steps", type=positive_int, default=max_steps,
+                        help=max_steps_help)
+    parser.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
+                        help="tokens per forward pass of candidate subsets (default: 2048 on "
+                             "CPU, 32768 on CUDA); results do not depend on it")
+    parser.add_argument("--integrated_gradient_steps", type=positive_int, default=100,
+                        help="path steps of integrated gradients")
+
+
 def missing_data_error(path: Path, data_dir: Path) -> SystemExit:
     """The error for a data file that is not there, with the command that gets it."""
     return SystemExit(

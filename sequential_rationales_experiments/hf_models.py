@@ -21,6 +21,7 @@ from sequential_rationales import (
     rationalize_sequence,
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales_experiments.cli import add_search_arguments, positive_int
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RESULTS_DIR = Path("rationalization_results")
@@ -104,16 +105,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--out", default=None,
                         help=f"output folder (default: rationalization_results/{task}/<method>, "
                              "relative to the current folder)")
-    parser.add_argument("--max_examples", type=int, default=None,
+    parser.add_argument("--max_examples", type=positive_int, default=None,
                         help="stop after this many examples (default: all)")
-    parser.add_argument("--max_steps", type=int, default=None,
-                        help="largest rationale size searched (default: 6 for exhaustive, "
-                             "1024 otherwise)")
-    parser.add_argument("--max_tokens_per_batch", type=int, default=None,
-                        help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
-                        "32768 on CUDA); results do not depend on it")
-    parser.add_argument("--integrated_gradient_steps", type=int, default=100,
-                        help="path steps of integrated gradients")
+    add_search_arguments(parser, None, "largest rationale size searched (default: 6 for "
+                                       "exhaustive, 1024 otherwise)")
     parser.add_argument("--verbose", action="store_true",
                         help="print every rationale as it is found")
 

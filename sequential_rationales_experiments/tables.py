@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sequential_rationales.metrics import METHOD_LABELS
+from sequential_rationales.metrics import METHOD_LABELS, markdown_table
 
 
 def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
@@ -86,4 +86,27 @@ def write_table(rows: dict[str, dict[str, float]], out: Path, columns: Sequence[
     json_path.write_text(json.dumps(
         {m: {"label": METHOD_LABELS.get(m, m), **{k: _clean(v) for k, v in row.items()}}
          for m, row in rows.items()}, indent=2), encoding="utf-8")
+    return csv_path, json_path
+
+
+def read_indexed_jsonl(path: Path, producer: str) -> dict[str, dict[str, Any]]:
+    """``{str(record["index"]): record}`` of a JSONL file that ``producer`` writes."""
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist; it is written by {producer}")
+    records = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[str(record["index"])] = record
+    return records
+
+
+def report_table(rows: dict[str, dict[str, float]], columns: Sequence[str],
+                 digits: dict[str, int], out: str | Path) -> tuple[Path, Path]:
+    """Print the table in Markdown (rows labelled as in the paper) and write it as CSV and
+    JSON (:func:`write_table`)."""
+    print(markdown_table({METHOD_LABELS.get(m, m): r for m, r in rows.items()}, columns,
+                         digits))
+    csv_path, json_path = write_table(rows, Path(out), columns)
+    print(f"wrote {csv_path} and {json_path}")
     return csv_path, json_path

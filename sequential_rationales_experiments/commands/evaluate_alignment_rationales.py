@@ -7,32 +7,26 @@ definitions there); the metrics live in :mod:`sequential_rationales.metrics`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import (
-    METHOD_LABELS,
     alignment_table_row,
     first_added_source,
-    markdown_table,
 )
-from sequential_rationales_experiments.tables import add_method_arguments, find_results, write_table
+from sequential_rationales_experiments.tables import (
+    add_method_arguments,
+    find_results,
+    read_indexed_jsonl,
+    report_table,
+)
 
 COLUMNS = ["Length", "AER", "IOU", "F1", "Top1"]
 DIGITS = {"Length": 1, "AER": 2, "IOU": 2, "F1": 2, "Top1": 2}
 
 
 def read_alignments(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        raise SystemExit(f"error: {path} does not exist; it is written by "
-                         "fairseq/map_alignments_to_bpe.py (pass --alignments)")
-    records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[str(record["index"])] = record
-    return records
+    return read_indexed_jsonl(path, "fairseq/map_alignments_to_bpe.py (pass --alignments)")
 
 
 def target_words(gold: dict[str, Any]) -> dict[int, list[int]]:
@@ -119,9 +113,5 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"Alignments: {int(first['examples'])} examples, {int(first['n'])} aligned target "
           "words per method")
     columns = COLUMNS if args.top_1 else COLUMNS[:-1]
-    print(markdown_table({METHOD_LABELS.get(m, m): r for m, r in rows.items()}, columns,
-                         DIGITS))
-    out = Path(args.out) if args.out else results_dir / "alignments_table"
-    csv_path, json_path = write_table(rows, out, columns)
-    print(f"wrote {csv_path} and {json_path}")
+    report_table(rows, columns, DIGITS, args.out or results_dir / "alignments_table")
     return rows

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import (
-    METHOD_LABELS,
     analogy_table_row,
-    markdown_table,
 )
 from sequential_rationales_experiments.tables import (
     add_method_arguments,
     find_results,
-    write_table,
+    report_table,
 )
 
 COLUMNS = ["Length", "Ratio", "Ante", "No D"]
@@ -68,13 +66,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                                   "huggingface/rationalize_analogies.py", exclude=[REFERENCE])
     exhaustive = found.get(REFERENCE)
     rows = evaluate(found, methods, exhaustive)
-    labelled = {METHOD_LABELS.get(m, m): row for m, row in rows.items()}
     n = int(next(iter(rows.values()))["n"])
     n_ratio = int(next(iter(rows.values()))["n_ratio"])
     print(f"Analogies: {n} examples common to {', '.join(methods)}; Ratio over {n_ratio} with "
           "an exhaustive rationale")
-    print(markdown_table(labelled, COLUMNS, DIGITS))
-    out = Path(args.out) if args.out else results_dir / "analogies_table"
-    csv_path, json_path = write_table(rows, out, COLUMNS)
-    print(f"wrote {csv_path} and {json_path}")
+    report_table(rows, COLUMNS, DIGITS, args.out or results_dir / "analogies_table")
     return rows

@@ -7,17 +7,19 @@ definitions there); the counts live in :mod:`sequential_rationales.metrics`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import (
-    METHOD_LABELS,
     distractor_counts,
     distractor_table_row,
-    markdown_table,
 )
-from sequential_rationales_experiments.tables import add_method_arguments, find_results, write_table
+from sequential_rationales_experiments.tables import (
+    add_method_arguments,
+    find_results,
+    read_indexed_jsonl,
+    report_table,
+)
 
 COLUMNS = ["Source Mean", "Target Mean", "Source Frac.", "Target Frac."]
 DIGITS = dict.fromkeys(COLUMNS, 2)
@@ -25,15 +27,7 @@ DIGITS = dict.fromkeys(COLUMNS, 2)
 
 def read_breaks(path: Path) -> dict[str, dict[str, int]]:
     """``{example index (str): {"source_break", "target_break"}}`` from ``distractors.jsonl``."""
-    if not path.exists():
-        raise SystemExit(f"error: {path} does not exist; it is written by "
-                         "fairseq/create_distractor_dataset.py (pass --breaks)")
-    breaks = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            breaks[str(record["index"])] = record
-    return breaks
+    return read_indexed_jsonl(path, "fairseq/create_distractor_dataset.py (pass --breaks)")
 
 
 def example_counts(log: dict[str, Any], brk: dict[str, int]) -> list[tuple[tuple[int, int], bool]]:
@@ -86,9 +80,5 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     first = next(iter(rows.values()))
     print(f"Distractors: {int(first['examples'])} examples, {int(first['targets'])} target "
           "tokens per method")
-    print(markdown_table({METHOD_LABELS.get(m, m): r for m, r in rows.items()}, COLUMNS,
-                         DIGITS))
-    out = Path(args.out) if args.out else results_dir / "distractors_table"
-    csv_path, json_path = write_table(rows, out, COLUMNS)
-    print(f"wrote {csv_path} and {json_path}")
+    report_table(rows, COLUMNS, DIGITS, args.out or results_dir / "distractors_table")
     return rows

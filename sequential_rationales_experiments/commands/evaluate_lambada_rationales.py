@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import (
-    METHOD_LABELS,
     lambada_table_row,
-    markdown_table,
     word_rationale,
 )
 from sequential_rationales_experiments.tables import (
     add_method_arguments,
     find_results,
-    write_table,
+    report_table,
 )
 
 COLUMNS = ["Length", "IOU", "F1"]
@@ -64,9 +62,5 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     rows = evaluate(found, methods)
     n = int(next(iter(rows.values()))["n"])
     print(f"Annotated Lambada: {n} passages common to {', '.join(methods)}")
-    print(markdown_table({METHOD_LABELS.get(m, m): row for m, row in rows.items()}, COLUMNS,
-                         DIGITS))
-    out = Path(args.out) if args.out else results_dir / "lambada_table"
-    csv_path, json_path = write_table(rows, out, COLUMNS)
-    print(f"wrote {csv_path} and {json_path}")
+    report_table(rows, COLUMNS, DIGITS, args.out or results_dir / "lambada_table")
     return rows

@@ -62,8 +62,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random choice of exhaustive examples")
     args = p.parse_args(argv)
-    if args.max_examples is not None and args.max_examples < 1:
-        p.error("--max_examples must be >= 1")
     if not 0.0 < args.exhaustive_fraction <= 1.0:
         p.error("--exhaustive_fraction must be in (0, 1]")
     return args

@@ -16,7 +16,7 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
-from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.cli import add_search_arguments
 from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
 from sequential_rationales_experiments.runner import run_examples
 from sequential_rationales_integrations.fairseq import load_hub_model
@@ -44,13 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", choices=METHODS, default="greedy", help="rationalization method")
     p.add_argument("--top_1", action="store_true",
                    help="stop each search at the first source token (Top1 alignment metric)")
-    p.add_argument("--max_steps", type=positive_int, default=1024,
-                   help="largest rationale size")
-    p.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
-                   help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
-                   "32768 on CUDA); results do not depend on it")
-    p.add_argument("--integrated_gradient_steps", type=positive_int, default=100,
-                   help="path steps of integrated gradients")
+    add_search_arguments(p, 1024)
     p.add_argument("--limit", type=int, default=None, help="rationalize only the first N examples")
     p.add_argument("--out", default="rationalization_results/iwslt",
                    help="output root; logs go to OUT/TASK/METHOD[_top_1]/INDEX.json")

@@ -43,8 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"folder with {LAMBADA_FILE} (default: data/, relative to the current "
                         "folder; see scripts/download_data.py)")
     args = p.parse_args(argv)
-    if args.max_examples is not None and args.max_examples < 1:
-        p.error("--max_examples must be >= 1")
     return args
 
 
