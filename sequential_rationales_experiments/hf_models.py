@@ -21,7 +21,7 @@ from sequential_rationales import (
     rationalize_sequence,
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales_experiments.cli import add_search_arguments, positive_int
+from sequential_rationales_experiments.cli import HelpFormatter, add_search_arguments, positive_int
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RESULTS_DIR = Path("rationalization_results")
@@ -111,6 +111,18 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
                                        "exhaustive, 1024 otherwise)")
     parser.add_argument("--verbose", action="store_true",
                         help="print every rationale as it is found")
+
+
+def runner_parser(description: str, task: str, data_files: str) -> argparse.ArgumentParser:
+    """The parser of a GPT-2 dataset runner: model and run flags, and ``--data_dir`` holding
+    ``data_files``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_model_arguments(parser)
+    add_run_arguments(parser, task)
+    parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
+                        help=f"folder with {data_files} (default: data/, relative to the "
+                             "current folder; see scripts/download_data.py)")
+    return parser
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:

@@ -27,14 +27,12 @@ from sequential_rationales_experiments.analogies import (
     single_token_checker,
     tokenize_example,
 )
-from sequential_rationales_experiments.cli import HelpFormatter, missing_data_error
+from sequential_rationales_experiments.cli import missing_data_error
 from sequential_rationales_experiments.hf_models import (
-    DEFAULT_DATA_DIR,
-    add_model_arguments,
-    add_run_arguments,
     load_model_and_tokenizer,
     output_dir,
     rationalize_lm_example,
+    runner_parser,
 )
 from sequential_rationales_experiments.runner import run_examples
 
@@ -43,13 +41,8 @@ COUNTS = ("written", "existing", "not_correct", "not_sampled", "bad_tokenization
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    add_model_arguments(p)
-    add_run_arguments(p, "analogies")
-    p.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
-                   help=f"folder with {ANALOGIES_FILE} and {TEMPLATES_FILE} (default: data/, "
-                        "relative to the current folder; see scripts/download_data.py)")
+    p = runner_parser(__doc__.split("\n\n")[0], "analogies",
+                      f"{ANALOGIES_FILE} and {TEMPLATES_FILE}")
     p.add_argument("--categories", nargs="+", default=None,
                    help="only these categories (names as in the templates file)")
     p.add_argument("--no_filter", action="store_true",

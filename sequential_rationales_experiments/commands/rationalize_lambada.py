@@ -12,14 +12,12 @@ from typing import Any
 
 import torch
 
-from sequential_rationales_experiments.cli import HelpFormatter, missing_data_error
+from sequential_rationales_experiments.cli import missing_data_error
 from sequential_rationales_experiments.hf_models import (
-    DEFAULT_DATA_DIR,
-    add_model_arguments,
-    add_run_arguments,
     load_model_and_tokenizer,
     output_dir,
     rationalize_lm_example,
+    runner_parser,
 )
 from sequential_rationales_experiments.lambada import (
     LAMBADA_FILE,
@@ -35,15 +33,7 @@ COUNTS = ("written", "existing", "too_long")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    add_model_arguments(p)
-    add_run_arguments(p, "lambada")
-    p.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
-                   help=f"folder with {LAMBADA_FILE} (default: data/, relative to the current "
-                        "folder; see scripts/download_data.py)")
-    args = p.parse_args(argv)
-    return args
+    return runner_parser(__doc__.split("\n\n")[0], "lambada", LAMBADA_FILE).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
