@@ -36,10 +36,22 @@ __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_
            "rationalize_conditional_model", "baseline_rationalize_conditional_model"]
 
 
+def _check_no_padding(input_ids: Tensor, pad: int) -> None:
+    """A pad id inside the sequence would be embedded as a real token and the rationale
+    computed over it silently; fairseq's batches pad, a single sequence must not be padded."""
+    if isinstance(input_ids, Tensor) and input_ids.dim() == 1:
+        where = (input_ids == pad).nonzero().flatten().tolist()
+        if where:
+            raise ValueError(
+                f"input_ids holds the pad id {pad} at positions {where[:10]}; pass one "
+                "unpadded sequence (strip fairseq's batch padding first)")
+
+
 def _lm(model: nn.Module, input_ids: Tensor, method: str, verbose: bool, max_steps: int,
         start_step: int, max_tokens_per_batch: int | None, **options: Any
         ) -> tuple[list[list[int]], dict[str, Any]]:
     adapter = FairseqLanguageModel(model)
+    _check_no_padding(input_ids, adapter.pad)
     decode = adapter.decoder.dictionary.__getitem__
     result, log = rationalize_sequence(adapter, input_ids, decode, method, start_step,
                                        max_steps=max_steps,

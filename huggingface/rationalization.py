@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales.validation import check_choice
+from sequential_rationales.search import DEFAULT_MAX_SUBSETS
+from sequential_rationales.validation import check_choice, check_tokenizer
 
 __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm"]
 
@@ -25,11 +26,14 @@ __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_
 def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbose: bool,
          max_steps: int, start_step: int, max_tokens_per_batch: int | None,
          **options: Any) -> tuple[list[list[int]], dict[str, Any]]:
+    check_tokenizer(tokenizer)
+    adapter = HuggingFaceCausalLM(model)
+
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
     result, log = rationalize_sequence(
-        HuggingFaceCausalLM(model), input_ids, decode, method, start_step, max_steps=max_steps,
+        adapter, input_ids, decode, method, start_step, max_steps=max_steps,
         max_tokens_per_batch=max_tokens_per_batch, **options)
     if verbose:
         print(format_rationales(result, decode))
@@ -65,8 +69,13 @@ def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
                               verbose: bool = True, max_steps: int = 6, start_step: int = 0,
-                              max_tokens_per_batch: int | None = None
+                              max_tokens_per_batch: int | None = None,
+                              max_subsets: int = DEFAULT_MAX_SUBSETS, progress: Any = None
                               ) -> tuple[list[list[int]], dict[str, Any]]:
-    """Exact minimum-size rationales by enumerating subsets of size up to ``max_steps``."""
+    """Exact minimum-size rationales by enumerating subsets of size up to ``max_steps``.
+
+    A search of more than ``max_subsets`` subsets is refused before it starts; ``progress``
+    (``True``, a ``(done, total)`` callback, or ``None``: when stderr is a terminal) reports
+    how far it is."""
     return _run(model, input_ids, tokenizer, "exhaustive", verbose, max_steps, start_step,
-                max_tokens_per_batch)
+                max_tokens_per_batch, max_subsets=max_subsets, progress=progress)

@@ -1,6 +1,8 @@
 """Majority Class end to end on CPU (Vafa et al., 2021, Sec. 8.1) with the real fairseq CLIs.
 
-Steps (each skipped when its output already exists, so a rerun resumes; ``--force`` redoes):
+Steps (a step is finished when its folder's ``step.done`` records the same settings, so a rerun
+skips it; an interrupted training resumes from fairseq's ``checkpoint_last.pt``; ``--force``
+redoes everything):
 
 1. generate the data: 17 fair bits, ``=``, the majority bit (50k / 5k / 5k lines, seeded);
 2. ``fairseq-preprocess --only-source``;

@@ -4,8 +4,9 @@ IWSLT14 and the RWTH gold alignments cannot be downloaded here, so the paper's t
 experiments run on the synthetic German-like -> English-like task of
 ``sequential_rationales_experiments.synthetic_translation`` (reordering, one-to-many,
 many-to-one with a long-distance particle, untranslated fillers; sure and possible links),
-with the real fairseq CLIs and the project's plugin. Steps (each skipped when its output
-exists; ``--force`` redoes):
+with the real fairseq CLIs and the project's plugin. Steps (a step is finished when its folder's
+``step.done`` records the same settings; an interrupted training resumes from fairseq's
+``checkpoint_last.pt``; ``--force`` redoes everything):
 
 1. generate the corpus and the gold alignments of the test set;
 2. ``fairseq-preprocess``; train the standard model (mixture 0), then fine-tune it for

@@ -8,6 +8,7 @@ The core is framework-free (torch and numpy only); framework code lives in
 """
 
 from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch, eval_mode
+from .html import render_html, write_html
 from .methods import (
     BASELINE_METHODS,
     get_method,
@@ -56,6 +57,6 @@ __all__ = [
     "conditional_problem", "eval_mode", "exhaustive_search", "format_rationales", "get_method",
     "greedy_search", "list_methods", "lm_log", "lm_problem", "ordered_search", "rationalize",
     "rationalize_sequence", "rationalize_translation", "read_jsonl", "register_method",
-    "score_subsets", "self_attention_mask", "word_dropout_keep_mask", "write_json_atomic",
-    "write_jsonl",
+    "render_html", "score_subsets", "self_attention_mask", "word_dropout_keep_mask", "write_html",
+    "write_json_atomic", "write_jsonl",
 ]

@@ -6,10 +6,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import torch
+
 from .adapter import ModelAdapter
 from .baselines import BASELINE_SCORERS, importance_order
 from .results import SequenceRationales, TargetRationale
-from .search import RationalizationProblem, exhaustive_search, greedy_search, ordered_search
+from .search import (
+    DEFAULT_MAX_SUBSETS,
+    Progress,
+    RationalizationProblem,
+    exhaustive_search,
+    greedy_search,
+    ordered_search,
+)
 from .validation import check_choice, check_positive_int
 
 SearchFn = Callable[..., list[TargetRationale]]
@@ -27,7 +36,8 @@ _REGISTRY: dict[str, Method] = {}
 
 def register_method(name: str, description: str) -> Callable[[SearchFn], SearchFn]:
     """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
-    top_1_skip_source, integrated_gradient_steps, reuse_prefix)`` under ``name``."""
+    top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress,
+    **_)`` under ``name`` (the ``**_`` takes the options of other methods)."""
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
@@ -53,10 +63,12 @@ def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
 
 
 @register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
-def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False, **_):
+def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
+                max_subsets=DEFAULT_MAX_SUBSETS, progress=None, **_):
     if top_1:
         raise ValueError("top_1 is not defined for exhaustive search")
-    return exhaustive_search(adapter, problem, max_steps, max_tokens_per_batch)
+    return exhaustive_search(adapter, problem, max_steps, max_tokens_per_batch,
+                             max_subsets=max_subsets, progress=progress)
 
 
 def _baseline(name: str) -> SearchFn:
@@ -67,6 +79,10 @@ def _baseline(name: str) -> SearchFn:
         scores = scorer(adapter, problem, problem.targets,
                         max_tokens_per_batch=max_tokens_per_batch,
                         steps=integrated_gradient_steps)
+        # NaN scores would still sort into an order and pass for a ranking.
+        if not all(bool(torch.isfinite(v).all()) for v in scores.values()):
+            raise ValueError(f"the {name} scores contain NaN or infinite values; check the "
+                             "model's weights and inputs")
         orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
         return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
                               top_1_skip_source, reuse_prefix=reuse_prefix)
@@ -90,19 +106,23 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 max_steps: int = 1024, max_tokens_per_batch: int | None = None,
                 top_1: bool = False,
                 top_1_skip_source: Iterable[int] = (),
-                integrated_gradient_steps: int = 100, reuse_prefix: bool = True
+                integrated_gradient_steps: int = 100, reuse_prefix: bool = True,
+                max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None
                 ) -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
     ``max_tokens_per_batch``: tokens per forward pass (``None``: 2,048 on CPU, 32,768 on CUDA);
     ``reuse_prefix``: let greedy and ordered search reuse the keys and values of rationale
     prefixes where the adapter supports it. Neither changes the results.
+    ``max_subsets`` and ``progress``: exhaustive search only, see
+    :func:`~sequential_rationales.search.exhaustive_search`.
     """
     chosen = get_method(method)
     check_positive_int(max_steps, "max_steps")
     if max_tokens_per_batch is not None:  # None: the device's default budget
         check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
     check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
+    check_positive_int(max_subsets, "max_subsets")
     if top_1 and not adapter.is_conditional:
         raise ValueError("top_1 only applies to conditional (source-target) models")
     start = time.perf_counter()
@@ -110,7 +130,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                             max_tokens_per_batch=max_tokens_per_batch, top_1=top_1,
                             top_1_skip_source=tuple(top_1_skip_source),
                             integrated_gradient_steps=integrated_gradient_steps,
-                            reuse_prefix=reuse_prefix)
+                            reuse_prefix=reuse_prefix, max_subsets=max_subsets,
+                            progress=progress)
     return SequenceRationales(
         method=method,
         target_ids=[int(i) for i in problem.target_ids],

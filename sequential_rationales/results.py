@@ -74,6 +74,13 @@ class SequenceRationales:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _repr_html_(self) -> str:
+        """The interactive viewer (:mod:`sequential_rationales.html`) for notebooks; tokens show
+        as ``extra["target_text"]`` / ``extra["source_text"]`` when attached, else as ids."""
+        from .html import render_fragment
+
+        return render_fragment([self])
+
 
 Decoder = Callable[[int], str]
 

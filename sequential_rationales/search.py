@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, SubsetBatch, to_device
 from .results import SOURCE, TARGET, ContextToken, SearchStep, TargetRationale
+from .validation import check_positive_int
 
 Subset = tuple[int, ...]
 
@@ -51,6 +53,13 @@ DEFAULT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
 # Rows whose codes are materialized at once on the host (memory bound for long sequences).
 _ROWS_ELEMENTS = 1 << 22
 
+
+# Exhaustive search refuses to start above this many subsets (``max_subsets`` raises it) and
+# warns above the lower threshold. A tiny GPT-2 on the 2-core CPU scored about 700 subsets of
+# ~24 tokens a second (44,552 in 61 s): 1e5 is minutes, 1e6 tens of minutes. The paper's
+# analogy sentences (~20 tokens, max_steps 6) need about 17,000 each and pass silently.
+DEFAULT_MAX_SUBSETS = 1_000_000
+WARN_SUBSETS = 100_000
 
 # Passes that keep activations for a backward pass (the gradient baselines) need far more
 # memory per token than inference.
@@ -222,6 +231,7 @@ class SubsetScorer:
         self.reuse_prefix = (reuse_prefix and problem.num_source == 0
                              and hasattr(adapter, "prefix_cache"))
         self._singleton_cache: object | None = None
+        self.on_rows: Callable[[int], None] | None = None  # told the rows of each pass
         # The fixed cost of a forward pass, in tokens, when deciding whether another pass pays
         # off. On CPU, budget / 8 opened too few groups to gain; /32 and /128 did about equally
         # well, /128 once changed a near-tied rationale: /64 sits between them.
@@ -374,6 +384,8 @@ class SubsetScorer:
                     raise
                 self._halve(stop - start, width)
                 continue
+            if self.on_rows is not None:
+                self.on_rows(stop - start)
             start = stop
 
     def _halve(self, rows: int, width: int) -> None:
@@ -408,7 +420,9 @@ def score_subsets(adapter: ModelAdapter, problem: RationalizationProblem,
 
 
 def _check_finite(table: Tensor) -> None:
-    if not bool(torch.isfinite(table[:, 2]).all()):
+    """Refuse NaN scores (``log p(goal)`` may be ``-inf``; the argmax's may not): a NaN would
+    pass silently through the comparisons into the rationales and make the JSON log invalid."""
+    if not bool(torch.isfinite(table[:, 2]).all()) or bool(table.isnan().any()):
         raise ValueError("the model returned NaN or infinite log-probabilities; check its "
                          "weights and inputs (a model with NaN weights cannot be rationalized)")
 
@@ -437,6 +451,7 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
           ) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
     its proposed candidates and keeps the one with the highest ``log p(y_t)``."""
+    check_positive_int(max_steps, "max_steps")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
     targets = list(problem.targets)
     positions = torch.tensor(targets, dtype=torch.long)
@@ -537,17 +552,77 @@ def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
                  frozenset(top_1_skip_source), group_by_length, reuse_prefix)
 
 
+def count_exhaustive_subsets(problem: RationalizationProblem, max_steps: int) -> int:
+    """Upper bound of the subsets :func:`exhaustive_search` scores: per target with context
+    ``C``, the sum over sizes ``k <= max_steps`` of ``C(C - 1, k - 1)`` (a target stops early
+    once a size reaches its argmax)."""
+    return sum(math.comb(problem.context_size(t) - 1, k - 1)
+               for t in problem.targets for k in range(1, max_steps + 1))
+
+
+def check_exhaustive_size(problem: RationalizationProblem, max_steps: int,
+                          max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
+    """The subset count of an exhaustive search, refused above ``max_subsets`` and warned
+    about above :data:`WARN_SUBSETS`, so that a search that would run for hours says so
+    before it starts instead of running silently."""
+    total = count_exhaustive_subsets(problem, max_steps)
+    context = max(problem.context_size(t) for t in problem.targets)
+    what = (f"exhaustive search with max_steps={max_steps} would score up to {total:,} subsets "
+            f"({len(problem.targets)} target(s), contexts of up to {context} tokens)")
+    if total > max_subsets:
+        raise ValueError(f"{what}, more than max_subsets={max_subsets:,}; lower max_steps, "
+                         f"use greedy search, or raise max_subsets (--max_subsets {total}) to "
+                         "run it anyway")
+    if total > WARN_SUBSETS:
+        warnings.warn(f"{what}; this may take long", RuntimeWarning, stacklevel=3)
+    return total
+
+
+Progress = Callable[[int, int], None]
+
+
+def _stderr_progress(done: int, total: int) -> None:
+    """Plain progress line on stderr (the core does not depend on tqdm)."""
+    end = "\n" if done >= total else ""
+    print(f"\rexhaustive search: {done:,}/{total:,} subsets ({100 * done / max(total, 1):.0f}%)",
+          end=end, file=sys.stderr, flush=True)
+
+
+def _progress_callback(progress: bool | Progress | None) -> Progress | None:
+    """``progress``: a ``(done, total)`` callback, ``True`` for a line on stderr, ``False`` for
+    nothing, ``None`` for a line on stderr only when stderr is a terminal."""
+    if callable(progress):
+        return progress
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return _stderr_progress if progress else None
+
+
 def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 6,
-                      max_tokens_per_batch: int | None = None, group_by_length: bool = True
-                      ) -> list[TargetRationale]:
+                      max_tokens_per_batch: int | None = None, group_by_length: bool = True,
+                      max_subsets: int = DEFAULT_MAX_SUBSETS,
+                      progress: bool | Progress | None = None) -> list[TargetRationale]:
     """Exact minimum-size rationales: all subsets containing ``t-1`` of size 1, 2, ...,
     ``max_steps``. Among the sufficient subsets of the smallest size, the one with the highest
     ``p(y_t)`` is returned. A target with no sufficient subset within ``max_steps`` gets the
     most probable subset of size ``max_steps`` and ``reached_argmax=False``.
 
-    The number of subsets grows as ``C(context, size - 1)``: keep ``max_steps`` small.
+    The number of subsets grows as ``C(context, size - 1)``: above ``max_subsets`` (counted
+    up front by :func:`count_exhaustive_subsets`) the search refuses to start.
+    ``progress`` reports ``(subsets scored, upper bound)`` after each forward pass (see
+    :func:`_progress_callback`); the bound is reached only if no target stops early.
     """
+    check_positive_int(max_steps, "max_steps")
+    check_positive_int(max_subsets, "max_subsets")
+    total = check_exhaustive_size(problem, max_steps, max_subsets)
+    report = _progress_callback(progress)
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
+    scored = [0]
+    if report is not None:  # after every forward pass, so the batches stay as they are
+        def count(rows: int) -> None:
+            scored[0] += rows
+            report(scored[0], total)
+        scorer.on_rows = count
     targets = list(problem.targets)
     goals = problem.target_ids[torch.tensor(targets, dtype=torch.long)].long()
     rationale: dict[int, Tensor] = {}
@@ -594,6 +669,8 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
         active = still_active
         if not active:
             break
+    if report is not None and scored[0] < total:
+        report(total, total)  # the targets stopped early: the search is complete
     results = []
     for i, t in enumerate(targets):
         prev = problem.previous_code(t)

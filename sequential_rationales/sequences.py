@@ -9,6 +9,8 @@ on screen pass the result to :func:`~sequential_rationales.render.format_rationa
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,23 @@ from .search import RationalizationProblem
 from .validation import check_start_step, check_token_ids
 
 Decoder = Callable[[int], str]
+# Options that cannot change the rationales are not settings worth recording.
+_NOT_SETTINGS = ("adapter", "problem", "method", "progress")
+
+
+def _provenance(adapter: ModelAdapter, method: str, options: dict[str, Any],
+                **more: Any) -> dict[str, Any]:
+    """What a log needs to be reproduced: the package version, the method, every search
+    setting (defaults included) and the device."""
+    from . import __version__
+
+    defaults = {name: p.default for name, p in inspect.signature(rationalize).parameters.items()
+                if name not in _NOT_SETTINGS}
+    settings = {**defaults, **{k: v for k, v in options.items() if k not in _NOT_SETTINGS},
+                **more}
+    settings["top_1_skip_source"] = [int(c) for c in settings.get("top_1_skip_source", ())]
+    return {"version": __version__, "method": method, "settings": settings,
+            "device": str(adapter.device)}
 
 
 def lm_problem(adapter: ModelAdapter, input_ids: object, start_step: int = 0
@@ -64,7 +83,10 @@ def rationalize_sequence(adapter: ModelAdapter, input_ids: object, decode: Decod
     the seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
     :func:`~sequential_rationales.methods.rationalize`."""
     result = rationalize(adapter, lm_problem(adapter, input_ids, start_step), method, **options)
-    return result, lm_log(result, decode)
+    result.extra["target_text"] = [decode(int(i)) for i in result.target_ids]
+    log = lm_log(result, decode)
+    _add_new_keys(log, _provenance(adapter, method, options, start_step=start_step))
+    return result, log
 
 
 def rationalize_translation(adapter: ModelAdapter, source_tokens: Tensor, target_tokens: Tensor,
@@ -78,4 +100,28 @@ def rationalize_translation(adapter: ModelAdapter, source_tokens: Tensor, target
     problem = conditional_problem(adapter, source_tokens, target_tokens)
     result = rationalize(adapter, problem, method, **options)
     full_source = [int(i) for i in source_tokens]
-    return result, conditional_log(result, decode_source, decode_target, full_source)
+    result.extra["target_text"] = [decode_target(int(i)) for i in result.target_ids]
+    result.extra["source_text"] = [decode_source(i) for i in full_source]
+    log = conditional_log(result, decode_source, decode_target, full_source)
+    _add_new_keys(log, _provenance(adapter, method, options))
+    return result, log
+
+
+def _add_new_keys(log: dict[str, Any], keys: dict[str, Any]) -> None:
+    """Add provenance to the seed's log without changing any key it already has, and refuse a
+    log holding NaN or infinity: JSON cannot hold them, and such numbers are no result."""
+    for key, value in keys.items():
+        log.setdefault(key, value)
+    if not _all_finite(log):
+        raise ValueError("the rationalization log holds NaN or infinite numbers; check the "
+                         "model's weights and inputs")
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True

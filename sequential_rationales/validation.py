@@ -60,3 +60,11 @@ def check_choice(value: object, name: str, choices: list[str] | tuple[str, ...])
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
     return value  # type: ignore[return-value]
+
+
+def check_tokenizer(tokenizer: object, name: str = "tokenizer") -> object:
+    """A tokenizer must decode token ids: checked before a search whose log it would break."""
+    if not callable(getattr(tokenizer, "decode", None)):
+        raise TypeError(f"{name} must be a tokenizer with a decode() method (e.g. "
+                        f"AutoTokenizer.from_pretrained(...)), got {type(tokenizer).__name__}")
+    return tokenizer

@@ -45,6 +45,9 @@ def read_analogy_pairs(path: str | os.PathLike) -> dict[str, list[tuple[str, str
         for pair in ((words[0], words[1]), (words[2], words[3])):
             if pair not in pairs[category]:
                 pairs[category].append(pair)
+    if not any(pairs.values()):
+        raise ValueError(f"{path} holds no word pairs (expected ': category' lines followed by "
+                         "'a b c d' lines)")
     return pairs
 
 
@@ -63,10 +66,21 @@ class Template:
 
 def read_templates(path: str | os.PathLike) -> dict[str, Template]:
     """``{category: template}``; each template has one ``[A]``, one ``[B]``, one ``( ... )``
-    distractor clause, and ends with the target placeholder."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    distractor clause, and ends with the target placeholder. Errors name the file and the
+    line or category."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
+                         ) from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: expected a non-empty JSON object {{category: template}}, "
+                         f"got {type(raw).__name__ if raw else 'nothing'}")
     templates = {}
     for category, text in raw.items():
+        if not isinstance(text, str):
+            raise ValueError(f"{path}: template {category!r} must be a string, got "
+                             f"{type(text).__name__}")
         if text.count("[A]") != 1 or text.count("[B]") != 1:
             raise ValueError(f"{path}: template {category!r} needs exactly one [A] and one [B]")
         if not re.search(r"\([^()]*\)", text):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,15 +17,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def positive_int(text: str) -> int:
-    """``type=`` for flags that take an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for flags that take an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)  # counts, sizes, steps
+non_negative_int = int_at_least(0)  # seeds
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
@@ -47,3 +54,19 @@ def missing_data_error(path: Path, data_dir: Path) -> SystemExit:
         "`python scripts/download_data.py` (or copy it from a local folder: "
         "`python scripts/download_data.py --source ../shared/data`), or point --data_dir at "
         "a folder that has it, e.g. --data_dir ../shared/data")
+
+
+def check_writable_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create ``path`` and prove a file can be written there, so a read-only or misplaced
+    output folder fails before hours of training rather than at the first save."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise SystemExit(f"error: cannot write to the output folder {path} ({flag}): "
+                         f"{error.strerror or error}") from None
+    return path

@@ -21,6 +21,7 @@ def _command(name: str) -> Callable[[], int]:
     return run
 
 
+rationalize = _command("rationalize")
 demo = _command("demo")
 train_clm = _command("run_clm")
 rationalize_analogies = _command("rationalize_analogies")

@@ -21,7 +21,15 @@ from sequential_rationales import (
     rationalize_sequence,
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.search import DEFAULT_MAX_SUBSETS
+from sequential_rationales.validation import check_tokenizer
 from sequential_rationales_experiments.cli import HelpFormatter, add_search_arguments, positive_int
+from sequential_rationales_experiments.sharding import current_shard, shard_device
+from sequential_rationales_integrations.huggingface.locations import (
+    check_loaded_tokenizer,
+    check_model_location,
+    check_tokenizer_location,
+)
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RESULTS_DIR = Path("rationalization_results")
@@ -56,14 +64,34 @@ def resolve_model_path(checkpoint_dir: str | None, model_name_or_path: str | Non
 
 
 def default_device(device: str | None) -> str:
-    """``device``, or cuda when available, else cpu."""
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``device``, or cuda when available, else cpu; a device this machine lacks is a
+    one-line error rather than a CUDA traceback at the first tensor. In a sharded run
+    (torchrun, accelerate launch) ``cuda`` means this rank's GPU."""
+    if device is None:
+        return shard_device("cuda" if torch.cuda.is_available() else "cpu", current_shard())
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"error: --device {device} is not a torch device (e.g. cpu, cuda, "
+                         "cuda:1)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device}: CUDA is not available on this machine "
+                         "(use --device cpu)")
+    if kind == "cuda" and (index := torch.device(device).index) is not None and (
+            index >= torch.cuda.device_count()):
+        raise SystemExit(f"error: --device {device}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return shard_device(device, current_shard())
 
 
 def load_causal_lm(path: str, device: str) -> Any:
     """``AutoModelForCausalLM`` from ``path``, on ``device``, in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    try:
+        check_model_location(path)
+    except OSError as e:
+        raise SystemExit(f"error: {e}") from None
     try:
         model = AutoModelForCausalLM.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -77,10 +105,13 @@ def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        check_tokenizer_location(path, "--tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        check_loaded_tokenizer(tokenizer, path)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: could not load a tokenizer from {path!r}: {e}\n"
                          "Pass --tokenizer DIR (e.g. the folder of the base model).") from None
+    return tokenizer
 
 
 def load_model_and_tokenizer(args: argparse.Namespace, need_offsets: bool = False
@@ -109,8 +140,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
                         help="stop after this many examples (default: all)")
     add_search_arguments(parser, None, "largest rationale size searched (default: 6 for "
                                        "exhaustive, 1024 otherwise)")
+    add_max_subsets_argument(parser)
     parser.add_argument("--verbose", action="store_true",
                         help="print every rationale as it is found")
+
+
+def add_max_subsets_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max_subsets``: the exhaustive search's refusal limit."""
+    parser.add_argument("--max_subsets", type=positive_int, default=DEFAULT_MAX_SUBSETS,
+                        help="exhaustive search: refuse an example whose search would score "
+                             "more subsets than this (raise it to run long searches anyway)")
 
 
 def runner_parser(description: str, task: str, data_files: str) -> argparse.ArgumentParser:
@@ -138,6 +177,7 @@ def rationalize_tokens(model: Any, tokenizer: Any, ids: torch.Tensor, method: st
     """Rationalize every token of ``ids`` after ``start_step`` with ``method``; returns the
     seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
     :func:`~sequential_rationales.methods.rationalize`; ``verbose`` prints the rationales."""
+    check_tokenizer(tokenizer)
 
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
@@ -155,6 +195,8 @@ def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
     options: dict[str, Any] = {}
     if args.method in BASELINE_METHODS:
         options["integrated_gradient_steps"] = args.integrated_gradient_steps
+    if args.method == "exhaustive":
+        options["max_subsets"] = getattr(args, "max_subsets", DEFAULT_MAX_SUBSETS)
     return rationalize_tokens(
         model, tokenizer, ids, args.method, start_step, verbose=args.verbose,
         max_steps=args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),

@@ -15,16 +15,40 @@ LAMBADA_FILE = "annotated_lambada.json"
 
 
 def read_annotated_lambada(path: str | Path) -> list[dict[str, Any]]:
-    """The passages, one dict per JSON line, checked for ``text`` and ``rationale``."""
+    """The passages, one dict per JSON line, checked for ``text`` and ``rationale`` spans
+    ``[start, end]`` inside the text; errors name the file and line."""
     rows = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if not isinstance(row.get("text"), str) or not isinstance(row.get("rationale"), list):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg}, column {e.colno})"
+                             ) from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or (
+                not isinstance(row.get("rationale"), list)):
             raise ValueError(f"{path}:{number}: expected 'text' and a 'rationale' span list")
+        _check_spans(row["rationale"], len(row["text"]), f"{path}:{number}")
         rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no passages")
     return rows
+
+
+def _check_spans(spans: list, length: int, where: str) -> None:
+    """Each span is ``[start, end]`` with ``0 <= start <= end <= len(text)``: a span outside
+    the passage would silently select no tokens, or the wrong ones."""
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
+            raise ValueError(f"{where}: rationale span {span!r} is not [start, end]")
+        start, end = span
+        if start > end:
+            raise ValueError(f"{where}: rationale span {span} is inverted (start > end)")
+        if start < 0 or end > length:
+            raise ValueError(f"{where}: rationale span {span} lies outside the passage of "
+                             f"{length} characters")
 
 
 def last_word_start(text: str) -> int:

@@ -14,10 +14,32 @@ from typing import Any
 from sequential_rationales.metrics import METHOD_LABELS, markdown_table
 
 
+def _parse_record(text: str, path: Path, producer: str, line: int | None = None
+                  ) -> dict[str, Any]:
+    """One JSON object; a torn or hand-edited record names its file and line, not just
+    ``Expecting value: line 1 column 1``. ``line``: the record's line in a JSONL file."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SystemExit(
+            f"error: {path}, line {line or error.lineno}: not valid JSON ({error.msg}, column "
+            f"{error.colno}); a torn write? delete it and rerun {producer}") from None
+    if not isinstance(record, dict):
+        raise SystemExit(f"error: {path}, line {line or 1}: expected a JSON object, got "
+                         f"{type(record).__name__}")
+    return record
+
+
 def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
     """``{example name: record}`` for the JSON files of one method's folder."""
-    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(method_dir.glob("*.json"))}
+    results = {}
+    for path in sorted(method_dir.glob("*.json")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise SystemExit(f"error: {path}: not UTF-8 text ({error.reason})") from None
+        results[path.stem] = _parse_record(text, path, "the program that wrote it")
+    return results
 
 
 def order_methods(methods: Sequence[str]) -> list[str]:
@@ -93,11 +115,21 @@ def read_indexed_jsonl(path: Path, producer: str) -> dict[str, dict[str, Any]]:
     """``{str(record["index"]): record}`` of a JSONL file that ``producer`` writes."""
     if not path.exists():
         raise SystemExit(f"error: {path} does not exist; it is written by {producer}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SystemExit(f"error: {path}: not UTF-8 text ({error.reason}); it is written by "
+                         f"{producer}") from None
     records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            record = json.loads(line)
+            record = _parse_record(line, path, producer, number)
+            if "index" not in record:
+                raise SystemExit(f"error: {path}, line {number}: the record has no \"index\"; "
+                                 f"is this a file of {producer}?")
             records[str(record["index"])] = record
+    if not records:
+        raise SystemExit(f"error: {path} is empty; it is written by {producer}")
     return records
 
 

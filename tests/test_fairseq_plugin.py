@@ -28,6 +28,10 @@ from sequential_rationales_integrations.fairseq import (  # noqa: E402
     transformer_lm_majority_class,
     word_dropout_from_cfg,
 )
+from sequential_rationales_integrations.fairseq.checkpoints import (  # noqa: E402
+    FAIRSEQ_CHECKPOINT_GLOBALS,
+    allow_fairseq_globals,
+)
 from sequential_rationales_integrations.fairseq.models import last_token_mask  # noqa: E402
 
 from .fairseq_helpers import REPO_ROOT, random_tokens, tiny_lm, tiny_translation  # noqa: E402
@@ -452,6 +456,7 @@ def test_fairseq_checkpoint_globals_load_safely_and_others_do_not(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"args": argparse.Namespace(arch="transformer"),
                 "metrics": np.array([3, 2, 1, 0], dtype=np.int64)}, path)
+    allow_fairseq_globals()  # done at import; again here, as another test may have removed them
     state = torch.load(path)  # weights_only=True is torch's default
     assert state["args"].arch == "transformer" and state["metrics"].tolist() == [3, 2, 1, 0]
     torch.save({"model": {}, "bad": WordDropout()}, path)
@@ -459,6 +464,16 @@ def test_fairseq_checkpoint_globals_load_safely_and_others_do_not(tmp_path):
         torch.load(path)  # the allowlist is not "anything goes"
     with pytest.raises(ValueError, match="state.pt"):
         read_checkpoint(path)
+
+
+def test_checkpoints_load_after_a_library_removed_the_allowlist(tmp_path):
+    # transformers' Trainer wraps its own loads in torch's safe_globals block, whose exit
+    # removes the numpy globals again, ours included.
+    path = tmp_path / "state.pt"
+    torch.save({"model": {}, "metrics": np.array([1, 2], dtype=np.int64)}, path)
+    with torch.serialization.safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS):
+        pass
+    assert read_checkpoint(path)["metrics"].tolist() == [1, 2]
 
 
 def test_load_hub_model_names_missing_and_corrupt_files(tmp_path):

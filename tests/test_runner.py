@@ -57,3 +57,17 @@ def test_a_failed_write_leaves_no_file_to_be_skipped(tmp_path):
     with pytest.raises(TypeError):
         run_examples(_examples(1), tmp_path, lambda i: {"not json": object()}, desc="test")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_torn_or_empty_result_file_is_redone_not_counted(tmp_path):
+    """A crash on a filesystem without atomic rename can leave a partial file behind."""
+    (tmp_path / "ex0.json").write_text('{"i": 0')
+    (tmp_path / "ex1.json").write_text("")
+    (tmp_path / "ex2.json").write_text('{"i": 2}')
+    seen = []
+    counts = run_examples(_examples(3), tmp_path, lambda i: seen.append(i) or {"i": i},
+                          desc="test")
+    assert seen == [0, 1]
+    assert counts == {"written": 2, "existing": 1}
+    assert [json.loads((tmp_path / f"ex{i}.json").read_text()) for i in range(3)] == [
+        {"i": 0}, {"i": 1}, {"i": 2}]

@@ -16,6 +16,8 @@ fairseq conventions handled here:
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +28,17 @@ from ..search import scores_from_logits
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The fairseq model inside a hub interface (``GeneratorHubInterface``) or the model."""
     return model.models[0] if hasattr(model, "models") else model
+
+
+def _check_plugin_module(module: nn.Module, role: str) -> None:
+    """Stock fairseq encoders and decoders cannot place tokens at their original positions,
+    which every subset needs: say which architectures can, instead of a framework traceback."""
+    if "positions" not in inspect.signature(module.forward).parameters:
+        raise TypeError(
+            f"the model's {role} ({type(module).__name__}) takes no `positions`: it is a stock "
+            "fairseq architecture; rationalize models of the plugin's architectures "
+            "(sequential_rationales_integrations.fairseq: --arch compatible_transformer*, "
+            "compatible_transformer_lm*, transformer_lm_majority_class)")
 
 
 def _keep(batch: SubsetBatch) -> Tensor | None:
@@ -59,6 +72,14 @@ class FairseqLanguageModel(_NextTokenScores):
 
     def __init__(self, model: nn.Module) -> None:
         self.model = unwrap_model(model)
+        if hasattr(self.model, "encoder"):
+            raise TypeError(
+                f"{type(self.model).__name__} is an encoder-decoder (translation) model; use "
+                "FairseqTranslationModel (rationalize_conditional_model in "
+                "fairseq/rationalization.py), not a language-model function")
+        if not hasattr(self.model, "decoder"):
+            raise TypeError(f"{type(self.model).__name__} is not a fairseq model (no decoder)")
+        _check_plugin_module(self.model.decoder, "decoder")
         self.decoder = self.model.decoder
         self.pad = self.decoder.dictionary.pad()
         self.vocab_size = len(self.decoder.dictionary)
@@ -97,7 +118,13 @@ class FairseqTranslationModel(_NextTokenScores):
 
     def __init__(self, model: nn.Module, source_length: int) -> None:
         self.model = unwrap_model(model)
+        if not hasattr(self.model, "encoder"):
+            raise TypeError(
+                f"{type(self.model).__name__} has no encoder: it is a language model; use "
+                "FairseqLanguageModel (rationalize_lm in fairseq/rationalization.py)")
         self.encoder, self.decoder = self.model.encoder, self.model.decoder
+        _check_plugin_module(self.encoder, "encoder")
+        _check_plugin_module(self.decoder, "decoder")
         self.source_pad = self.encoder.dictionary.pad()
         self.source_eos = self.encoder.dictionary.eos()
         self.pad = self.decoder.dictionary.pad()

@@ -35,12 +35,38 @@ def _causal_mask(valid: Tensor) -> Tensor:
     return self_attention_mask(valid)[:, None]
 
 
+def check_causal_lm(model: object) -> None:
+    """Refuse, in one sentence, a model of another family: otherwise it fails deep inside the
+    search with an error that names neither the model nor the fix."""
+    name = type(model).__name__
+    need = "HuggingFaceCausalLM needs a Hugging Face causal LM (AutoModelForCausalLM)"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{need}, got a {name}, which is not a torch module")
+    if any(c.__module__.split(".")[0] == "fairseq" for c in type(model).__mro__):
+        raise TypeError(f"{need}, got the fairseq model {name}; use "
+                        "sequential_rationales.adapters.fairseq.FairseqLanguageModel or "
+                        "FairseqTranslationModel")
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "get_output_embeddings"):
+        raise TypeError(f"{need}, got {name}, which has no Hugging Face config; write a "
+                        "ModelAdapter for other models (see sequential_rationales.adapter)")
+    if getattr(config, "is_encoder_decoder", False):
+        raise TypeError(f"{need}, got the encoder-decoder (seq2seq) model {name}; only "
+                        "decoder-only language models can be rationalized with it")
+    if model.get_output_embeddings() is None:
+        raise TypeError(f"{need}, got {name}, which has no language-model head; load it "
+                        "with AutoModelForCausalLM rather than AutoModel")
+    if next(model.parameters(), None) is None:
+        raise TypeError(f"{need}, got {name}, which has no parameters")
+
+
 class HuggingFaceCausalLM:
     """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM."""
 
     is_conditional = False
 
     def __init__(self, model: nn.Module, use_position_ids: bool | None = None) -> None:
+        check_causal_lm(model)
         self.model = model
         params = inspect.signature(model.forward).parameters
         self.sparse = ("position_ids" in params) if use_position_ids is None else use_position_ids

@@ -17,6 +17,7 @@ import torch
 
 from sequential_rationales import RationalizationProblem, rationalize
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.search import DEFAULT_MAX_SUBSETS
 from sequential_rationales_experiments.analogies import (
     ANALOGIES_FILE,
     TEMPLATES_FILE,
@@ -29,6 +30,7 @@ from sequential_rationales_experiments.analogies import (
 from sequential_rationales_experiments.cli import HelpFormatter, missing_data_error
 from sequential_rationales_experiments.hf_models import (
     DEFAULT_DATA_DIR,
+    add_max_subsets_argument,
     add_model_arguments,
     load_model_and_tokenizer,
 )
@@ -109,11 +111,12 @@ def model_sequences(args: argparse.Namespace, model: Any, tokenizer: Any) -> lis
 
 
 def timed(adapter: Any, ids: torch.Tensor, method: str, max_steps: int,
-          max_tokens_per_batch: int) -> tuple[float, list[int], bool]:
+          max_tokens_per_batch: int, max_subsets: int = DEFAULT_MAX_SUBSETS
+          ) -> tuple[float, list[int], bool]:
     problem = RationalizationProblem(ids, targets=[len(ids) - 1])
     start = time.perf_counter()
     result = rationalize(adapter, problem, method, max_steps=max_steps,
-                         max_tokens_per_batch=max_tokens_per_batch)
+                         max_tokens_per_batch=max_tokens_per_batch, max_subsets=max_subsets)
     seconds = time.perf_counter() - start
     r = result.rationales[0]
     return seconds, r.target_rationale, r.reached_argmax
@@ -138,6 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exhaustive_max_steps", type=int, default=6,
                    help="exhaustive: largest subset size tried (the paper's code used 6)")
     p.add_argument("--skip_exhaustive", action="store_true", help="time only the greedy forms")
+    add_max_subsets_argument(p)
     p.add_argument("--max_tokens_per_batch", type=int, default=None,
                    help="token budget of one batch of candidate subsets")
     p.add_argument("--seed", type=int, default=0, help="--tiny: seed of model and sequences")
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in methods:
             adapter, method, steps = runs[name]
             seconds, rationale, reached = timed(adapter, ids, method, steps,
-                                                args.max_tokens_per_batch)
+                                                args.max_tokens_per_batch, args.max_subsets)
             per_method[name]["seconds"].append(seconds)
             per_method[name]["rationales"].append(rationale)
             per_method[name]["reached_argmax"].append(reached)

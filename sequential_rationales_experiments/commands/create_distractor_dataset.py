@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sequential_rationales_experiments.cli import non_negative_int
 from sequential_rationales_experiments.distractors import (
     make_distractor_dataset,
     write_distractors_jsonl,
@@ -21,7 +22,10 @@ from sequential_rationales_experiments.iwslt14 import read_lines, write_lines
 def _num_pairs(value: str) -> int | None:
     if value == "all":
         return None
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError("--num-pairs must be a positive integer or 'all'")
     return number
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'plain' (one sentence per line) or 'fairseq-generate' (take the "
                              "H-<id> lines, ordered by id)")
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--num-pairs", type=_num_pairs, default=500,
                         help="number of concatenated pairs (original: 500) or 'all'")
     parser.add_argument("--source-lang", default="de")

@@ -17,6 +17,7 @@ import torch
 from sequential_rationales import read_jsonl, write_jsonl
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.render import highlight_rationale
+from sequential_rationales_experiments.cli import positive_int
 from sequential_rationales_experiments.commands import run_clm
 from sequential_rationales_experiments.hf_models import rationalize_tokens
 from sequential_rationales_experiments.majority_class import (
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="which parts to run")
     p.add_argument("--train-sentences", type=int, default=20_000, help="training sentences")
-    p.add_argument("--steps", type=int, default=3000, help="training steps per model")
+    p.add_argument("--steps", type=positive_int, default=3000, help="training steps per model")
     p.add_argument("--batch-size", type=int, default=128, help="sentences per training step")
     p.add_argument("--layers", type=int, default=2, help="transformer layers")
     p.add_argument("--dim", type=int, default=64, help="model width")

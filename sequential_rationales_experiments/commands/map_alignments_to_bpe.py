@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         sources, targets = _read_bpe(args.source), _read_bpe(args.target)
+        if not sources:
+            raise IWSLTFormatError(f"{args.source} is empty: there are no sentences to align")
         _check_word_counts(sources, args.source_words, args.source)
         _check_word_counts(targets, args.target_words, args.target)
         alignments = read_word_alignments(args.alignments, args.format, args.one_based)

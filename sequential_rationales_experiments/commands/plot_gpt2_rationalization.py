@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sequential_rationales_experiments.cli import HelpFormatter
+from sequential_rationales_experiments.cli import HelpFormatter, positive_int
 from sequential_rationales_experiments.figures import save_figure
 from sequential_rationales_experiments.hf_models import (
     add_model_arguments,
@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt", default=PAPER_PROMPT, help="text to rationalize with the model")
     p.add_argument("--generate", type=int, default=0,
                    help="greedily generate this many tokens after the prompt first")
-    p.add_argument("--max_steps", type=int, default=1024, help="largest rationale size")
+    p.add_argument("--max_steps", type=positive_int, default=1024, help="largest rationale size")
     p.add_argument("--merge_word_pieces", action="store_true",
                    help="show words instead of sub-word tokens (byte-level BPE such as "
                         "GPT-2's, whose word-initial tokens start with a space)")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sequential_rationales_experiments import iwslt14
+from sequential_rationales_experiments.cli import positive_int
 
 # Relative to the current folder: the commands are run from the repository root.
 DEFAULT_OUT = Path("data") / "iwslt14.tokenized.de-en"
@@ -19,6 +20,16 @@ DEFAULT_DOWNLOAD_DIR = Path("data") / "orig"
 
 def _log(message: str) -> None:
     print(message, flush=True)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "skips the download")
     parser.add_argument("--download-dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
                         help="where de-en.tgz is downloaded to / reused from (default: data/orig)")
-    parser.add_argument("--bpe-merges", type=int, default=10000,
+    parser.add_argument("--bpe-merges", type=positive_int, default=10000,
                         help="number of joint BPE merge operations (default: 10000)")
     parser.add_argument("--drop-extra-meta-lines", action="store_true",
                         help="also drop <speaker>/<reviewer>/<translator>/<doc> lines (NOT done "
                              "by prepare-iwslt14.sh; changes the valid split if any exist)")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="processes for tokenizing the training data (default: 1)")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout", type=_positive_seconds, default=60.0,
                         help="seconds to wait for each download mirror (default: 60)")
     parser.add_argument("--gold-dir", type=Path, default=None,
                         help="encode the RWTH gold alignment text in this folder with OUT/code "
@@ -53,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.gold_dir is not None:
             iwslt14.encode_gold(args.gold_dir, args.out / "code", args.gold_encoding, log=_log)
             return 0
-        if args.bpe_merges < 1:
-            raise ValueError(f"--bpe-merges must be >= 1, got {args.bpe_merges}")
         archive = args.archive
         if archive is None:
             archive = iwslt14.download_iwslt14(args.download_dir, timeout=args.timeout, log=_log)

@@ -35,6 +35,7 @@ from sequential_rationales_experiments.hf_models import (
     runner_parser,
 )
 from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_experiments.sharding import current_shard
 
 # The counts main() prints and returns, in this order.
 COUNTS = ("written", "existing", "not_correct", "not_sampled", "bad_tokenization")
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     model, tokenizer = load_model_and_tokenizer(args, need_offsets=True)
     examples = build_examples(pairs, templates, single_token_checker(tokenizer),
                               args.categories)
+    if not examples:  # not a finished run with 0 results
+        raise SystemExit(f"error: no analogy example: no category of {ANALOGIES_FILE} has a "
+                         f"template in {TEMPLATES_FILE} and word pairs that are single tokens "
+                         "of this tokenizer")
     out = output_dir(args, "analogies")
 
     def process(example: AnalogyExample) -> dict[str, Any] | str:
@@ -116,5 +121,6 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     done = run_examples(candidates, out, process, desc=f"analogies/{args.method}",
                         limit=args.max_examples)
     counts = {key: done[key] + skipped[key] for key in COUNTS}
-    print(f"{len(examples)} candidate examples; {counts}; results in {out}")
+    if current_shard().is_main:  # counts are summed over the ranks of a sharded run
+        print(f"{len(examples)} candidate examples; {counts}; results in {out}")
     return counts

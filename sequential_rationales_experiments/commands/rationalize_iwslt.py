@@ -16,9 +16,14 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
-from sequential_rationales_experiments.cli import add_search_arguments
+from sequential_rationales_experiments.cli import (
+    add_search_arguments,
+    check_writable_dir,
+    positive_int,
+)
 from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
 from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_experiments.sharding import current_shard, shard_device
 from sequential_rationales_integrations.fairseq import load_hub_model
 
 DEFAULT_DATA = {
@@ -45,12 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top_1", action="store_true",
                    help="stop each search at the first source token (Top1 alignment metric)")
     add_search_arguments(p, 1024)
-    p.add_argument("--limit", type=int, default=None, help="rationalize only the first N examples")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="rationalize only the first N examples")
     p.add_argument("--out", default="rationalization_results/iwslt",
                    help="output root; logs go to OUT/TASK/METHOD[_top_1]/INDEX.json")
     p.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
     p.add_argument("--verbose", action="store_true", help="print every rationale")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_writable_dir(args.out)  # before the model loads, not at the first finished example
+    return args
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
                       / "checkpoint_best.pt")
     hub = load_hub_model(checkpoint.parent, checkpoint.name, data)
     if torch.cuda.is_available() and not args.cpu:
-        hub.cuda()
+        hub.to(shard_device("cuda", current_shard()))  # a sharded run: this rank's GPU
     hub.eval()
     model = unwrap_model(hub)
     decode_source = model.encoder.dictionary.__getitem__
@@ -69,6 +77,9 @@ def main(argv: list[str] | None = None) -> Path:
     task = hub.task
     task.load_dataset(args.split)
     dataset = task.dataset(args.split)
+    if len(dataset) == 0:
+        raise SystemExit(f"error: the {args.split!r} split of {data} is empty: nothing to "
+                         "rationalize")
     eos = task.target_dictionary.eos()
     out_dir = Path(args.out) / args.task / (args.method + ("_top_1" if args.top_1 else ""))
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -90,5 +101,6 @@ def main(argv: list[str] | None = None) -> Path:
 
     counts = run_examples(((str(index), index) for index in range(count)), out_dir, rationalize,
                           desc=f"{args.method} ({args.task})", unit="example", total=count)
-    print(f"{count} logs in {out_dir} ({counts['existing']} were already there)")
+    if current_shard().is_main:
+        print(f"{count} logs in {out_dir} ({counts['existing']} were already there)")
     return out_dir

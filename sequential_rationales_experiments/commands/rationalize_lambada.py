@@ -26,6 +26,7 @@ from sequential_rationales_experiments.lambada import (
     tokenize_passage,
 )
 from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_experiments.sharding import current_shard
 from sequential_rationales_integrations.huggingface.config import model_max_positions
 
 # The counts main() prints and returns, in this order.
@@ -61,5 +62,6 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     done = run_examples([(str(n), (n, row)) for n, row in enumerate(rows)], out, process,
                         desc=f"lambada/{args.method}", unit="passage")
     counts = {key: done[key] for key in COUNTS}
-    print(f"{len(rows)} passages; {counts}; results in {out}")
+    if current_shard().is_main:  # counts are summed over the ranks of a sharded run
+        print(f"{len(rows)} passages; {counts}; results in {out}")
     return counts

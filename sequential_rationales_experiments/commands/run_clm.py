@@ -31,6 +31,12 @@ from sequential_rationales_integrations.huggingface.config import (
     load_config,
     overridden_keys,
 )
+from sequential_rationales_integrations.huggingface.locations import (
+    check_loaded_tokenizer,
+    check_model_location,
+    check_tokenizer_location,
+    check_writable_directory,
+)
 from sequential_rationales_integrations.huggingface.training import (
     DATA_SUFFIXES,
     MASK_4D_ATTENTION,
@@ -269,6 +275,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.do_eval and data_args.validation_file is None and (
             data_args.train_file is None):
         raise ValueError("--do_eval needs --validation_file (or a --train_file to split)")
+    # Transformers reads 0 (or any value <= 0) as "train for --num_train_epochs" instead.
+    if training_args.max_steps == 0 or training_args.max_steps < -1:
+        raise ValueError("--max_steps must be >= 1, or -1 (the default) to train for "
+                         f"--num_train_epochs; got {training_args.max_steps}")
+    # Before anything is loaded: a missing local folder would surface as a hub error.
+    check_model_location(model_args.model_name_or_path, "model")
+    check_model_location(model_args.config_name, "config")
+    check_tokenizer_location(model_args.tokenizer_name or model_args.model_name_or_path,
+                             "--tokenizer_name")
+    check_writable_directory(training_args.output_dir, "--output_dir")
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
@@ -294,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                          "directory or hub name); this script does not train tokenizers")
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_name, use_fast=model_args.use_fast_tokenizer, **hub_kwargs)
+    check_loaded_tokenizer(tokenizer, tokenizer_name)
 
     model_kwargs: dict[str, Any] = {}
     if model_args.attn_implementation is not None:

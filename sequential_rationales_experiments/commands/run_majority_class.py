@@ -1,7 +1,8 @@
 """Majority Class end to end on CPU (Vafa et al., 2021, Sec. 8.1) with the real fairseq CLIs.
 
 The program behind ``scripts/run_majority_class.py`` (the steps and the summary's keys are
-described there). Every step is skipped when its output exists, so a rerun resumes.
+described there). A step is skipped when its marker (``step.done``, written last) records the
+same settings, and an interrupted training resumes, so a rerun continues where a run stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from sequential_rationales import rationalize_sequence, write_jsonl
 from sequential_rationales.adapters.fairseq import FairseqLanguageModel
 from sequential_rationales_experiments import fairseq_tools
+from sequential_rationales_experiments.cli import check_writable_dir, non_negative_int, positive_int
 from sequential_rationales_experiments.commands import plot_majority_class_compatibility
 from sequential_rationales_experiments.fairseq_tools import cli, encode_lm_line, run
 from sequential_rationales_experiments.majority_class import write_majority_class_corpus
@@ -38,15 +40,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs/majority_class", help="output directory")
     p.add_argument("--quick", action="store_true",
                    help="1,500 updates of 256 sentences per model (about 15 min on CPU)")
-    p.add_argument("--train-lines", type=int, default=50_000, help="training sentences")
-    p.add_argument("--valid-lines", type=int, default=5_000, help="validation sentences")
-    p.add_argument("--test-lines", type=int, default=5_000, help="test sentences")
-    p.add_argument("--max-update", type=int, default=None, help="override the updates")
-    p.add_argument("--calibration-sentences", type=int, default=200,
+    p.add_argument("--train-lines", type=positive_int, default=50_000, help="training sentences")
+    p.add_argument("--valid-lines", type=positive_int, default=5_000, help="validation sentences")
+    p.add_argument("--test-lines", type=positive_int, default=5_000, help="test sentences")
+    p.add_argument("--max-update", type=positive_int, default=None, help="override the updates")
+    p.add_argument("--calibration-sentences", type=positive_int, default=200,
                    help="test sentences in Figure 3 and the calibration MAE")
-    p.add_argument("--rationalize", type=int, default=200,
+    p.add_argument("--rationalize", type=positive_int, default=200,
                    help="test sentences whose label is rationalized")
-    p.add_argument("--seed", type=int, default=1, help="seed for data and training")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="seed for data and training")
     p.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     p.add_argument("--cpu", action="store_true", help="train on CPU even if CUDA is available")
     return p.parse_args(argv)
@@ -76,7 +78,8 @@ def train(name: str, mixture: float, data_bin: Path, out: Path, schedule: dict,
 def eval_lm(checkpoint: Path, data_bin: Path, log: Path) -> float:
     output = run([cli("fairseq-eval-lm"), data_bin, "--path", checkpoint,
                   "--user-dir", fairseq_tools.plugin_dir(), "--batch-size", "1024",
-                  "--tokens-per-sample", "20", "--context-window", "0", "--cpu"], log)
+                  "--tokens-per-sample", "20", "--context-window", "0", "--cpu"], log,
+                 step=f"perplexity of {checkpoint}")
     found = re.findall(r"Perplexity: ([0-9.]+)", output)
     if not found:
         raise RuntimeError(f"no perplexity in the fairseq-eval-lm output ({log})")
@@ -117,24 +120,26 @@ def rationalize_labels(checkpoint: Path, data_bin: Path, text_dir: Path, n: int,
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     fairseq_tools.quiet_fairseq_logging()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(args.out)
     schedule = dict(SCHEDULES["quick" if args.quick else "paper"])
     if args.max_update:
         schedule["max_update"] = args.max_update
     start = time.perf_counter()
     text_dir, data_bin = out / "text", out / "data-bin"
     print("[1/6] data")
-    if args.force or not (text_dir / "test.tok").exists():
-        write_majority_class_corpus(text_dir, [("train", args.train_lines),
-                                               ("valid", args.valid_lines),
-                                               ("test", args.test_lines)], args.seed, NUM_BITS)
+    sizes = [("train", args.train_lines), ("valid", args.valid_lines),
+             ("test", args.test_lines)]
+    corpus = fairseq_tools.settings_of(*sizes, args.seed, NUM_BITS)
+    if args.force or not fairseq_tools.is_done(text_dir, corpus):
+        with fairseq_tools.building_dir(text_dir) as tmp:
+            write_majority_class_corpus(tmp, sizes, args.seed, NUM_BITS)
+            fairseq_tools.mark_done(tmp, corpus)
     print("[2/6] fairseq-preprocess")
-    if args.force or not (data_bin / "dict.txt").exists():
-        fairseq_tools.preprocess(data_bin, out / "preprocess.log", "--only-source",
-                                 "--trainpref", text_dir / "train.tok",
-                                 "--validpref", text_dir / "valid.tok",
-                                 "--testpref", text_dir / "test.tok", "--workers", "2")
+    fairseq_tools.preprocess(data_bin, out / "preprocess.log", "--only-source",
+                             "--trainpref", text_dir / "train.tok",
+                             "--validpref", text_dir / "valid.tok",
+                             "--testpref", text_dir / "test.tok", "--workers", "2",
+                             force=args.force, depends=fairseq_tools.read_marker(text_dir))
     print("[3/6] fairseq-train (standard, then compatible)")
     checkpoints = {name: train(name, mixture, data_bin, out, schedule, args)
                    for name, mixture in [("standard", 0.0), ("compatible", 1.0)]}
@@ -154,6 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
     summary.update(rationalize_labels(checkpoints["compatible"], data_bin, text_dir,
                                       args.rationalize, out))
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    fairseq_tools.write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=2))
     return summary

@@ -16,6 +16,7 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS
 from sequential_rationales_experiments import fairseq_tools
+from sequential_rationales_experiments.cli import check_writable_dir, non_negative_int, positive_int
 from sequential_rationales_experiments.commands import (
     evaluate_alignment_rationales,
     evaluate_distractor_rationales,
@@ -53,26 +54,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs/translation", help="output directory")
     p.add_argument("--quick", action="store_true",
                    help="short training (about 10 minutes on two CPU cores)")
-    p.add_argument("--train-pairs", type=int, default=30_000, help="training sentence pairs")
-    p.add_argument("--test-pairs", type=int, default=300, help="test sentence pairs")
-    p.add_argument("--rationalize", type=int, default=60,
+    p.add_argument("--train-pairs", type=positive_int, default=30_000,
+                   help="training sentence pairs")
+    p.add_argument("--test-pairs", type=positive_int, default=300, help="test sentence pairs")
+    p.add_argument("--rationalize", type=positive_int, default=60,
                    help="test examples rationalized per method and task")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="rationalization methods")
-    p.add_argument("--integrated-gradient-steps", type=int, default=50,
+    p.add_argument("--integrated-gradient-steps", type=positive_int, default=50,
                    help="path steps of integrated gradients")
-    p.add_argument("--standard-updates", type=int, default=None, help="override the updates")
-    p.add_argument("--compatible-updates", type=int, default=None,
+    p.add_argument("--standard-updates", type=positive_int, default=None,
+                   help="override the updates")
+    p.add_argument("--compatible-updates", type=positive_int, default=None,
                    help="override the fine-tuning updates")
-    p.add_argument("--seed", type=int, default=1, help="seed for data, training, distractors")
+    p.add_argument("--seed", type=non_negative_int, default=1,
+                   help="seed for data, training, distractors")
     p.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     return p.parse_args(argv)
 
 
 def write_corpus(text: Path, args: argparse.Namespace) -> None:
     """Plain-text splits plus the test set's gold links in the format of
-    ``fairseq/map_alignments_to_bpe.py`` (no BPE here: one piece per word)."""
-    text.mkdir(parents=True, exist_ok=True)
+    ``fairseq/map_alignments_to_bpe.py`` (no BPE here: one piece per word); skipped when
+    ``TEXT/step.done`` records the same sizes and seed."""
+    settings = fairseq_tools.settings_of(args.train_pairs, args.test_pairs, args.seed)
+    if not args.force and fairseq_tools.is_done(text, settings):
+        return
+    with fairseq_tools.building_dir(text) as tmp:
+        _write_corpus(tmp, args)
+        fairseq_tools.mark_done(tmp, settings)
+
+
+def _write_corpus(text: Path, args: argparse.Namespace) -> None:
     sizes = {"train": args.train_pairs, "valid": 500, "test": args.test_pairs}
     for offset, (split, n) in enumerate(sizes.items()):
         pairs = synthetic_translation_corpus(n, seed=args.seed * 1000 + offset)
@@ -87,7 +100,7 @@ def write_corpus(text: Path, args: argparse.Namespace) -> None:
                         "sure": sorted(p.sure), "possible": sorted(p.possible)}) + "\n")
 
 
-def preprocess(text: Path, dest: Path, log: Path, testpref: Path | None = None,
+def preprocess(text: Path, dest: Path, log: Path, force: bool, testpref: Path | None = None,
                dictionaries: Path | None = None) -> None:
     """Binarize the corpus, or (with ``dictionaries``) only a test set with the corpus's
     dictionaries."""
@@ -98,7 +111,8 @@ def preprocess(text: Path, dest: Path, log: Path, testpref: Path | None = None,
     else:
         flags += ["--testpref", testpref, "--srcdict", dictionaries / "dict.de.txt",
                   "--tgtdict", dictionaries / "dict.en.txt"]
-    fairseq_tools.preprocess(dest, log, *flags)
+    depends = fairseq_tools.read_marker(text if testpref is None else testpref.parent)
+    fairseq_tools.preprocess(dest, log, *flags, force=force, depends=depends)
 
 
 def train(data_bin: Path, save_dir: Path, updates: int, mixture: float, lr: str,
@@ -110,14 +124,13 @@ def train(data_bin: Path, save_dir: Path, updates: int, mixture: float, lr: str,
     if restore is None:
         flags += ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "300",
                   "--warmup-init-lr", "1e-07"]
-    else:  # the paper's compatibility fine-tune: start from the standard model
-        flags += ["--reset-optimizer", "--reset-dataloader", "--reset-meters",
-                  "--reset-lr-scheduler"]
+    # else the paper's compatibility fine-tune: fairseq_tools.train starts from the standard
+    # model with --finetune-from-model (a fresh optimizer, scheduler, meters and data order).
     if not torch.cuda.is_available():
         flags.append("--cpu")
     return fairseq_tools.train(save_dir.name, data_bin, save_dir, flags,
                                out / f"train_{save_dir.name}.log", force=args.force,
-                               fresh=True, start_from=restore)
+                               start_from=restore)
 
 
 def translate(checkpoint: Path, data_bin: Path, beam: int, log: Path) -> list[str]:
@@ -126,7 +139,8 @@ def translate(checkpoint: Path, data_bin: Path, beam: int, log: Path) -> list[st
                   "--beam", beam,
                   # Targets are at most about twice the source: bound runaway hypotheses.
                   "--max-len-a", "2", "--max-len-b", "5",
-                  "--required-batch-size-multiple", "1", "--cpu"], log)
+                  "--required-batch-size-multiple", "1", "--cpu"], log,
+                 step=f"translating with {checkpoint} (beam {beam})")
     return read_fairseq_hypotheses(output.splitlines())
 
 
@@ -147,17 +161,23 @@ def rationalize_all(task: str, data: Path, checkpoint: Path, out: Path,
 
 
 def make_distractors(compatible: Path, data_bin: Path, text: Path, distractor_dir: Path,
-                     distractor_bin: Path, out: Path, seed: int) -> None:
+                     distractor_bin: Path, out: Path, args: argparse.Namespace) -> None:
     """Translate the test set (beam 1), pair every example with a random other one, and
-    binarize the pairs with the corpus's dictionaries."""
-    distractor_dir.mkdir(parents=True, exist_ok=True)
-    hyps = translate(compatible, data_bin, 1, out / "generate_beam1.log")
-    sources = (text / "test.de").read_text().splitlines()
-    examples = make_distractor_dataset(sources, hyps, seed=seed)
-    write_lines(distractor_dir / "test.de", (e.source for e in examples))
-    write_lines(distractor_dir / "test.en", (e.target for e in examples))
-    write_distractors_jsonl(examples, distractor_dir / "distractors.jsonl")
-    preprocess(text, distractor_bin, out / "preprocess_distractors.log",
+    binarize the pairs with the corpus's dictionaries; skipped when done with this model."""
+    settings = fairseq_tools.settings_of(fairseq_tools.read_marker(compatible.parent), args.seed)
+    if args.force or not fairseq_tools.is_done(distractor_dir, settings):
+        hyps = translate(compatible, data_bin, 1, out / "generate_beam1.log")
+        sources = (text / "test.de").read_text().splitlines()
+        if len(hyps) != len(sources):
+            raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the {len(sources)} "
+                               f"test sentences; log: {out / 'generate_beam1.log'}")
+        examples = make_distractor_dataset(sources, hyps, seed=args.seed)
+        with fairseq_tools.building_dir(distractor_dir) as tmp:
+            write_lines(tmp / "test.de", (e.source for e in examples))
+            write_lines(tmp / "test.en", (e.target for e in examples))
+            write_distractors_jsonl(examples, tmp / "distractors.jsonl")
+            fairseq_tools.mark_done(tmp, settings)
+    preprocess(text, distractor_bin, out / "preprocess_distractors.log", args.force,
                testpref=distractor_dir / "test", dictionaries=data_bin)
 
 
@@ -168,15 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("standard_updates", "compatible_updates"):
         if getattr(args, key):
             schedule[key] = getattr(args, key)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(args.out)
     text, data_bin = out / "text", out / "data-bin" / "synthetic.de-en"
     start = time.perf_counter()
     print("[1/5] synthetic corpus with gold alignments")
-    if args.force or not (text / "test_alignments.jsonl").exists():
-        write_corpus(text, args)
-    if args.force or not (data_bin / "dict.de.txt").exists():
-        preprocess(text, data_bin, out / "preprocess.log")
+    write_corpus(text, args)
+    preprocess(text, data_bin, out / "preprocess.log", args.force)
     print("[2/5] training: standard, then the compatible fine-tune")
     checkpoints = out / "checkpoints"
     standard = train(data_bin, checkpoints / "standard_iwslt", schedule["standard_updates"], 0.0,
@@ -190,16 +207,22 @@ def main(argv: list[str] | None = None) -> dict:
                                   "rationalized_examples": args.rationalize}}
     for name, checkpoint in [("standard", standard), ("compatible", compatible)]:
         hyps = translate(checkpoint, data_bin, 5, out / f"generate_{name}.log")
+        if len(hyps) != len(references):
+            raise RuntimeError(f"fairseq-generate translated {len(hyps)} of the "
+                               f"{len(references)} test sentences; log: "
+                               f"{out / f'generate_{name}.log'}")
         summary[f"bleu_{name}"] = bleu(hyps, references)
         print(f"  {name}: BLEU {summary[f'bleu_{name}']:.2f}")
     print("[4/5] distractors (Table 3)")
     distractor_dir = out / "distractors"
     distractor_bin = out / "data-bin" / "distractors.de-en"
-    if args.force or not (distractor_dir / "distractors.jsonl").exists():
-        make_distractors(compatible, data_bin, text, distractor_dir, distractor_bin, out,
-                         args.seed)
-    rationalize_all("distractors", distractor_bin, compatible, out, args, top_1=False)
+    make_distractors(compatible, data_bin, text, distractor_dir, distractor_bin, out, args)
+    # Logs of another model or distractor set must not be resumed as if they were these.
     results = out / "rationales"
+    fairseq_tools.restart_if_changed(results, fairseq_tools.settings_of(
+        fairseq_tools.read_marker(compatible.parent), fairseq_tools.read_marker(distractor_dir)),
+        args.force)
+    rationalize_all("distractors", distractor_bin, compatible, out, args, top_1=False)
     summary["table3_distractors"] = evaluate_distractor_rationales.main(
         ["--results_dir", str(results / "distractors"),
          "--breaks", str(distractor_dir / "distractors.jsonl")])
@@ -210,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         ["--results_dir", str(results / "alignments"),
          "--alignments", str(text / "test_alignments.jsonl"), "--top_1"])
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    fairseq_tools.write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"BLEU standard {summary['bleu_standard']:.2f}, compatible "
           f"{summary['bleu_compatible']:.2f}; summary in {out / 'summary.json'}")
     return summary

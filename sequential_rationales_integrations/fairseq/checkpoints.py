@@ -11,15 +11,23 @@ models with fairseq-train, incl. ``--eval-bleu``, and loading their checkpoints)
   ``--eval-bleu``.
 
 Safe loading stays on for everything else.
+
+``torch.load`` does not check a zip checkpoint's CRCs, so a flipped bit in tensor data loads
+silently: :func:`verify_checkpoint_file` checks them first. Importing the plugin (as
+``--user-dir`` does) also routes fairseq's own ``checkpoint_utils.load_checkpoint_to_cpu``
+through that check, so the fairseq CLIs name a corrupt file instead of printing a bare
+``EOFError`` or loading damaged weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +48,57 @@ FAIRSEQ_CHECKPOINT_GLOBALS = [
     np.dtype,
     type(np.dtype(np.int64)),
 ]
-torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
+
+
+def allow_fairseq_globals() -> None:
+    """Allowlist what fairseq stores in checkpoints for torch's safe loading. Done at import and
+    again before every load: a library's ``torch.serialization.safe_globals`` block removes
+    its globals on exit, ours included (transformers' Trainer does so for numpy when it resumes
+    from a checkpoint)."""
+    torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
+
+
+allow_fairseq_globals()
+
+
+def verify_checkpoint_file(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``path`` when a zip checkpoint's CRCs do not match (a flipped
+    bit, a torn copy) or its zip structure is broken, or the file is empty. Legacy (non-zip)
+    files pass unchecked."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"fairseq checkpoint {path} is empty (0 bytes): an interrupted save or "
+                         "copy? restore or retrain it")
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as error:
+        raise ValueError(f"fairseq checkpoint {path} is corrupt or truncated: {error}"
+                         ) from error
+    if bad is not None:
+        raise ValueError(f"fairseq checkpoint {path} is corrupt: the CRC of its entry {bad} "
+                         "does not match (damaged on disk or in a copy); restore or retrain it")
+
+
+def _load_error(path: str | os.PathLike, error: Exception) -> ValueError:
+    """The error for a checkpoint ``torch.load`` could not read, naming the file."""
+    # Random bytes also fail the safe unpickler ("Unsupported operand"): only a global outside
+    # the allowlist means an object that safe loading refuses.
+    if isinstance(error, pickle.UnpicklingError) and "unsupported global" in str(error).lower():
+        return ValueError(f"fairseq checkpoint {path} holds objects that safe loading does not "
+                          f"allow: {_gist(error)}")
+    return ValueError(f"fairseq checkpoint {path} is corrupt or truncated: "
+                      f"{type(error).__name__}: {_gist(error)}")
+
+
+def _gist(error: Exception) -> str:
+    """torch's safe-unpickler message without its advice to turn safe loading off."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = [line.strip() for line in text.splitlines() if "nsupported" in line]
+        return found[0] if found else "not a checkpoint torch can read"
+    return text
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -51,23 +109,45 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"fairseq checkpoint not found: {path}")
+    verify_checkpoint_file(path)
+    allow_fairseq_globals()
     try:
         # Memory-map zip checkpoints: this read only inspects the config, so tensors need not
         # be copied into memory.
         state = torch.load(path, map_location="cpu", weights_only=True,
                            mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error) or "weights_only" in str(error).lower():
-            raise ValueError(f"fairseq checkpoint {path} holds objects that safe loading "
-                             f"does not allow: {error}") from error
-        raise ValueError(f"fairseq checkpoint {path} is corrupt or truncated: {error}"
-                         ) from error
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"fairseq checkpoint {path} is corrupt or truncated: {error}"
-                         ) from error
+    except Exception as error:  # random bytes raise anything (IndexError, KeyError, ...)
+        raise _load_error(path, error) from error
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     return state
+
+
+def _checked_loader(load: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap fairseq's ``load_checkpoint_to_cpu``: verify the file, name it in load errors."""
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args: Any, **kwargs: Any):
+        if not os.path.isfile(path):  # remote or missing: fairseq's own handling
+            return load(path, *args, **kwargs)
+        verify_checkpoint_file(path)
+        allow_fairseq_globals()
+        try:
+            return load(path, *args, **kwargs)
+        except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, IndexError,
+                UnicodeDecodeError, RuntimeError) as error:
+            raise _load_error(path, error) from error
+    load_checkpoint_to_cpu.checks_files = True
+    return load_checkpoint_to_cpu
+
+
+def install_checked_loading() -> None:
+    """Route ``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` (used by fairseq-train,
+    -generate, -eval-lm and ``from_pretrained``) through :func:`verify_checkpoint_file`; once."""
+    from fairseq import checkpoint_utils
+
+    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "checks_files", False):
+        checkpoint_utils.load_checkpoint_to_cpu = _checked_loader(
+            checkpoint_utils.load_checkpoint_to_cpu)
 
 
 def checkpoint_task(state: dict) -> str:

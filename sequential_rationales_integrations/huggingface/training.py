@@ -58,7 +58,7 @@ class BlockDataset(Dataset):
 
 def read_documents(path: str, text_column: str = "text") -> Iterator[str]:
     """Yield the non-empty documents of a .txt (one per line), .json (a list of records or
-    JSON Lines) or .jsonl file."""
+    JSON Lines) or .jsonl file. Malformed JSON is an error naming the file and line."""
     suffix = Path(path).suffix.lower()
     with open(path, encoding="utf-8") as f:
         if suffix == ".txt":
@@ -73,15 +73,31 @@ def read_documents(path: str, text_column: str = "text") -> Iterator[str]:
             head = f.read(1)
         f.seek(0)
         if head == "[":
-            records = enumerate(json.load(f), 1)
+            try:
+                records = ((path, record) for record in json.load(f))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column "
+                                 f"{e.colno})") from None
         else:
-            records = ((n, json.loads(line)) for n, line in enumerate(f, 1) if line.strip())
-        for n, record in records:
+            records = _json_lines(f, path)
+        for n, (where, record) in enumerate(records, 1):
             if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
-                raise ValueError(f"{path}: record {n} has no string field {text_column!r} "
+                raise ValueError(f"{where}: record {n} has no string field {text_column!r} "
                                  "(set --text_column_name)")
             if record[text_column].strip():
                 yield record[text_column]
+
+
+def _json_lines(lines: Iterator[str], path: str) -> Iterator[tuple[str, Any]]:
+    """``("path:line", record)`` of each non-blank JSON line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{number}", json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: invalid JSON line ({e.msg}, column "
+                             f"{e.colno})") from None
 
 
 def tokenize_file(path: str, tokenizer: PreTrainedTokenizerBase, text_column: str,

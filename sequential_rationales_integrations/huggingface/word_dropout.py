@@ -24,6 +24,8 @@ the full context.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,9 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, get_worker_info
-from transformers import AttentionInterface, Trainer
+from transformers import AttentionInterface, Trainer, TrainerCallback
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 
@@ -66,6 +69,12 @@ WORD_DROPOUT_FLEX = "word_dropout_flex"
 KEEP_KWARG = "word_dropout_keep"
 # How word-dropout masks reach the model: "auto" resolves to one of the other two.
 WORD_DROPOUT_ATTENTION_MODES = ("auto", "flex", "mask")
+# The collator's generator state in a checkpoint folder, one file per process.
+RNG_STATE_FILE = "word_dropout_rng-{}.pt"
+# Collated batches whose generator states are remembered (the DataLoader runs ahead by one).
+_HISTORY = 16
+
+logger = logging.getLogger(__name__)
 # Flex attention's default sparse block size (tokens per query/key tile).
 BLOCK_SIZE = 128
 
@@ -344,7 +353,10 @@ class WordDropoutCollator:
     Randomness comes from a private ``torch.Generator`` seeded with ``seed``, so the masks are
     reproducible and independent of the global RNG. Inside a ``DataLoader`` worker the
     generator is reseeded from ``seed`` and the worker's own seed, so workers (and epochs
-    with fresh workers) draw different masks. The generator state is not checkpointed.
+    with fresh workers) draw different masks. Without workers, :meth:`state_dict` gives the
+    generator state after any of the last batches collated, so a checkpoint can hold the state
+    after the batches actually trained on (the data loader collates ahead of training), and
+    :meth:`load_state_dict` resumes from it (:class:`WordDropoutTrainer` does both).
     """
 
     def __init__(self, base_collator: Callable[[list[Any]], Mapping[str, Any]],
@@ -361,6 +373,8 @@ class WordDropoutCollator:
         self.attention = attention
         self._generator: torch.Generator | None = None
         self._worker_seed: int | None = None
+        self.batches = 0  # batches collated in this process since the start or the last load
+        self._states: dict[int, Tensor] = {}  # generator state before collating batch k
 
     def _rng(self) -> torch.Generator:
         worker = get_worker_info()
@@ -378,7 +392,32 @@ class WordDropoutCollator:
         state = dict(self.__dict__)
         state["_generator"] = None
         state["_worker_seed"] = None
+        state["_states"] = {}
         return state
+
+    def state_dict(self, batches: int | None = None) -> dict[str, Any]:
+        """The seed and the generator state after the first ``batches`` batches collated
+        since the start or the last :meth:`load_state_dict` (default: all of them)."""
+        batches = self.batches if batches is None else batches
+        if batches == self.batches:
+            state = self._rng().get_state()
+        elif batches in self._states:
+            state = self._states[batches]
+        else:
+            raise ValueError(f"the generator state after {batches} batches is no longer known "
+                             f"({self.batches} batches collated)")
+        return {"seed": self.seed, "generator": state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue drawing from a saved generator state (main-process collation only)."""
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"the saved word-dropout generator was seeded with {state['seed']}, "
+                             f"this collator with {self.seed}; resume with the same --seed")
+        self._generator = torch.Generator()
+        self._generator.set_state(state["generator"])
+        self._worker_seed = None
+        self.batches = 0
+        self._states = {}
 
     def __call__(self, features: list[Any]) -> dict[str, Any]:
         batch = dict(self.base_collator(features))
@@ -394,7 +433,12 @@ class WordDropoutCollator:
             raise ValueError(
                 "word dropout expects a 2-D `attention_mask` shaped like `input_ids` "
                 f"{list(input_ids.shape)}, got {getattr(mask, 'shape', type(mask).__name__)}")
-        keep = self.word_dropout.sample_keep(valid, self.num_heads, self._rng())
+        rng = self._rng()
+        if self._worker_seed is None:  # main-process collation: remember for checkpoints
+            self._states[self.batches] = rng.get_state()
+            self._states.pop(self.batches - _HISTORY, None)
+            self.batches += 1
+        keep = self.word_dropout.sample_keep(valid, self.num_heads, rng)
         if keep is None:
             return batch
         if self.attention == "flex":
@@ -407,9 +451,39 @@ class WordDropoutCollator:
         return batch
 
 
+class WordDropoutStateCallback(TrainerCallback):
+    """Saves a :class:`WordDropoutCollator`'s generator state into every checkpoint folder,
+    as it was after the batches trained so far (not after those the loader collated ahead),
+    so that a resumed run draws the same masks as an uninterrupted one."""
+
+    def __init__(self, collator: WordDropoutCollator, process_index: int) -> None:
+        self.collator = collator
+        self.process_index = process_index
+        self.start = self.trained = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.trained = self.collator.batches, 0
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self.trained += 1  # a micro-batch inside a gradient accumulation
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trained += 1  # the micro-batch that ends an optimizer step
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if os.path.isdir(folder):
+            torch.save(self.collator.state_dict(self.start + self.trained),
+                       os.path.join(folder, RNG_STATE_FILE.format(self.process_index)))
+
+
 class WordDropoutTrainer(Trainer):
     """``Trainer`` that collates training batches with ``train_data_collator`` (e.g. a
-    :class:`WordDropoutCollator`) while evaluation and prediction keep ``data_collator``."""
+    :class:`WordDropoutCollator`) while evaluation and prediction keep ``data_collator``.
+
+    A :class:`WordDropoutCollator`'s generator state is saved in every checkpoint and restored
+    by ``train(resume_from_checkpoint=...)``: without it a resumed run would restart the masks
+    from the seed and train differently from an uninterrupted one."""
 
     def __init__(self, *args: Any, train_data_collator: Callable | None = None,
                  **kwargs: Any) -> None:
@@ -421,6 +495,30 @@ class WordDropoutTrainer(Trainer):
             raise ValueError(f"a flex word-dropout collator needs a model switched to "
                              f"{WORD_DROPOUT_FLEX!r} (use_word_dropout_flex), this one uses "
                              f"{attn!r}")
+        if isinstance(train_data_collator, WordDropoutCollator):
+            if self.args.dataloader_num_workers:
+                logger.warning("word-dropout masks are drawn in DataLoader workers: a resumed "
+                               "run will not draw the masks of an uninterrupted one")
+            self.add_callback(WordDropoutStateCallback(train_data_collator,
+                                                       self.args.process_index))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
+              **kwargs: Any) -> Any:
+        if resume_from_checkpoint and isinstance(self.train_data_collator, WordDropoutCollator):
+            self._load_word_dropout_state(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_word_dropout_state(self, checkpoint: str | bool) -> None:
+        if checkpoint is True:  # the Trainer's own convention: the last checkpoint
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+            if checkpoint is None:
+                return  # the Trainer raises its own error
+        path = os.path.join(checkpoint, RNG_STATE_FILE.format(self.args.process_index))
+        if not os.path.isfile(path):
+            logger.warning("%s has no word-dropout generator state (%s); the masks restart "
+                           "from the seed", checkpoint, os.path.basename(path))
+            return
+        self.train_data_collator.load_state_dict(torch.load(path, weights_only=True))
 
     def get_train_dataloader(self) -> DataLoader:
         if self.train_data_collator is None:

@@ -1,0 +1,261 @@
+"""Rationalize texts with a local model: for every predicted token, the smallest set of context
+tokens that alone make the model predict it.
+
+The model is a Hugging Face causal LM directory (with its tokenizer), or a fairseq translation
+checkpoint of this project's plugin with --data, its binarized data directory. Inputs are
+--text values, or --input FILE: plain text (one input per non-blank line) or JSONL with a
+"text" field (translation: "source", and an optional "target"; without one the model's greedy
+translation is rationalized).
+
+With --out FILE.jsonl every input becomes one line: the seed's log (as rationalize_lm /
+rationalize_conditional_model write it) plus "input_index" and "text". Lines are written whole
+and flushed; running the same command again skips the inputs already in the file and redoes a
+torn last line. Without --out the rationales are printed.
+
+Launched by torchrun or accelerate launch, each rank takes every WORLD-th input, writes
+OUT.part-RANK-of-WORLD.jsonl, and rank 0 merges the parts into OUT (one record per input, in
+input order). Examples:
+
+  rationalize --model path/to/gpt2 --text "The Supreme Court on Tuesday" --generate 10
+  rationalize --model path/to/gpt2 --input prompts.txt --out rationales.jsonl --html page.html
+  torchrun --nproc_per_node 2 -m sequential_rationales_experiments.commands.rationalize \\
+      --model path/to/gpt2 --input prompts.txt --out rationales.jsonl
+  rationalize --model checkpoints/compatible_iwslt --data data-bin/iwslt14.tokenized.de-en \\
+      --input pairs.jsonl --out translations.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+from sequential_rationales import format_rationales, list_methods
+from sequential_rationales_experiments import sharding
+from sequential_rationales_experiments.cli import HelpFormatter, positive_int
+from sequential_rationales_experiments.rationalize_inputs import (
+    DTYPES,
+    Input,
+    Job,
+    fail,
+    load_model,
+    read_inputs,
+    resolve_device,
+)
+
+DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
+
+
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples of the description as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rationalize", description=__doc__,
+                                formatter_class=_Formatter)
+    p.add_argument("--model", required=True,
+                   help="a Hugging Face causal-LM directory (config.json, weights, tokenizer), "
+                        "or a fairseq translation checkpoint: a .pt file or a folder with "
+                        "checkpoint_best.pt / checkpoint_last.pt (needs --data)")
+    p.add_argument("--data", default=None,
+                   help="the fairseq checkpoint's binarized data directory (its dictionaries)")
+    p.add_argument("--tokenizer", default=None,
+                   help="Hugging Face tokenizer directory (default: the --model directory)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", nargs="+", default=None,
+                        help="one or more inputs (translation: source sentences, translated "
+                             "greedily)")
+    source.add_argument("--input", default=None,
+                        help="a text file, one input per non-blank line, or a JSONL file "
+                             "(.jsonl, or lines starting with '{') whose lines have a 'text' "
+                             "field (translation: 'source' and an optional 'target')")
+    p.add_argument("--method", default="greedy", metavar="METHOD",
+                   help=f"one of: {', '.join(list_methods())}")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="largest rationale size searched (default: 6 for exhaustive, 1024 "
+                        "otherwise)")
+    p.add_argument("--start-step", type=int, default=None,
+                   help="language models: rationalize the tokens after this position (default: "
+                        "0, all but the first token; with --generate, the end of the prompt)")
+    p.add_argument("--generate", type=positive_int, default=None, metavar="N",
+                   help="language models: first continue each input greedily by up to N tokens "
+                        "(stopping at end-of-sequence), then rationalize the continuation")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available; "
+                        "sharded runs on CUDA use cuda:LOCAL_RANK)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="model weights' dtype; auto keeps the checkpoint's")
+    p.add_argument("--max-tokens-per-batch", type=positive_int, default=None,
+                   help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
+                        "32768 on CUDA); results do not depend on it")
+    p.add_argument("--integrated-gradient-steps", type=positive_int, default=100,
+                   help="path steps of the integrated_gradient method")
+    p.add_argument("--out", default=None, metavar="FILE.jsonl",
+                   help="write one JSON record per input here; a rerun skips the inputs "
+                        "already written (default: print the rationales, write nothing)")
+    p.add_argument("--html", default=None, metavar="PAGE",
+                   help="also write an HTML page showing every rationale")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every input's rationales also when writing --out")
+    p.add_argument("--barrier-timeout", type=positive_int, default=sharding.DEFAULT_TIMEOUT_S,
+                   metavar="SECONDS",
+                   help="sharded runs: how long a rank that has finished waits for the others")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.method not in list_methods():
+        raise fail(f"unknown --method {args.method!r}; choose one of: "
+                   f"{', '.join(list_methods())}")
+    if args.html is not None and importlib.util.find_spec("sequential_rationales.html") is None:
+        raise fail("--html needs sequential_rationales.html, which this installation lacks")
+    if args.out is not None and not args.out.endswith(".jsonl"):
+        raise fail(f"--out {args.out} must end with .jsonl (one JSON record per line)")
+    return args
+
+
+def search_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"method": args.method,
+            "max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
+            "max_tokens_per_batch": args.max_tokens_per_batch,
+            "integrated_gradient_steps": args.integrated_gradient_steps}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the command; returns the summary (on every rank of a sharded run)."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    shard = sharding.current_shard()
+    if shard.distributed and args.out is None:
+        raise fail("a sharded run (torchrun / accelerate launch) needs --out FILE.jsonl")
+    device = sharding.shard_device(resolve_device(args.device), shard)
+    inputs = read_inputs(args.text, args.input)
+    if args.out is None:
+        model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
+        jobs = model.jobs(inputs, args.start_step, args.generate, search_options(args))
+        records = [_run(job, model, True)[1] for job in jobs]
+        write_page(records, args.html)
+        return summarize(records, len(inputs), time.perf_counter() - started, shard, args)
+    sharding.init(shard, device, args.barrier_timeout)
+    out = Path(args.out)
+    done = finished_records(out, inputs, args.method)
+    sharding.barrier(shard)  # every rank has read the files before any rank writes
+    todo = [item for item in inputs if shard.owns(item.index) and item.index not in done]
+    if todo:  # a rerun of a finished run loads no model
+        model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
+        jobs = model.jobs(todo, args.start_step, args.generate, search_options(args))
+        own = sharding.part_path(out, shard.rank, shard.world) if shard.distributed else out
+        with sharding.open_for_append(own) as f:
+            for _, record in _run_all(jobs, model, args.verbose, shard):
+                sharding.append_record(f, record)
+    sharding.barrier(shard)
+    if shard.is_main:
+        sharding.merge_records(out, key=lambda record: record["input_index"])
+        write_page(sharding.read_records(out), args.html)
+    sharding.barrier(shard)
+    indices = {item.index for item in inputs}
+    records = [r for r in sharding.read_records(out) if r.get("input_index") in indices]
+    return summarize(records, len(inputs), time.perf_counter() - started, shard, args,
+                     written=len(indices - done))
+
+
+def write_page(records: list[dict[str, Any]], path: str | None) -> None:
+    """``--html``: one page with every rationalized input (skipped ones left out)."""
+    if path is not None:
+        from sequential_rationales.html import write_html
+
+        write_html([r for r in records if "skipped" not in r], path)
+
+
+def finished_records(out: Path, inputs: list[Input], method: str) -> set[int]:
+    """The inputs already in ``out`` or its part files; records of other inputs or another
+    method mean ``out`` belongs to another run, which is an error, not something to mix in."""
+    texts = {item.index: item.text for item in inputs}
+    done = set()
+    for path in [out, *sharding.part_paths(out)]:
+        for record in sharding.read_records(path):
+            index = record.get("input_index")
+            if index in texts and record.get("text") != texts[index]:
+                raise fail(f"{path} holds a different input {index} ({record.get('text')!r}): "
+                           "it belongs to another run; pass a new --out")
+            if "skipped" not in record and record.get("method") != method:
+                raise fail(f"{path} holds results of method {record.get('method')!r}, not "
+                           f"{method!r}; pass a new --out")
+            done.add(index)
+    return done
+
+
+def _run(job: Job, model: Any, show: bool) -> tuple[Any, dict[str, Any]]:
+    result, record = job.run()
+    if show and result is not None:
+        decode_source = getattr(model, "decode_source", None)
+        decode = getattr(model, "decode_target", None) or model.decode
+        print(f"[input {job.index}] {job.text}")
+        print(format_rationales(result, decode, decode_source))
+    return result, record
+
+
+def _run_all(jobs: list[Job], model: Any, show: bool, shard: sharding.Shard):
+    """Run ``jobs`` with a progress bar over targets when their number is known in advance
+    (language models), else over inputs."""
+    from tqdm import tqdm
+
+    by_target = all(job.targets is not None for job in jobs)
+    total = sum(job.targets for job in jobs) if by_target else len(jobs)
+    with tqdm(total=total, unit="target" if by_target else "input", disable=not shard.is_main,
+              desc="rationalizing" + shard.label(), dynamic_ncols=True) as bar:
+        for number, job in enumerate(jobs, 1):
+            result, record = _run(job, model, show)
+            if by_target:
+                bar.update(job.targets)
+                bar.set_postfix_str(f"input {number}/{len(jobs)}", refresh=False)
+            else:
+                targets = len(result.rationales) if result is not None else 0
+                bar.update(1)
+                bar.set_postfix_str(f"{targets} targets", refresh=False)
+            yield result, record
+
+
+def _targets(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return record.get("rationalization") or record.get("rationalizations") or []
+
+
+def _size(target: dict[str, Any]) -> int:
+    if "rationale" in target:
+        return len(target["rationale"])
+    return len(target["source_rationale"]) + len(target["target_rationale"])
+
+
+def summarize(records: list[dict[str, Any]], inputs: int, seconds: float, shard: sharding.Shard,
+              args: argparse.Namespace, written: int | None = None) -> dict[str, Any]:
+    """Counts over every record of the run (earlier runs' included); printed by rank 0."""
+    targets = [t for record in records for t in _targets(record)]
+    summary = {
+        "inputs": inputs,
+        "records": len(records),
+        "written": len(records) if written is None else written,
+        "skipped": sum("skipped" in r for r in records),
+        "targets": len(targets),
+        "mean_rationale_length": (sum(map(_size, targets)) / len(targets)) if targets else 0.0,
+        "reached_argmax": (sum(t["reached_argmax"] for t in targets) / len(targets)
+                           if targets else 0.0),
+        "seconds": round(seconds, 3),
+        "method": args.method,
+        "out": args.out,
+        "ranks": shard.world,
+    }
+    if shard.is_main:
+        where = f"; results in {args.out}" if args.out else ""
+        print(f"{summary['inputs']} inputs ({summary['written']} rationalized now, "
+              f"{summary['skipped']} skipped), {summary['targets']} targets, mean rationale "
+              f"length {summary['mean_rationale_length']:.2f}, "
+              f"{100 * summary['reached_argmax']:.1f}% reached the argmax, "
+              f"{summary['seconds']:.1f}s{where}", flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
