@@ -74,7 +74,7 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
                             max_tokens_per_batch: int | None = None,
-                            integrated_gradient_steps: int = 100
+                            integrated_gradient_steps: int | None = None
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """A baseline ordering (see ``sequential_rationales.BASELINE_METHODS``) for an LM."""
     check_choice(method, "baseline method", BASELINE_METHODS)
@@ -135,7 +135,7 @@ def baseline_rationalize_conditional_model(model: nn.Module, source_tokens: Tens
                                            verbose: bool = True, max_steps: int = 1024,
                                            top_1: bool = False,
                                            max_tokens_per_batch: int | None = None,
-                                           integrated_gradient_steps: int = 100
+                                           integrated_gradient_steps: int | None = None
                                            ) -> tuple[list[list[int]], list[list[int]],
                                                       dict[str, Any]]:
     """A baseline ordering for a translation (``gradient_norm``, ``signed_gradient``,

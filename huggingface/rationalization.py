@@ -15,12 +15,19 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_sequence
+from sequential_rationales import (
+    BASELINE_METHODS,
+    format_rationales,
+    rationalize_sequence,
+    rationalize_translation,
+)
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.adapters.huggingface_seq2seq import HuggingFaceSeq2Seq
 from sequential_rationales.search import DEFAULT_MAX_SUBSETS
 from sequential_rationales.validation import check_choice, check_tokenizer
 
-__all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm"]
+__all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm",
+           "rationalize_conditional_model", "baseline_rationalize_conditional_model"]
 
 
 def _run(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str, verbose: bool,
@@ -57,7 +64,7 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose:
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
                             max_tokens_per_batch: int | None = None,
-                            integrated_gradient_steps: int = 100
+                            integrated_gradient_steps: int | None = None
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """Rationales from a baseline ordering (``gradient_norm``, ``signed_gradient``,
     ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``):
@@ -79,3 +86,69 @@ def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: An
     how far it is."""
     return _run(model, input_ids, tokenizer, "exhaustive", verbose, max_steps, start_step,
                 max_tokens_per_batch, max_subsets=max_subsets, progress=progress)
+
+
+def _conditional(model: nn.Module, source_tokens: Tensor, target_tokens: Tensor,
+                 tokenizer: Any, method: str, verbose: bool, max_steps: int, top_1: bool,
+                 max_tokens_per_batch: int | None, **options: Any
+                 ) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
+    check_tokenizer(tokenizer)
+    if not hasattr(source_tokens, "__len__"):
+        raise TypeError("source_tokens must be a 1-D torch.Tensor of token ids")
+    adapter = HuggingFaceSeq2Seq(model, source_length=len(source_tokens))
+    pad = model.config.pad_token_id
+    if isinstance(target_tokens, Tensor) and target_tokens.dim() == 1:
+        # Marian and T5 begin the decoder with the pad id: only later pads are padding.
+        where = (target_tokens[1:] == pad).nonzero().flatten().add(1).tolist()
+        if where:
+            raise ValueError(f"target_tokens holds the pad id {pad} at positions {where[:10]}; "
+                             "pass one unpadded sequence (strip generate()'s batch padding)")
+
+    def decode(token_id: int) -> str:
+        return tokenizer.decode([token_id])
+
+    result, log = rationalize_translation(
+        adapter, source_tokens, target_tokens, decode, decode, method, max_steps=max_steps,
+        max_tokens_per_batch=max_tokens_per_batch, top_1=top_1, **options)
+    if verbose:
+        print(format_rationales(result, decode, decode))
+    return log["all_source_rationales"], log["all_target_rationales"], log
+
+
+def rationalize_conditional_model(model: nn.Module, source_tokens: Tensor,
+                                  target_tokens: Tensor, tokenizer: Any, verbose: bool = True,
+                                  max_steps: int = 1024, top_1: bool = False,
+                                  max_tokens_per_batch: int | None = None
+                                  ) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
+    """Greedy rationalization of a translation by a Hugging Face encoder-decoder (Marian,
+    BART, T5): each greedy step may add a source or a target token.
+
+    Args:
+        source_tokens: ``[src_len]`` ids as the tokenizer encodes the source, ending with
+            ``</s>`` (always visible, never part of a rationale).
+        target_tokens: ``[tgt_len]`` decoder ids starting with ``decoder_start_token_id``, as
+            ``model.generate`` returns them; every later position is rationalized.
+        top_1: stop each search at the first source token added.
+    Returns:
+        ``(all_source_rationales, all_target_rationales, log)``, one entry per target token
+        ``1 .. tgt_len - 1``, positions in the order they were added.
+    """
+    return _conditional(model, source_tokens, target_tokens, tokenizer, "greedy", verbose,
+                        max_steps, top_1, max_tokens_per_batch)
+
+
+def baseline_rationalize_conditional_model(model: nn.Module, source_tokens: Tensor,
+                                           target_tokens: Tensor, tokenizer: Any, method: str,
+                                           verbose: bool = True, max_steps: int = 1024,
+                                           top_1: bool = False,
+                                           max_tokens_per_batch: int | None = None,
+                                           integrated_gradient_steps: int | None = None
+                                           ) -> tuple[list[list[int]], list[list[int]],
+                                                      dict[str, Any]]:
+    """A baseline ordering for a translation (``gradient_norm``, ``signed_gradient``,
+    ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``).
+    Attention scores use cross-attention for source and self-attention for target tokens."""
+    check_choice(method, "baseline method", BASELINE_METHODS)
+    return _conditional(model, source_tokens, target_tokens, tokenizer, method, verbose,
+                        max_steps, top_1, max_tokens_per_batch,
+                        integrated_gradient_steps=integrated_gradient_steps)

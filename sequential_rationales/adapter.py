@@ -19,6 +19,11 @@ Conventions shared by all adapters
   (``log p(goal)``, argmax id, ``log p(argmax)``; see
   :func:`sequential_rationales.search.scores_from_logits`) computed on the model's device, so
   nothing of vocabulary size reaches the host. Without it the search reduces ``log_probs``.
+* The gradient baselines follow the paper's code per framework. An adapter may say how:
+  ``baseline_defaults`` (integrated-gradient steps and rule, which embedding the signed
+  gradient multiplies), ``input_embedding(batch)`` (what the first layer sees: token plus
+  position embedding where positions are added, the token embedding for rotary models) and
+  ``input_embedding_scale``; see :mod:`sequential_rationales.baselines`.
 """
 
 from __future__ import annotations

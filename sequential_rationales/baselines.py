@@ -5,10 +5,22 @@ context codes ``0 .. S + t - 1`` (source positions, then target positions; see
 :mod:`sequential_rationales.search`). Higher means "add earlier". The ordering then forces the
 previous target token first (:func:`importance_order`).
 
+Gradients are taken with respect to the token embeddings ``e`` (what ``Adapter.embed`` returns;
+positions are added by the model). ``x`` below is the *first layer's input* as the paper's code
+defined it per framework (``Adapter.input_embedding``): Hugging Face GPT-2 ``e + wpe(position)``
+(rotary models: ``e``); fairseq ``embed_scale * e + positions``.
+
 * ``gradient_norm``: L2 norm of d log p(y_t) / d e_i (Li et al., 2016).
-* ``signed_gradient``: gradient x embedding, ``(d log p(y_t) / d e_i) . e_i`` (Denil et al.).
-* ``integrated_gradient``: Sundararajan et al. (2017), straight path from the all-zero token
-  embeddings (positions kept) to the input, midpoint rule with ``steps`` points.
+* ``signed_gradient``: gradient x input (Denil et al.), ``(d log p / d x_i) . x_i`` where the
+  adapter's ``baseline_defaults`` say ``"first_layer"`` (the paper's code, both frameworks),
+  else ``(d log p / d e_i) . e_i``. ``signed_gradient_token`` always uses ``e``.
+* ``integrated_gradient``: Sundararajan et al. (2017), straight path from all-zero token
+  embeddings (positions kept) to ``e``; the mean gradient along the path times ``e`` (Hugging
+  Face, as the paper's code) or times ``x`` (fairseq, as the paper's code). Two quadrature
+  rules: ``"endpoints"`` averages ``steps + 1`` evenly spaced points ``0, 1/steps, .., 1`` (the
+  paper's code: 100 steps for Hugging Face, 50 for fairseq) and ``"midpoint"`` averages
+  ``steps`` midpoints (more accurate: completeness holds to O(1/steps^2)).
+  ``integrated_gradient_midpoint`` is the midpoint rule times ``e`` with 100 steps.
 * ``attention_rollout``: Abnar & Zuidema (2020): per-layer head-mean attention mixed 0.5/0.5
   with the identity, multiplied through the layers.
 * ``last_attention``: head-mean attention of the last layer at the predicting position.
@@ -21,11 +33,12 @@ those of target positions from decoder self-attention.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .adapter import AttentionMaps, Embeddings, ModelAdapter
+from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch
 from .search import (
     RationalizationProblem,
     build_batch,
@@ -34,6 +47,39 @@ from .search import (
 )
 
 Scores = dict[int, Tensor]
+
+#: Used for adapters without ``baseline_defaults`` (plain torch models in the tests): the
+#: token embedding and the midpoint rule with 100 steps.
+BASELINE_DEFAULTS = {
+    "integrated_gradient_steps": 100,
+    "integrated_gradient_rule": "midpoint",
+    "integrated_gradient_input": "token",
+    "signed_gradient_input": "token",
+}
+INTEGRATION_RULES = ("endpoints", "midpoint")
+GRADIENT_INPUTS = ("token", "first_layer")
+
+
+def baseline_defaults(adapter: ModelAdapter) -> dict:
+    """The adapter's ``baseline_defaults`` over :data:`BASELINE_DEFAULTS`."""
+    return {**BASELINE_DEFAULTS, **getattr(adapter, "baseline_defaults", {})}
+
+
+def path_alphas(steps: int, rule: str) -> Tensor:
+    """Points on ``[0, 1]`` whose mean gradient approximates the path integral."""
+    if not (isinstance(steps, int) and steps > 0):
+        raise ValueError(f"integrated gradient steps must be a positive integer, got {steps!r}")
+    if rule == "endpoints":  # the paper's code: both ends included, plain average
+        return torch.arange(steps + 1, dtype=torch.float32) / steps
+    if rule == "midpoint":
+        return (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
+    raise ValueError(f"unknown integration rule {rule!r}; expected one of {INTEGRATION_RULES}")
+
+
+def _check_input(which: str) -> str:
+    if which not in GRADIENT_INPUTS:
+        raise ValueError(f"unknown gradient input {which!r}; expected one of {GRADIENT_INPUTS}")
+    return which
 
 
 def _full_context_subset(problem: RationalizationProblem, t: int) -> tuple[int, ...]:
@@ -48,15 +94,32 @@ def _unpad(target: Tensor, target_mask: Tensor, source: Tensor | None,
     return torch.cat(parts)
 
 
+def _row_codes(batch: SubsetBatch, i: int, target: Tensor, source: Tensor | None) -> Tensor:
+    """Row ``i`` of per-token ``[N, L, D]`` values over context codes, as float on the host."""
+    return _unpad(target[i], batch.target_mask[i], None if source is None else source[i],
+                  None if batch.source_mask is None else batch.source_mask[i]
+                  ).detach().float().cpu()
+
+
+class _PathGradient(NamedTuple):
+    """Per context code ``[C, D]``: token embedding, mean path gradient, first-layer input."""
+
+    embedding: Tensor
+    gradient: Tensor
+    first_layer: Tensor | None
+
+
 def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
-                    targets: Sequence[int], max_tokens_per_batch: int | None, alphas: Tensor
-                    ) -> dict[int, tuple[Tensor, Tensor]]:
-    """For each target ``t``: the input token embeddings ``e`` of its full context and the mean
-    over ``alphas`` of d log p(y_t) / d(alpha e) evaluated at ``alpha e``; both ``[C, D]`` over
-    context codes. ``alphas = [1]`` gives the plain gradient."""
+                    targets: Sequence[int], max_tokens_per_batch: int | None, alphas: Tensor,
+                    with_input: bool = False) -> dict[int, _PathGradient]:
+    """For each target ``t``, over the codes of its full context: the token embeddings ``e``,
+    the mean over ``alphas`` of d log p(y_t) / d(alpha e) evaluated at ``alpha e`` (positions
+    kept), and with ``with_input`` the adapter's first-layer input. ``alphas = [1]`` gives the
+    plain gradient."""
     rows = [(t, a) for t in targets for a in alphas.tolist()]
     grad_sum: dict[int, Tensor] = {}
     embeds: dict[int, Tensor] = {}
+    inputs_seen: dict[int, Tensor] = {}
     lengths = [problem.context_size(t) for t, _ in rows]
     budget = max_tokens_per_batch or default_token_budget(adapter.device, gradients=True)
     for chunk in token_budget_chunks(lengths, budget):
@@ -65,6 +128,7 @@ def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
         batch = batch.to(adapter.device)
         with torch.no_grad():
             emb = adapter.embed(batch)
+            full = adapter.input_embedding(batch) if with_input else None
         scale = torch.tensor([a for _, a in chunk_rows], device=emb.target.device,
                              dtype=emb.target.dtype)[:, None, None]
         inputs = [(emb.target * scale).detach().requires_grad_(True)]
@@ -76,33 +140,82 @@ def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
             grads = torch.autograd.grad(lp.gather(1, goals[:, None]).sum(), inputs)
         src_grad = grads[1] if len(grads) > 1 else None
         for i, (t, _) in enumerate(chunk_rows):
-            s_mask = None if batch.source_mask is None else batch.source_mask[i]
-            g = _unpad(grads[0][i], batch.target_mask[i],
-                       None if src_grad is None else src_grad[i], s_mask)
-            grad_sum[t] = grad_sum.get(t, 0) + g.detach().float().cpu()
+            grad_sum[t] = grad_sum.get(t, 0) + _row_codes(batch, i, grads[0], src_grad)
             if t not in embeds:
-                embeds[t] = _unpad(emb.target[i], batch.target_mask[i],
-                                   None if emb.source is None else emb.source[i],
-                                   s_mask).detach().float().cpu()
-    return {t: (embeds[t], grad_sum[t] / len(alphas)) for t in targets}
+                embeds[t] = _row_codes(batch, i, emb.target, emb.source)
+                if full is not None:
+                    inputs_seen[t] = _row_codes(batch, i, full.target, full.source)
+    return {t: _PathGradient(embeds[t], grad_sum[t] / len(alphas), inputs_seen.get(t))
+            for t in targets}
 
 
-def _gradient_scorer(combine: Callable[[Tensor, Tensor], Tensor], integrated: bool = False
-                     ) -> Callable[..., Scores]:
-    def scorer(adapter: ModelAdapter, problem: RationalizationProblem, targets: Sequence[int],
-               max_tokens_per_batch: int | None = None, steps: int = 100) -> Scores:
-        # Integrated gradients: midpoint rule on the straight path from zero embeddings.
-        alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps if integrated \
-            else torch.ones(1)
-        grads = _path_gradients(adapter, problem, targets, max_tokens_per_batch, alphas)
-        return {t: combine(grad, emb) for t, (emb, grad) in grads.items()}
-    return scorer
+def _input_scale(adapter: ModelAdapter, problem: RationalizationProblem, t: int) -> Tensor:
+    """``[C, 1]``: the factor ``c`` of each code's stream in ``x = c e + positions``, so that
+    d/dx = (d/de) / c (the adapter's ``input_embedding_scale``: target, then source)."""
+    target, source = getattr(adapter, "input_embedding_scale", (1.0, 1.0))
+    scale = torch.full((problem.context_size(t), 1), float(target))
+    scale[:problem.num_source] = float(source)
+    return scale
 
 
-gradient_norm_scores = _gradient_scorer(lambda g, e: g.norm(dim=-1))
-signed_gradient_scores = _gradient_scorer(lambda g, e: (g * e).sum(-1))
-# With gradients averaged along the path, (x - 0) . mean_grad is the integrated gradient.
-integrated_gradient_scores = _gradient_scorer(lambda g, e: (g * e).sum(-1), integrated=True)
+def gradient_norm_scores(adapter: ModelAdapter, problem: RationalizationProblem,
+                         targets: Sequence[int], max_tokens_per_batch: int | None = None,
+                         **_: object) -> Scores:
+    grads = _path_gradients(adapter, problem, targets, max_tokens_per_batch, torch.ones(1))
+    return {t: g.gradient.norm(dim=-1) for t, g in grads.items()}
+
+
+def signed_gradient_scores(adapter: ModelAdapter, problem: RationalizationProblem,
+                           targets: Sequence[int], max_tokens_per_batch: int | None = None,
+                           embedding: str | None = None, **_: object) -> Scores:
+    """Gradient x input. ``embedding``: ``"first_layer"`` (d/dx . x, the paper's code) or
+    ``"token"`` (d/de . e); ``None``: the adapter's default."""
+    which = _check_input(embedding or baseline_defaults(adapter)["signed_gradient_input"])
+    first = which == "first_layer"
+    grads = _path_gradients(adapter, problem, targets, max_tokens_per_batch, torch.ones(1),
+                            with_input=first)
+    if not first:
+        return {t: (g.gradient * g.embedding).sum(-1) for t, g in grads.items()}
+    return {t: (g.gradient / _input_scale(adapter, problem, t) * g.first_layer).sum(-1)
+            for t, g in grads.items()}
+
+
+def integrated_gradient_scores(adapter: ModelAdapter, problem: RationalizationProblem,
+                               targets: Sequence[int], max_tokens_per_batch: int | None = None,
+                               steps: int | None = None, rule: str | None = None,
+                               embedding: str | None = None, **_: object) -> Scores:
+    """Mean gradient w.r.t. ``e`` along the path from zero token embeddings, times ``e``
+    (``embedding="token"``: the integrated gradient proper) or times ``x`` (``"first_layer"``:
+    the paper's fairseq code). ``None`` takes the adapter's default for each option."""
+    defaults = baseline_defaults(adapter)
+    alphas = path_alphas(defaults["integrated_gradient_steps"] if steps is None else steps,
+                         rule or defaults["integrated_gradient_rule"])
+    which = _check_input(embedding or defaults["integrated_gradient_input"])
+    first = which == "first_layer"
+    grads = _path_gradients(adapter, problem, targets, max_tokens_per_batch, alphas,
+                            with_input=first)
+    # With gradients averaged along the path, (e - 0) . mean_grad is the integrated gradient.
+    return {t: (g.gradient * (g.first_layer if first else g.embedding)).sum(-1)
+            for t, g in grads.items()}
+
+
+def signed_gradient_token_scores(adapter: ModelAdapter, problem: RationalizationProblem,
+                                 targets: Sequence[int], max_tokens_per_batch: int | None = None,
+                                 **_: object) -> Scores:
+    """Gradient x token embedding, on every adapter (this package's former default)."""
+    return signed_gradient_scores(adapter, problem, targets, max_tokens_per_batch,
+                                  embedding="token")
+
+
+def integrated_gradient_midpoint_scores(adapter: ModelAdapter, problem: RationalizationProblem,
+                                        targets: Sequence[int],
+                                        max_tokens_per_batch: int | None = None,
+                                        steps: int | None = None, **_: object) -> Scores:
+    """Integrated gradients proper: midpoint rule (100 steps unless given) times the token
+    embedding, on every adapter (this package's former default)."""
+    return integrated_gradient_scores(adapter, problem, targets, max_tokens_per_batch,
+                                      steps=100 if steps is None else steps,
+                                      rule="midpoint", embedding="token")
 
 
 def _full_attentions(adapter: ModelAdapter, problem: RationalizationProblem) -> AttentionMaps:
@@ -192,6 +305,9 @@ BASELINE_SCORERS: dict[str, Callable[..., Scores]] = {
     "attention_rollout": attention_rollout_scores,
     "last_attention": last_attention_scores,
     "all_attention": all_attention_scores,
+    # This package's former definitions, kept as named options.
+    "signed_gradient_token": signed_gradient_token_scores,
+    "integrated_gradient_midpoint": integrated_gradient_midpoint_scores,
 }
 
 

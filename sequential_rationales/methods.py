@@ -10,6 +10,7 @@ import torch
 
 from .adapter import ModelAdapter
 from .baselines import BASELINE_SCORERS, importance_order
+from .perturbation import occlusion_scores, random_orders
 from .results import SequenceRationales, TargetRationale
 from .search import (
     DEFAULT_MAX_SUBSETS,
@@ -36,7 +37,7 @@ _REGISTRY: dict[str, Method] = {}
 
 def register_method(name: str, description: str) -> Callable[[SearchFn], SearchFn]:
     """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
-    top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress,
+    top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress, seed,
     **_)`` under ``name`` (the ``**_`` takes the options of other methods)."""
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
@@ -75,7 +76,7 @@ def _baseline(name: str) -> SearchFn:
     scorer = BASELINE_SCORERS[name]
 
     def run(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), integrated_gradient_steps=100, reuse_prefix=True, **_):
+            top_1_skip_source=(), integrated_gradient_steps=None, reuse_prefix=True, **_):
         scores = scorer(adapter, problem, problem.targets,
                         max_tokens_per_batch=max_tokens_per_batch,
                         steps=integrated_gradient_steps)
@@ -91,38 +92,73 @@ def _baseline(name: str) -> SearchFn:
 
 for _name, _desc in [
     ("gradient_norm", "order by the L2 norm of the embedding gradient"),
-    ("signed_gradient", "order by gradient x embedding"),
-    ("integrated_gradient", "order by integrated gradients from zero embeddings"),
+    ("signed_gradient", "order by gradient x the first layer's input (the paper's code)"),
+    ("integrated_gradient", "order by integrated gradients from zero embeddings (the paper's "
+                            "code: end points included)"),
     ("attention_rollout", "order by attention rollout"),
     ("last_attention", "order by last-layer attention"),
     ("all_attention", "order by attention averaged over layers and heads"),
+    ("signed_gradient_token", "order by gradient x token embedding"),
+    ("integrated_gradient_midpoint", "order by integrated gradients, midpoint rule x token "
+                                     "embedding"),
 ]:
     register_method(_name, _desc)(_baseline(_name))
 
-BASELINE_METHODS = tuple(BASELINE_SCORERS)
+
+@register_method("occlusion", "order by the drop in log p(y_t) when each token is left out")
+def _occlusion(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
+               top_1_skip_source=(), reuse_prefix=True, **_):
+    scores = occlusion_scores(adapter, problem, problem.targets, max_tokens_per_batch)
+    # The previous token's +inf is expected; a NaN (-inf minus -inf) would rank arbitrarily.
+    if any(bool(v.isnan().any()) for v in scores.values()):
+        raise ValueError("the occlusion scores contain NaN values; check the model's weights "
+                         "and inputs")
+    orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
+    return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
+                          top_1_skip_source, reuse_prefix=reuse_prefix)
+
+
+@register_method("random", "a seeded random order (the floor every method should beat)")
+def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
+            top_1_skip_source=(), reuse_prefix=True, seed=0, **_):
+    orders = random_orders(problem, problem.targets, seed)
+    return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
+                          top_1_skip_source, reuse_prefix=reuse_prefix)
+
+
+# Every registered ordering turned into a rationale by ordered search (the names the seed's
+# baseline functions accept): a scorer of baselines.py counts once it is registered above.
+BASELINE_METHODS = (*(n for n in BASELINE_SCORERS if n in _REGISTRY), "occlusion", "random")
 
 
 def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",
                 max_steps: int = 1024, max_tokens_per_batch: int | None = None,
                 top_1: bool = False,
                 top_1_skip_source: Iterable[int] = (),
-                integrated_gradient_steps: int = 100, reuse_prefix: bool = True,
-                max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None
-                ) -> SequenceRationales:
+                integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
+                max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None,
+                seed: int = 0) -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
+    ``integrated_gradient_steps``: ``None`` takes the adapter's default
+    (:func:`~sequential_rationales.baselines.baseline_defaults`).
     ``max_tokens_per_batch``: tokens per forward pass (``None``: 2,048 on CPU, 32,768 on CUDA);
     ``reuse_prefix``: let greedy and ordered search reuse the keys and values of rationale
     prefixes where the adapter supports it. Neither changes the results.
     ``max_subsets`` and ``progress``: exhaustive search only, see
     :func:`~sequential_rationales.search.exhaustive_search`.
+    ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
+    random_order`); the same seed gives the same rationales in every run.
     """
     chosen = get_method(method)
     check_positive_int(max_steps, "max_steps")
     if max_tokens_per_batch is not None:  # None: the device's default budget
         check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")
-    check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
+    if integrated_gradient_steps is not None:  # None: the adapter's default (baselines.py)
+        check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
     check_positive_int(max_subsets, "max_subsets")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     if top_1 and not adapter.is_conditional:
         raise ValueError("top_1 only applies to conditional (source-target) models")
     start = time.perf_counter()
@@ -131,7 +167,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                             top_1_skip_source=tuple(top_1_skip_source),
                             integrated_gradient_steps=integrated_gradient_steps,
                             reuse_prefix=reuse_prefix, max_subsets=max_subsets,
-                            progress=progress)
+                            progress=progress, seed=seed)
     return SequenceRationales(
         method=method,
         target_ids=[int(i) for i in problem.target_ids],

@@ -12,7 +12,8 @@ Conventions shared by all metrics (the paper leaves them open; we state ours):
   (nothing to measure), never 0.
 
 Sections: generic set metrics; word alignments (Table 4); distractors (Table 3); analogies
-(Table 1); annotated Lambada (Table 2).
+(Table 1); annotated Lambada (Table 2); faithfulness (sufficiency, comprehensiveness, AOPC), whose
+probabilities :func:`sequential_rationales.perturbation.faithfulness` computes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
     "distractor_counts", "in_second_half", "distractor_table_row",
     "contains_any", "approximation_ratio", "analogy_table_row",
     "character_spans_to_token_positions", "word_rationale", "lambada_table_row",
+    "sufficiency", "comprehensiveness", "aopc", "faithfulness_scores", "faithfulness",
+    "faithfulness_table_row",
     "METHOD_LABELS", "format_number", "markdown_table",
 ]
 
@@ -42,6 +45,9 @@ METHOD_LABELS = {
     "all_attention": "All attentions",
     "greedy": "Greedy",
     "exhaustive": "Exhaustive",
+    # Not in the paper: perturbation orderings (sequential_rationales.perturbation).
+    "occlusion": "Occlusion",
+    "random": "Random",
 }
 
 
@@ -356,6 +362,78 @@ def lambada_table_row(word_rationales: Sequence[Positions], human: Sequence[Posi
         "F1": pooled_f1(word_rationales, human, [int(n) for n in first_piece_positions]),
         "n": float(len(human)),
     }
+
+
+# -- faithfulness ---------------------------------------------------------------------------
+# ERASER (DeYoung et al., 2020) and UNIREX (Chan et al., 2022), adapted to next-token
+# prediction: the "class" is the observed token y_t, and a rationale R is a set of context
+# positions. Probabilities, not log-probabilities, as in ERASER. Higher values mean a more
+# faithful rationale for comprehensiveness, a less faithful one for sufficiency.
+def sufficiency(p_full: float, p_rationale: float) -> float:
+    """``p(y_t | context) - p(y_t | R only)``: how much is lost by showing only the rationale
+    (0 or below: the rationale alone suffices)."""
+    return p_full - p_rationale
+
+
+def comprehensiveness(p_full: float, p_without: float) -> float:
+    """``p(y_t | context) - p(y_t | context without R)``: how much the prediction needed the
+    rationale (high: the rest of the context cannot stand in for it)."""
+    return p_full - p_without
+
+
+def aopc(p_full: float, p_prefixes: Sequence[float]) -> float:
+    """Area over the perturbation curve: the mean of ``p_full - p_k`` over the rationale's
+    prefixes ``R[:k]``, ``k = 1 .. |R|`` (``p_k``: the probability with ``R[:k]`` only, for
+    sufficiency, or with ``R[:k]`` removed, for comprehensiveness); ``nan`` for no prefixes.
+
+    Bins are the rationale's own prefixes rather than ERASER's 1/5/10/20/50 % of the context:
+    a sequential rationale is already ordered and usually holds only a few tokens, so
+    percentage bins would mostly fall beyond its end.
+    """
+    return mean(p_full - p for p in p_prefixes)
+
+
+def faithfulness_scores(p_full: float, p_sufficient: Sequence[float],
+                        p_comprehensive: Sequence[float]) -> dict[str, float]:
+    """The faithfulness metrics of one target from its probabilities.
+
+    ``p_sufficient[k - 1] = p(y_t | R[:k] only)`` and ``p_comprehensive[k - 1] =
+    p(y_t | context without R[:k])`` for ``k = 1 .. |R|``; the last entries are those of the
+    whole rationale. ``nan`` where the rationale is empty.
+    """
+    if len(p_sufficient) != len(p_comprehensive):
+        raise ValueError(f"{len(p_sufficient)} sufficiency probabilities but "
+                         f"{len(p_comprehensive)} comprehensiveness probabilities")
+    empty = not len(p_sufficient)
+    return {
+        "p_full": p_full,
+        "sufficiency": math.nan if empty else sufficiency(p_full, p_sufficient[-1]),
+        "comprehensiveness": math.nan if empty else comprehensiveness(p_full,
+                                                                      p_comprehensive[-1]),
+        "aopc_sufficiency": aopc(p_full, p_sufficient),
+        "aopc_comprehensiveness": aopc(p_full, p_comprehensive),
+    }
+
+
+def faithfulness(adapter, problem, result, max_tokens_per_batch: int | None = None
+                 ) -> dict[int, dict[str, float]]:
+    """:func:`faithfulness_scores` of every target of ``result`` (a ``SequenceRationales`` of
+    ``problem``), keyed by target position, with the probabilities computed through
+    ``adapter`` in batches: :func:`sequential_rationales.perturbation.faithfulness`, imported
+    only when called, so this module keeps to the standard library."""
+    from .perturbation import faithfulness as compute
+
+    return compute(adapter, problem, result, max_tokens_per_batch)
+
+
+def faithfulness_table_row(per_target: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Means of :func:`faithfulness_scores` over targets (``n``: their number); targets with
+    an empty rationale (``nan``) are left out of each mean."""
+    rows = list(per_target)
+    keys = ("sufficiency", "comprehensiveness", "aopc_sufficiency", "aopc_comprehensiveness")
+    row = {k: mean(r[k] for r in rows if not math.isnan(r[k])) for k in keys}
+    row["n"] = float(len(rows))
+    return row
 
 
 def format_number(value: float, digits: int) -> str:

@@ -43,8 +43,9 @@ def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
     parser.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
                         help="tokens per forward pass of candidate subsets (default: 2048 on "
                              "CPU, 32768 on CUDA); results do not depend on it")
-    parser.add_argument("--integrated_gradient_steps", type=positive_int, default=100,
-                        help="path steps of integrated gradients")
+    parser.add_argument("--integrated_gradient_steps", type=positive_int, default=None,
+                        help="path steps of integrated gradients (default: the framework's, "
+                             "as the paper's code: 100 for Hugging Face, 50 for fairseq)")
 
 
 def missing_data_error(path: Path, data_dir: Path) -> SystemExit:

@@ -90,10 +90,15 @@ def init(shard: Shard, device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 def _leave() -> None:
+    """Leave the group together: a rank that tears down gloo while another still talks to it
+    (or exits with the group alive) aborts ("terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def gather(value: Any, shard: Shard) -> list[Any]:

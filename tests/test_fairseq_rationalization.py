@@ -151,7 +151,8 @@ def test_translation_integrated_gradients_completeness():
     tgt = torch.cat([torch.tensor([eos]), random_tokens(1, 4, gen)[0]])
     adapter = FairseqTranslationModel(model, source_length=len(src))
     problem = RationalizationProblem(tgt, src[:-1])
-    scores = integrated_gradient_scores(adapter, problem, [3], steps=300)
+    scores = integrated_gradient_scores(adapter, problem, [3], steps=300, rule="midpoint",
+                                        embedding="token")
     batch = build_batch(problem, [tuple(range(problem.context_size(3)))])
     with torch.no_grad():
         emb = adapter.embed(batch)

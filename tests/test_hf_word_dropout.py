@@ -386,3 +386,18 @@ def test_flex_bad_inputs():
     with pytest.raises(ValueError, match="causal self-attention"):
         word_dropout_flex_attention(module, q, q[:, :, :4], q[:, :, :4], None,
                                     word_dropout_keep=keep)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_trainer_makes_the_mask_additive_for_eager_attention(model_type, tmp_path):
+    # transformers 5 hands a 4-D mask to eager attention as it is, which adds it to the
+    # scores: a boolean mask must become additive there, or every allowed score shifts by one.
+    sdpa = tiny_model(model_type)
+    eager = tiny_model(model_type)
+    eager.config._attn_implementation = "eager"
+    batch = collator(heads=num_attention_heads(sdpa.config))(features(batch=2, length=12))
+    expected = sdpa(**batch).loss
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = WordDropoutTrainer(model=eager, args=args, train_dataset=[])
+    torch.testing.assert_close(trainer.compute_loss(eager, batch), expected)
+    assert not torch.allclose(eager(**batch).loss, expected)  # the boolean mask as it is

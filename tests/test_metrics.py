@@ -12,11 +12,15 @@ from sequential_rationales.metrics import (
     alignment_error_rate_corpus,
     alignment_table_row,
     analogy_table_row,
+    aopc,
     approximation_ratio,
     character_spans_to_token_positions,
+    comprehensiveness,
     contains_any,
     distractor_counts,
     distractor_table_row,
+    faithfulness_scores,
+    faithfulness_table_row,
     first_added_source,
     format_number,
     in_second_half,
@@ -26,6 +30,7 @@ from sequential_rationales.metrics import (
     mean,
     mean_length,
     pooled_f1,
+    sufficiency,
     top1_accuracy,
     word_rationale,
 )
@@ -227,3 +232,46 @@ def test_table_formatting():
                                   "| Greedy | 7.8 | - |"]
     assert format_number(0.126, 2) == "0.13"
     assert METHOD_LABELS["signed_gradient"] == "Grad x emb"
+
+
+# -- faithfulness -----------------------------------------------------------------------------
+def test_sufficiency_comprehensiveness_and_aopc():
+    # p_full 0.6; R alone gives 0.5: 0.6 - 0.5 = 0.1; a rationale that helps more than the
+    # whole context has a negative sufficiency: 0.6 - 0.9 = -0.3
+    assert sufficiency(0.6, 0.5) == approx(0.1)
+    assert sufficiency(0.6, 0.9) == approx(-0.3)
+    # without R the goal falls to 0.2: 0.6 - 0.2 = 0.4
+    assert comprehensiveness(0.6, 0.2) == approx(0.4)
+    # prefixes at 0.6 (k=1), 0.3, 0.0: mean(0.0, 0.3, 0.6) = 0.3
+    assert aopc(0.6, [0.6, 0.3, 0.0]) == approx(0.3)
+    assert math.isnan(aopc(0.6, []))
+
+
+def test_faithfulness_scores_of_one_target():
+    # Rationale of 3 tokens; p_full = 0.5.
+    # only R[:k]: 0.1, 0.3, 0.45 -> sufficiency 0.5 - 0.45 = 0.05,
+    #   AOPC (0.4 + 0.2 + 0.05) / 3 = 0.65 / 3
+    # without R[:k]: 0.5, 0.2, 0.05 -> comprehensiveness 0.5 - 0.05 = 0.45,
+    #   AOPC (0 + 0.3 + 0.45) / 3 = 0.25
+    scores = faithfulness_scores(0.5, [0.1, 0.3, 0.45], [0.5, 0.2, 0.05])
+    assert scores == {"p_full": 0.5, "sufficiency": approx(0.05),
+                      "comprehensiveness": approx(0.45), "aopc_sufficiency": approx(0.65 / 3),
+                      "aopc_comprehensiveness": approx(0.25)}
+    empty = faithfulness_scores(0.5, [], [])
+    assert all(math.isnan(empty[k]) for k in empty if k != "p_full")
+    with pytest.raises(ValueError, match="2 sufficiency probabilities but 1"):
+        faithfulness_scores(0.5, [0.1, 0.2], [0.3])
+
+
+def test_faithfulness_table_row_skips_empty_rationales():
+    rows = [faithfulness_scores(0.5, [0.1, 0.3, 0.45], [0.5, 0.2, 0.05]),  # from above
+            faithfulness_scores(0.8, [0.4], [0.6]),  # suff 0.4, comp 0.2 (AOPCs alike)
+            faithfulness_scores(0.3, [], [])]  # nan everywhere: left out of the means
+    row = faithfulness_table_row(rows)
+    assert row["n"] == 3.0
+    assert row["sufficiency"] == approx((0.05 + 0.4) / 2)
+    assert row["comprehensiveness"] == approx((0.45 + 0.2) / 2)
+    assert row["aopc_sufficiency"] == approx((0.65 / 3 + 0.4) / 2)
+    assert row["aopc_comprehensiveness"] == approx((0.25 + 0.2) / 2)
+    assert math.isnan(faithfulness_table_row([])["sufficiency"])
+    assert METHOD_LABELS["occlusion"] == "Occlusion" and METHOD_LABELS["random"] == "Random"

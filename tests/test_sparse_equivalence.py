@@ -70,3 +70,34 @@ def test_masked_fallback_gradients_match_sparse(tiny_gpt2):
                              problem.targets)
     for t in problem.targets:
         assert torch.allclose(a[t], b[t], atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_masked_rows_are_exact_under_every_attention_implementation(family, implementation):
+    """Padded sparse rows and the masked fallback against rows run one by one, unpadded and
+    unmasked: transformers 5 passes a 4-D mask to eager attention as it is, so the mask must be
+    additive there (a boolean one silently shifts the scores)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB,
+                                           n_positions=32, attn_implementation=implementation))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(
+            num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+            intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=32,
+            attn_implementation=implementation))
+    model.eval()
+    ids = torch.tensor([5, 3, 8, 1, 9, 2, 7, 4]) % VOCAB
+    subsets = [(6,), (2, 6), (0, 3, 5, 6), (1, 2, 4, 6)]  # unequal lengths: padded and masked
+    batch = build_batch(RationalizationProblem(ids), subsets)
+    for sparse in (True, False):
+        got = HuggingFaceCausalLM(model, use_position_ids=sparse).log_probs(batch)
+        for row, sub in enumerate(subsets):
+            with torch.no_grad():
+                alone = model(ids[list(sub)][None], position_ids=torch.tensor([sub]),
+                              attention_mask=torch.ones(1, len(sub), dtype=torch.long)
+                              ).logits[0, -1].log_softmax(-1)
+            assert torch.allclose(got[row], alone, atol=1e-5), (sparse, row)

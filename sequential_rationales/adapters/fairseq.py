@@ -52,8 +52,39 @@ def _max_positions(value: object, index: int) -> int | None:
     return int(value) if value else None
 
 
+def first_layer_input(module: nn.Module, ids: Tensor, positions: Tensor, mask: Tensor
+                      ) -> Tensor:
+    """``embed_scale * embed_tokens(ids) + positions`` at the original ``positions``: what the
+    first layer of a plugin encoder or decoder receives (``first_layer_embedding`` of the paper's
+    fairseq code). Refuses modules that transform it further, since the baselines then cannot
+    take d/dx from d/d(token embedding)."""
+    from sequential_rationales_integrations.fairseq.modules import embed_original_positions
+
+    for name in ("layernorm_embedding", "project_in_dim", "quant_noise"):
+        if getattr(module, name, None) is not None:
+            raise ValueError(f"the model's {type(module).__name__} has {name}: its first "
+                             "layer's input is not embed_scale * token + position; use the "
+                             "baselines signed_gradient_token / integrated_gradient_midpoint")
+    x = module.embed_scale * module.embed_tokens(ids)
+    if module.embed_positions is not None:
+        x = x + embed_original_positions(module.embed_positions, positions, ~mask)
+    return x
+
+
+# The gradient baselines as the paper's fairseq code defined them: gradient x first-layer input,
+# and integrated gradients averaging 51 evenly spaced points (ends included) times that input.
+FAIRSEQ_BASELINE_DEFAULTS = {
+    "integrated_gradient_steps": 50,
+    "integrated_gradient_rule": "endpoints",
+    "integrated_gradient_input": "first_layer",
+    "signed_gradient_input": "first_layer",
+}
+
+
 class _NextTokenScores:
     """What both adapters derive from their next-token logits (``_logits``)."""
+
+    baseline_defaults = FAIRSEQ_BASELINE_DEFAULTS
 
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         raise NotImplementedError
@@ -85,6 +116,7 @@ class FairseqLanguageModel(_NextTokenScores):
         self.vocab_size = len(self.decoder.dictionary)
         self.max_positions = _max_positions(self.model.max_positions(), 0)
         self.device = next(self.model.parameters()).device
+        self.input_embedding_scale = (float(self.decoder.embed_scale), 1.0)
 
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
@@ -97,6 +129,10 @@ class FairseqLanguageModel(_NextTokenScores):
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids))
+
+    def input_embedding(self, batch: SubsetBatch) -> Embeddings:
+        return Embeddings(first_layer_input(self.decoder, batch.target_ids,
+                                            batch.target_positions, batch.target_mask))
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
         with eval_mode(self.model):
@@ -136,6 +172,8 @@ class FairseqTranslationModel(_NextTokenScores):
         self.max_positions = _max_positions(limits, 1)
         self.source_length = source_length
         self.device = next(self.model.parameters()).device
+        self.input_embedding_scale = (float(self.decoder.embed_scale),
+                                      float(self.encoder.embed_scale))
 
     def _source_with_eos(self, batch: SubsetBatch, embeddings: Tensor | None
                          ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -185,6 +223,13 @@ class FairseqTranslationModel(_NextTokenScores):
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.decoder.embed_tokens(batch.target_ids),
                           self.encoder.embed_tokens(batch.source_ids))
+
+    def input_embedding(self, batch: SubsetBatch) -> Embeddings:
+        return Embeddings(
+            first_layer_input(self.decoder, batch.target_ids, batch.target_positions,
+                              batch.target_mask),
+            first_layer_input(self.encoder, batch.source_ids, batch.source_positions,
+                              batch.source_mask))
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
         with eval_mode(self.model):

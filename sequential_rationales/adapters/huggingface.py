@@ -1,7 +1,7 @@
 """Adapter for Hugging Face causal language models (GPT-2, Llama, Qwen2, ...).
 
 Only torch is imported here: the model is any ``PreTrainedModel``-like module whose
-``forward`` takes ``input_ids`` / ``inputs_embeds`` and a boolean 4-D ``attention_mask``.
+``forward`` takes ``input_ids`` / ``inputs_embeds`` and an additive 4-D ``attention_mask``.
 
 Two ways to feed a sparse subset:
 
@@ -29,10 +29,17 @@ from ..search import scores_from_logits
 from ..word_dropout import self_attention_mask
 
 
-def _causal_mask(valid: Tensor) -> Tensor:
-    """``[N, 1, L, L]`` bool: causal, keys restricted to ``valid``, self always visible so a
-    padding query never has an empty row (which would produce NaNs)."""
-    return self_attention_mask(valid)[:, None]
+def _causal_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[N, 1, L, L]`` additive mask: causal, keys restricted to ``valid``, self always
+    visible so a padding query never has an empty row (which would produce NaNs).
+
+    Additive (0 or the dtype's minimum), not boolean: transformers 5 hands a 4-D mask to the
+    attention function as it is, and eager attention adds it to the scores, so a boolean mask
+    would silently add 1 to the allowed scores instead of hiding the others. SDPA takes either.
+    """
+    allowed = self_attention_mask(valid)[:, None]
+    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
 
 
 def check_causal_lm(model: object) -> None:
@@ -60,10 +67,37 @@ def check_causal_lm(model: object) -> None:
         raise TypeError(f"{need}, got {name}, which has no parameters")
 
 
+def absolute_position_embedding(model: nn.Module) -> nn.Module | None:
+    """The learned absolute position table the model adds to the token embeddings (GPT-2's
+    ``wpe``), or ``None`` for models that place positions inside attention (rotary: Llama,
+    Qwen2, ...), whose first layer sees the token embedding alone."""
+    base = getattr(model, "base_model", model)
+    wpe = getattr(base, "wpe", None)
+    if isinstance(wpe, nn.Embedding):
+        return wpe
+    for name in ("embed_positions", "position_embeddings"):
+        if getattr(base, name, None) is not None:
+            raise ValueError(
+                f"{type(model).__name__} adds positions through `{name}`, which "
+                "input_embedding does not handle; use the baseline signed_gradient_token")
+    return None
+
+
 class HuggingFaceCausalLM:
-    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM."""
+    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM.
+
+    ``baseline_defaults``: the gradient baselines as the paper's Hugging Face code defined them
+    (signed gradient times token + position embedding; integrated gradients averaging 101 evenly
+    spaced points, ends included, times the token embedding).
+    """
 
     is_conditional = False
+    baseline_defaults = {
+        "integrated_gradient_steps": 100,
+        "integrated_gradient_rule": "endpoints",
+        "integrated_gradient_input": "token",
+        "signed_gradient_input": "first_layer",
+    }
 
     def __init__(self, model: nn.Module, use_position_ids: bool | None = None) -> None:
         check_causal_lm(model)
@@ -78,6 +112,8 @@ class HuggingFaceCausalLM:
             (int(v) for k in ("n_positions", "max_position_embeddings", "n_ctx")
              if (v := getattr(config, k, None))), None)
         self.device = next(model.parameters()).device
+        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                          torch.float32)
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         """Run the model in eval mode (dropout off) for the duration."""
@@ -102,7 +138,7 @@ class HuggingFaceCausalLM:
     def _sparse_inputs(self, batch: SubsetBatch, embeds: Tensor | None) -> dict:
         """Model keyword arguments for the sparse rows of ``batch`` (last logits only)."""
         mask = (torch.ones_like(batch.target_ids) if batch.equal_lengths
-                else _causal_mask(batch.target_mask))
+                else _causal_mask(batch.target_mask, self.dtype))
         kwargs = {"position_ids": batch.target_positions, "attention_mask": mask}
         if embeds is None:
             kwargs["input_ids"] = batch.target_ids
@@ -121,7 +157,7 @@ class HuggingFaceCausalLM:
         n = len(batch)
         rows = torch.arange(n, device=index.device)
         # Beyond its last position a row is padding: only its own (self) attention matters.
-        kwargs = {"attention_mask": _causal_mask(kept)}
+        kwargs = {"attention_mask": _causal_mask(kept, self.dtype)}
         if embeds is None:
             kwargs["input_ids"] = torch.where(kept, batch.target_ids.gather(1, index), 0)
         else:
@@ -176,6 +212,15 @@ class HuggingFaceCausalLM:
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.model.get_input_embeddings()(batch.target_ids))
+
+    def input_embedding(self, batch: SubsetBatch) -> Embeddings:
+        """What the first layer sees: token embedding plus the absolute position embedding of
+        each token's original position (GPT-2); the token embedding alone for rotary models."""
+        embeds = self.embed(batch).target
+        wpe = absolute_position_embedding(self.model)
+        if wpe is not None:
+            embeds = embeds + wpe(batch.target_positions)
+        return Embeddings(embeds)
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
         if len(batch) != 1 or not bool(batch.target_mask.all()):

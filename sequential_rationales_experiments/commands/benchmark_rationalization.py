@@ -157,20 +157,21 @@ def paper_greedy(model: nn.Module, ids: Tensor, t: int, max_steps: int
 def paper_integrated_gradient_scores(model: nn.Module, ids: Tensor, t: int, steps: int
                                      ) -> Tensor:
     """Integrated gradients of log p(y_t) for the context ``0 .. t-1``: one forward and
-    backward pass per path point (midpoint rule from zero token embeddings, positions kept)."""
+    backward pass per path point: as the paper's code, the mean gradient over ``steps + 1``
+    evenly spaced points from zero token embeddings to the tokens, ends included (positions
+    kept), times the token embedding."""
     goal = int(ids[t])
     with torch.no_grad():
         tokens = model.get_input_embeddings()(ids[None, :t])
     positions = torch.arange(t, device=ids.device)[None]
     total = torch.zeros(tokens.shape, dtype=torch.float32, device=ids.device)
-    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
-    for alpha in alphas.tolist():
+    for alpha in (i / steps for i in range(steps + 1)):
         scaled = (tokens * alpha).requires_grad_(True)
         logits = model(inputs_embeds=scaled, position_ids=positions).logits
         log_prob = torch.log_softmax(logits[0, -1].float(), dim=-1)[goal]
         (grad,) = torch.autograd.grad(log_prob, scaled)
         total += grad.float()
-    return (total / steps * tokens.float()).sum(-1)[0].cpu()
+    return (total / (steps + 1) * tokens.float()).sum(-1)[0].cpu()
 
 
 @torch.inference_mode()

@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-per-batch", type=positive_int, default=None,
                    help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
                         "32768 on CUDA); results do not depend on it")
-    p.add_argument("--integrated-gradient-steps", type=positive_int, default=100,
-                   help="path steps of the integrated_gradient method")
+    p.add_argument("--integrated-gradient-steps", type=positive_int, default=None,
+                   help="path steps of the integrated-gradient methods (default: the "
+                        "framework's, as the paper's code: 100 for Hugging Face, 50 for fairseq)")
     p.add_argument("--out", default=None, metavar="FILE.jsonl",
                    help="write one JSON record per input here; a rerun skips the inputs "
                         "already written (default: print the rationales, write nothing)")

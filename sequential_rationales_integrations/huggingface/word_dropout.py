@@ -477,6 +477,15 @@ class WordDropoutStateCallback(TrainerCallback):
                        os.path.join(folder, RNG_STATE_FILE.format(self.process_index)))
 
 
+def additive_mask(allowed: Tensor, model: Any) -> Tensor:
+    """A boolean 4-D mask as the additive one eager attention needs: transformers 5 hands a
+    4-D mask to the attention function as it is, and eager attention adds it to the scores,
+    so a boolean mask would shift the allowed scores by one instead of hiding the others."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
+
+
 class WordDropoutTrainer(Trainer):
     """``Trainer`` that collates training batches with ``train_data_collator`` (e.g. a
     :class:`WordDropoutCollator`) while evaluation and prediction keep ``data_collator``.
@@ -501,6 +510,14 @@ class WordDropoutTrainer(Trainer):
                                "run will not draw the masks of an uninterrupted one")
             self.add_callback(WordDropoutStateCallback(train_data_collator,
                                                        self.args.process_index))
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any
+                     ) -> Any:
+        attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        mask = inputs.get("attention_mask")
+        if attn == "eager" and mask is not None and mask.dim() == 4 and mask.dtype == torch.bool:
+            inputs = {**inputs, "attention_mask": additive_mask(mask, model)}
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
               **kwargs: Any) -> Any:

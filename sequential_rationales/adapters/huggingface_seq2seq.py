@@ -1,0 +1,256 @@
+"""Adapter for Hugging Face encoder-decoder models (Marian, BART, T5, ...), e.g. translation.
+
+Only torch is imported here: the model is any ``PreTrainedModel``-like encoder-decoder whose
+``forward`` takes ``input_ids``, ``attention_mask``, ``decoder_input_ids``,
+``decoder_attention_mask`` and ``encoder_outputs`` (``get_encoder()``, ``get_decoder()``).
+
+Conventions (the same as the fairseq translation adapter):
+
+* The source ends with the tokenizer's ``</s>`` (``config.eos_token_id``), which is always
+  visible and never a candidate: the adapter puts it back, at its original position
+  ``source_length - 1``, into every subset.
+* The target starts with ``config.decoder_start_token_id`` (Marian and T5: the pad id; BART:
+  ``</s>``), as ``model.generate`` returns it; that first token is ``target_bos``.
+
+Positions: these models compute absolute (Marian, BART) or relative (T5) positions from the
+order of the sequence and take no ``position_ids``. A subset is therefore fed as the **masked
+full sequence**: the whole source with a 2-D ``attention_mask`` hiding the dropped source tokens
+from the encoder and from cross-attention, and the target prefix up to the predicting token
+with a 4-D additive decoder mask in which every query sees itself and the kept earlier tokens.
+Each kept token then sits at its original position and sees only kept tokens: the prediction
+equals that of the sparse subset at its original positions (tested against such a reference).
+The 4-D mask is additive (0 / dtype minimum): transformers passes a 4-D mask through unchanged,
+and the eager attention of these models adds it to the scores, so a boolean mask would be wrong
+there; SDPA takes the additive mask as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
+from ..search import scores_from_logits
+from ..word_dropout import self_attention_mask
+
+
+def check_seq2seq(model: object) -> None:
+    """Refuse, in one sentence, what is not a Hugging Face encoder-decoder model."""
+    name = type(model).__name__
+    need = "HuggingFaceSeq2Seq needs a Hugging Face encoder-decoder model " \
+        "(AutoModelForSeq2SeqLM: Marian, BART, T5, ...)"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{need}, got a {name}, which is not a torch module")
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "get_encoder"):
+        raise TypeError(f"{need}, got {name}, which has no Hugging Face config or encoder")
+    if not getattr(config, "is_encoder_decoder", False):
+        raise TypeError(f"{need}, got the decoder-only model {name}; use "
+                        "sequential_rationales.adapters.huggingface.HuggingFaceCausalLM")
+    if model.get_output_embeddings() is None:
+        raise TypeError(f"{need}, got {name}, which has no language-model head; load it "
+                        "with AutoModelForSeq2SeqLM rather than AutoModel")
+    for key in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if getattr(config, key, None) is None:
+            raise TypeError(f"{need}; {name}'s config has no {key}")
+
+
+@contextlib.contextmanager
+def _hooked(module: nn.Module, hook: Callable, pre: bool = False) -> Iterator[None]:
+    """Install a forward (pre-)hook for the duration of one call."""
+    handle = (module.register_forward_pre_hook(hook) if pre
+              else module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _replace_embeddings(module: nn.Module, embeddings: Tensor | None, placed: Tensor
+                        ) -> contextlib.AbstractContextManager[None]:
+    """While active, ``module``'s output takes ``embeddings`` where ``placed`` is ``True``.
+
+    The gradient baselines substitute token embeddings this way rather than through
+    ``inputs_embeds``: models differ in where they scale embeddings (Marian 5.x multiplies
+    ``decoder_inputs_embeds`` by ``embed_scale`` but not encoder ``inputs_embeds``), while the
+    output of ``embed_tokens`` means the same thing in every model.
+    """
+    if embeddings is None:
+        return contextlib.nullcontext()
+
+    def hook(_module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
+        return torch.where(placed[..., None], embeddings.to(output.dtype), output)
+
+    return _hooked(module, hook)
+
+
+def _last_positions_only(head: nn.Module, last: Tensor) -> contextlib.AbstractContextManager:
+    """While active, the output head projects only the hidden state at column ``last[i]`` of
+    row ``i`` (logits ``[N, 1, V]``): rows of a batch predict at different columns, and the
+    vocabulary projection of every other column would be wasted. Anything the model adds after
+    the head (Marian's and BART's ``final_logits_bias``) still applies."""
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, last][:, None], *args[1:])
+
+    return _hooked(head, hook, pre=True)
+
+
+def _scatter_layout(positions: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Sparse rows to full rows where column = original position: the index of each column's
+    token in its sparse row, and which columns are kept."""
+    n = positions.shape[0]
+    index = torch.zeros(n, length, dtype=torch.long, device=positions.device)
+    kept = torch.zeros(n, length, dtype=torch.bool, device=positions.device)
+    rows = torch.arange(n, device=positions.device)[:, None].expand_as(positions)
+    cols = torch.arange(positions.shape[1], device=positions.device).expand_as(rows)
+    index[rows[mask], positions[mask]] = cols[mask]
+    kept[rows[mask], positions[mask]] = True
+    return index, kept
+
+
+def _gather_layout(values: Tensor, index: Tensor, kept: Tensor, fill: int) -> Tensor:
+    """Token ids of the full rows: kept columns from ``values``, the others ``fill``."""
+    return torch.where(kept, values.gather(1, index), fill)
+
+
+def _gather_embeddings(embeddings: Tensor | None, index: Tensor) -> Tensor | None:
+    if embeddings is None:
+        return None
+    return embeddings.gather(1, index[..., None].expand(-1, -1, embeddings.shape[-1]))
+
+
+def _max_positions(config: object) -> int | None:
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+class HuggingFaceSeq2Seq:
+    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face encoder-decoder.
+
+    Args:
+        model: e.g. ``AutoModelForSeq2SeqLM.from_pretrained(...)`` (Marian, BART, T5).
+        source_length: length of the full source *including* its final ``</s>``.
+    """
+
+    is_conditional = True
+
+    def __init__(self, model: nn.Module, source_length: int) -> None:
+        check_seq2seq(model)
+        self.model = model
+        config = model.config
+        self.source_length = int(source_length)
+        self.source_eos = int(config.eos_token_id)
+        self.source_pad = int(config.pad_token_id)
+        self.target_bos = int(config.decoder_start_token_id)
+        # ``pad`` is the id a target must not contain. Marian and T5 begin the decoder with
+        # the pad id itself, so for them no target id can be refused as padding (-1).
+        self.pad = -1 if config.pad_token_id == self.target_bos else int(config.pad_token_id)
+        self.encoder_embeddings = model.get_encoder().get_input_embeddings()
+        self.decoder_embeddings = model.get_decoder().get_input_embeddings()
+        head = model.get_output_embeddings()
+        self.vocab_size = int(getattr(head, "out_features", 0) or config.vocab_size)
+        self.source_vocab_size = int(self.encoder_embeddings.num_embeddings)
+        self.max_positions = _max_positions(config)
+        self.max_source_positions = _max_positions(config)
+        self.device = next(model.parameters()).device
+
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        """Run the model in eval mode (dropout off) for the duration."""
+        return eval_mode(self.model)
+
+    # -- layouts ---------------------------------------------------------------------------
+    def _source(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Full source ids ``[N, source_length]``, its kept mask (the final ``</s>`` always
+        kept) and the gather index from the sparse rows."""
+        assert batch.source_ids is not None and batch.source_positions is not None
+        assert batch.source_mask is not None
+        index, kept = _scatter_layout(batch.source_positions, batch.source_mask,
+                                      self.source_length)
+        kept[:, -1] = True
+        ids = _gather_layout(batch.source_ids, index, kept, self.source_pad)
+        ids[:, -1] = self.source_eos
+        return ids, kept, index
+
+    def _target(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Full target prefix ids ``[N, L]`` (``L`` = the last predicting position + 1), the
+        kept mask, the gather index and each row's predicting column."""
+        last = batch.target_positions[:, -1]
+        index, kept = _scatter_layout(batch.target_positions, batch.target_mask,
+                                      int(last.max()) + 1)
+        ids = _gather_layout(batch.target_ids, index, kept, self.source_pad)
+        return ids, kept, index, last
+
+    def _decoder_mask(self, kept: Tensor) -> Tensor:
+        """Additive ``[N, 1, L, L]`` mask: causal, kept keys only, every query sees itself (a
+        padding column past a row's last position then has a defined, unused output)."""
+        dtype = next(self.model.parameters()).dtype
+        allowed = self_attention_mask(kept)[:, None]
+        return torch.zeros(allowed.shape, dtype=dtype, device=kept.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
+
+    # -- forward ---------------------------------------------------------------------------
+    def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """``[N, V]`` next-token logits of each row's predicting (last kept) target token."""
+        src_ids, src_kept, src_index = self._source(batch)
+        tgt_ids, tgt_kept, tgt_index, last = self._target(batch)
+        src_emb = tgt_emb = None
+        if embeddings is not None:
+            src_emb = _gather_embeddings(embeddings.source, src_index)
+            tgt_emb = _gather_embeddings(embeddings.target, tgt_index)
+        # The final </s> keeps the model's own embedding: it is not an input being explained.
+        src_placed = src_kept.clone()
+        src_placed[:, -1] = False
+        with self.evaluating():
+            with _replace_embeddings(self.encoder_embeddings, src_emb, src_placed):
+                encoded = self.model.get_encoder()(input_ids=src_ids, attention_mask=src_kept)
+            with _replace_embeddings(self.decoder_embeddings, tgt_emb, tgt_kept), \
+                    _last_positions_only(self.model.get_output_embeddings(), last):
+                out = self.model(encoder_outputs=encoded, attention_mask=src_kept,
+                                 decoder_input_ids=tgt_ids,
+                                 decoder_attention_mask=self._decoder_mask(tgt_kept),
+                                 use_cache=False)
+        return out.logits[:, -1]
+
+    # -- ModelAdapter ----------------------------------------------------------------------
+    def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        return scores_from_logits(self._logits(batch), goals)
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def embed(self, batch: SubsetBatch) -> Embeddings:
+        """The outputs of the encoder's and decoder's ``embed_tokens`` (what
+        :meth:`log_probs` substitutes; any later constant scaling is the model's)."""
+        return Embeddings(self.decoder_embeddings(batch.target_ids),
+                          self.encoder_embeddings(batch.source_ids))
+
+    def attentions(self, batch: SubsetBatch) -> AttentionMaps:
+        """Decoder self-, cross- and encoder attention of one full sequence, without the
+        appended ``</s>`` (context the search never chooses)."""
+        if len(batch) != 1 or not bool(batch.target_mask.all()):
+            raise ValueError("attentions() takes one unpadded full sequence")
+        src_ids, _, _ = self._source(batch)
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        switch = impl not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
+        if switch:  # fused kernels (SDPA, flash) do not return attention probabilities
+            self.model.set_attn_implementation("eager")
+        try:
+            with self.evaluating():
+                out = self.model(input_ids=src_ids, decoder_input_ids=batch.target_ids,
+                                 output_attentions=True, use_cache=False)
+        finally:
+            if switch:
+                self.model.set_attn_implementation(impl)
+        if not out.decoder_attentions or not out.cross_attentions:
+            raise ValueError(f"{type(self.model).__name__} returned no attention maps; the "
+                             "attention baselines need output_attentions support")
+        s = self.source_length - 1
+        decoder = torch.stack([a[0] for a in out.decoder_attentions])
+        cross = torch.stack([a[0] for a in out.cross_attentions])[..., :s]
+        encoder = torch.stack([a[0] for a in out.encoder_attentions])[..., :s, :s]
+        return AttentionMaps(decoder, cross, encoder)
