@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,21 @@ from torch import Tensor, nn
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
 from ..word_dropout import self_attention_mask
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run with eager attention, restoring the model's own afterwards: fused kernels (SDPA,
+    flash) do not return attention probabilities."""
+    impl = getattr(model.config, "_attn_implementation", None)
+    switch = impl not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(impl)
 
 
 def _causal_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
@@ -225,16 +241,8 @@ class HuggingFaceCausalLM:
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
         if len(batch) != 1 or not bool(batch.target_mask.all()):
             raise ValueError("attentions() takes one unpadded full sequence")
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        switch = impl not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
-        if switch:  # fused kernels (SDPA, flash) do not return attention probabilities
-            self.model.set_attn_implementation("eager")
-        try:
-            with self.evaluating():
-                out = self.model(input_ids=batch.target_ids, output_attentions=True)
-        finally:
-            if switch:
-                self.model.set_attn_implementation(impl)
+        with eager_attention(self.model), self.evaluating():
+            out = self.model(input_ids=batch.target_ids, output_attentions=True)
         if not out.attentions:
             raise ValueError(f"{type(self.model).__name__} returned no attention maps; the "
                              "attention baselines need output_attentions support")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
 from ..word_dropout import self_attention_mask
+from .huggingface import eager_attention
 
 
 def check_seq2seq(model: object) -> None:
@@ -235,17 +236,9 @@ class HuggingFaceSeq2Seq:
         if len(batch) != 1 or not bool(batch.target_mask.all()):
             raise ValueError("attentions() takes one unpadded full sequence")
         src_ids, _, _ = self._source(batch)
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        switch = impl not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
-        if switch:  # fused kernels (SDPA, flash) do not return attention probabilities
-            self.model.set_attn_implementation("eager")
-        try:
-            with self.evaluating():
-                out = self.model(input_ids=src_ids, decoder_input_ids=batch.target_ids,
-                                 output_attentions=True, use_cache=False)
-        finally:
-            if switch:
-                self.model.set_attn_implementation(impl)
+        with eager_attention(self.model), self.evaluating():
+            out = self.model(input_ids=src_ids, decoder_input_ids=batch.target_ids,
+                             output_attentions=True, use_cache=False)
         if not out.decoder_attentions or not out.cross_attentions:
             raise ValueError(f"{type(self.model).__name__} returned no attention maps; the "
                              "attention baselines need output_attentions support")
