@@ -94,15 +94,6 @@ def _json_input(index: int, line: str, file: Path, number: int) -> Input:
 
 
 # -- devices --------------------------------------------------------------------------------
-def resolve_device(device: str | None) -> str:
-    """``device``, or cuda when available, else cpu; asking for CUDA without it is an error."""
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(f"--device {device}, but CUDA is not available here (use --device cpu)")
-    return device
-
-
 # -- models ---------------------------------------------------------------------------------
 def load_model(model: str, data: str | None, tokenizer: str | None, device: str,
                dtype: str) -> CausalLM | FairseqTranslator:

@@ -35,6 +35,7 @@ from typing import Any
 from sequential_rationales import format_rationales, list_methods
 from sequential_rationales_experiments import sharding
 from sequential_rationales_experiments.cli import HelpFormatter, positive_int
+from sequential_rationales_experiments.hf_models import DEFAULT_MAX_STEPS, default_device
 from sequential_rationales_experiments.rationalize_inputs import (
     DTYPES,
     Input,
@@ -42,10 +43,7 @@ from sequential_rationales_experiments.rationalize_inputs import (
     fail,
     load_model,
     read_inputs,
-    resolve_device,
 )
-
-DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
 
 
 class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shard = sharding.current_shard()
     if shard.distributed and args.out is None:
         raise fail("a sharded run (torchrun / accelerate launch) needs --out FILE.jsonl")
-    device = sharding.shard_device(resolve_device(args.device), shard)
+    device = default_device(args.device)  # this rank's GPU in a sharded CUDA run
     inputs = read_inputs(args.text, args.input)
     if args.out is None:
         model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
