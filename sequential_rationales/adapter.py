@@ -24,6 +24,10 @@ Conventions shared by all adapters
   gradient multiplies), ``input_embedding(batch)`` (what the first layer sees: token plus
   position embedding where positions are added, the token embedding for rotary models) and
   ``input_embedding_scale``; see :mod:`sequential_rationales.baselines`.
+* Methods that look inside the model use two optional members: ``logits(batch, embeddings)``
+  (the next-token logits before the softmax, what relevance propagation explains) and
+  ``layers()`` (``{"source": [...], "target": [...]}``: the transformer blocks of the encoder
+  and of the decoder, where an information bottleneck is placed).
 """
 
 from __future__ import annotations

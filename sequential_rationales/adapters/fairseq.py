@@ -89,8 +89,19 @@ class _NextTokenScores:
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         raise NotImplementedError
 
+    def logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """``[N, V]`` next-token logits (before the softmax) of each row."""
+        return self._logits(batch, embeddings)
+
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def layers(self) -> dict[str, list[nn.Module]]:
+        """The transformer layers: ``"source"`` the encoder's (none for a language model),
+        ``"target"`` the decoder's. fairseq layers return time-major ``[L, N, D]`` states."""
+        encoder = getattr(self.model, "encoder", None)
+        return {"source": [] if encoder is None else list(encoder.layers),
+                "target": list(self.model.decoder.layers)}
 
     def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
         return scores_from_logits(self._logits(batch), goals)

@@ -99,6 +99,17 @@ def absolute_position_embedding(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def block_list(module: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks of a Hugging Face encoder, decoder or base model (GPT-2
+    ``h``, Llama/BART/Marian ``layers``, T5 ``block``)."""
+    for name in ("layers", "h", "block"):
+        blocks = getattr(module, name, None)
+        if isinstance(blocks, nn.ModuleList):
+            return blocks
+    raise ValueError(f"{type(module).__name__} has no list of transformer blocks (looked for "
+                     "`layers`, `h` and `block`)")
+
+
 class HuggingFaceCausalLM:
     """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM.
 
@@ -221,10 +232,18 @@ class HuggingFaceCausalLM:
         with self.evaluating():
             return scores_from_logits(self._forward(batch, None), goals)
 
-    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+    def logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """``[N, V]`` next-token logits (before the softmax) of each row."""
         with self.evaluating():
-            logits = self._forward(batch, None if embeddings is None else embeddings.target)
-        return torch.log_softmax(logits.float(), dim=-1)
+            return self._forward(batch, None if embeddings is None else embeddings.target)
+
+    def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return torch.log_softmax(self.logits(batch, embeddings).float(), dim=-1)
+
+    def layers(self) -> dict[str, list[nn.Module]]:
+        """The transformer blocks, in order: ``{"source": [], "target": [...]}``; each block's
+        first output is the hidden state ``[N, L, D]`` of the rows' columns."""
+        return {"source": [], "target": list(block_list(self.model.base_model))}
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         return Embeddings(self.model.get_input_embeddings()(batch.target_ids))

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
 from ..word_dropout import self_attention_mask
-from .huggingface import eager_attention
+from .huggingface import block_list, eager_attention
 
 
 def check_seq2seq(model: object) -> None:
@@ -221,8 +221,17 @@ class HuggingFaceSeq2Seq:
     def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
         return scores_from_logits(self._logits(batch), goals)
 
+    def logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        return self._logits(batch, embeddings)
+
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
+
+    def layers(self) -> dict[str, list[nn.Module]]:
+        """The encoder's blocks (``"source"``: hidden states over the full source, final
+        ``</s>`` included) and the decoder's (``"target"``: over the full target prefix)."""
+        return {"source": list(block_list(self.model.get_encoder())),
+                "target": list(block_list(self.model.get_decoder()))}
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
         """The outputs of the encoder's and decoder's ``embed_tokens`` (what
