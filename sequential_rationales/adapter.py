@@ -27,7 +27,10 @@ Conventions shared by all adapters
 * Methods that look inside the model use two optional members: ``logits(batch, embeddings)``
   (the next-token logits before the softmax, what relevance propagation explains) and
   ``layers()`` (``{"source": [...], "target": [...]}``: the transformer blocks of the encoder
-  and of the decoder, where an information bottleneck is placed).
+  and of the decoder, where an information bottleneck is placed). Their hidden states follow
+  the batch's layout (target rows left-padded, source rows right-padded) unless the adapter
+  says otherwise: ``hidden_time_major`` (``[L, N, D]``, fairseq) and
+  ``hidden_target_by_position`` (target rows scattered to their positions, right-padded).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import torch
 
 from .adapter import ModelAdapter
 from .baselines import BASELINE_SCORERS, importance_order
+from .iba import iba_scores
+from .lrp import lrp_scores
 from .perturbation import occlusion_scores, random_orders
 from .results import SequenceRationales, TargetRationale
 from .search import (
@@ -72,22 +74,37 @@ def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=Fals
                              max_subsets=max_subsets, progress=progress)
 
 
-def _baseline(name: str) -> SearchFn:
-    scorer = BASELINE_SCORERS[name]
+ScoreFn = Callable[..., dict]
 
+
+def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
+    """A method that ranks the context by ``scores_of(adapter, problem, options)`` and turns the
+    order into a rationale by ordered search. ``finite=False`` allows ``+inf`` (occlusion gives
+    it to the previous token), never NaN."""
     def run(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), integrated_gradient_steps=None, reuse_prefix=True, **_):
-        scores = scorer(adapter, problem, problem.targets,
-                        max_tokens_per_batch=max_tokens_per_batch,
-                        steps=integrated_gradient_steps)
+            top_1_skip_source=(), reuse_prefix=True, **options):
+        scores = scores_of(adapter, problem, max_tokens_per_batch=max_tokens_per_batch,
+                           **options)
         # NaN scores would still sort into an order and pass for a ranking.
-        if not all(bool(torch.isfinite(v).all()) for v in scores.values()):
+        bad = [t for t, v in scores.items()
+               if bool((~torch.isfinite(v) if finite else v.isnan()).any())]
+        if bad:
             raise ValueError(f"the {name} scores contain NaN or infinite values; check the "
                              "model's weights and inputs")
         orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
         return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
                               top_1_skip_source, reuse_prefix=reuse_prefix)
     return run
+
+
+def _baseline_scores(name: str) -> ScoreFn:
+    scorer = BASELINE_SCORERS[name]
+
+    def scores_of(adapter, problem, *, max_tokens_per_batch, integrated_gradient_steps=None,
+                  **_):
+        return scorer(adapter, problem, problem.targets,
+                      max_tokens_per_batch=max_tokens_per_batch, steps=integrated_gradient_steps)
+    return scores_of
 
 
 for _name, _desc in [
@@ -102,20 +119,19 @@ for _name, _desc in [
     ("integrated_gradient_midpoint", "order by integrated gradients, midpoint rule x token "
                                      "embedding"),
 ]:
-    register_method(_name, _desc)(_baseline(_name))
+    register_method(_name, _desc)(_ordering(_name, _baseline_scores(_name)))
 
-
-@register_method("occlusion", "order by the drop in log p(y_t) when each token is left out")
-def _occlusion(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-               top_1_skip_source=(), reuse_prefix=True, **_):
-    scores = occlusion_scores(adapter, problem, problem.targets, max_tokens_per_batch)
-    # The previous token's +inf is expected; a NaN (-inf minus -inf) would rank arbitrarily.
-    if any(bool(v.isnan().any()) for v in scores.values()):
-        raise ValueError("the occlusion scores contain NaN values; check the model's weights "
-                         "and inputs")
-    orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
-    return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
-                          top_1_skip_source, reuse_prefix=reuse_prefix)
+register_method("occlusion", "order by the drop in log p(y_t) when each token is left out")(
+    _ordering("occlusion", lambda adapter, problem, *, max_tokens_per_batch, **_:
+              occlusion_scores(adapter, problem, problem.targets, max_tokens_per_batch),
+              finite=False))
+register_method("lrp", "order by layer-wise relevance (AttnLRP rules) for the logit of y_t")(
+    _ordering("lrp", lambda adapter, problem, *, max_tokens_per_batch, **_:
+              lrp_scores(adapter, problem, problem.targets, max_tokens_per_batch)))
+register_method("iba", "order by the information that passes a noise bottleneck at the input "
+                       "of the middle block (IBA, Schulz et al., 2020), seeded")(
+    _ordering("iba", lambda adapter, problem, *, max_tokens_per_batch, seed=0, **_:
+              iba_scores(adapter, problem, problem.targets, max_tokens_per_batch, seed=seed)))
 
 
 @register_method("random", "a seeded random order (the floor every method should beat)")
@@ -127,8 +143,8 @@ def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
 
 
 # Every registered ordering turned into a rationale by ordered search (the names the seed's
-# baseline functions accept): a scorer of baselines.py counts once it is registered above.
-BASELINE_METHODS = (*(n for n in BASELINE_SCORERS if n in _REGISTRY), "occlusion", "random")
+# baseline functions accept).
+BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in ("greedy", "exhaustive"))
 
 
 def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",

@@ -45,8 +45,12 @@ METHOD_LABELS = {
     "all_attention": "All attentions",
     "greedy": "Greedy",
     "exhaustive": "Exhaustive",
-    # Not in the paper: perturbation orderings (sequential_rationales.perturbation).
+    # Not in the paper: our variants, perturbation orderings and the peer methods.
+    "signed_gradient_token": "Grad x token emb",
+    "integrated_gradient_midpoint": "Integrated grads (midpoint)",
     "occlusion": "Occlusion",
+    "lrp": "LRP (AttnLRP)",
+    "iba": "IBA",
     "random": "Random",
 }
 

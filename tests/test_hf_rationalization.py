@@ -114,7 +114,8 @@ def test_list_methods_names_every_method():
     assert list_methods() == ["greedy", "exhaustive", "gradient_norm", "signed_gradient",
                               "integrated_gradient", "attention_rollout", "last_attention",
                               "all_attention", "signed_gradient_token",
-                              "integrated_gradient_midpoint", "occlusion", "random"]
+                              "integrated_gradient_midpoint", "occlusion", "lrp", "iba",
+                              "random"]
 
 
 def test_unknown_method_is_named(tiny_gpt2):

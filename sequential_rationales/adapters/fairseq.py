@@ -96,6 +96,9 @@ class _NextTokenScores:
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
 
+    hidden_time_major = True
+    hidden_target_by_position = False
+
     def layers(self) -> dict[str, list[nn.Module]]:
         """The transformer layers: ``"source"`` the encoder's (none for a language model),
         ``"target"`` the decoder's. fairseq layers return time-major ``[L, N, D]`` states."""

@@ -240,6 +240,13 @@ class HuggingFaceCausalLM:
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         return torch.log_softmax(self.logits(batch, embeddings).float(), dim=-1)
 
+    hidden_time_major = False
+
+    @property
+    def hidden_target_by_position(self) -> bool:
+        """Without position ids, rows run scattered to their positions (see ``layers``)."""
+        return not self.sparse
+
     def layers(self) -> dict[str, list[nn.Module]]:
         """The transformer blocks, in order: ``{"source": [], "target": [...]}``; each block's
         first output is the hidden state ``[N, L, D]`` of the rows' columns."""

@@ -227,6 +227,9 @@ class HuggingFaceSeq2Seq:
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
 
+    hidden_time_major = False
+    hidden_target_by_position = True  # the full target prefix, dropped tokens masked
+
     def layers(self) -> dict[str, list[nn.Module]]:
         """The encoder's blocks (``"source"``: hidden states over the full source, final
         ``</s>`` included) and the decoder's (``"target"``: over the full target prefix)."""

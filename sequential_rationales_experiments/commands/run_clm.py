@@ -25,7 +25,7 @@ from transformers import (
     set_seed,
 )
 
-from sequential_rationales.word_dropout import WORD_DROPOUT_TYPES, WordDropout
+from sequential_rationales.word_dropout import WordDropout
 from sequential_rationales_integrations.huggingface.config import (
     fit_config_to_tokenizer,
     load_config,
@@ -41,6 +41,7 @@ from sequential_rationales_integrations.huggingface.training import (
     DATA_SUFFIXES,
     MASK_4D_ATTENTION,
     BlockDataset,
+    WordDropoutFlags,
     environment_variable,
     resolve_block_size,
     tokenize_file,
@@ -191,18 +192,9 @@ class DataTrainingArguments:
 
 
 @dataclass
-class WordDropoutArguments:
+class WordDropoutArguments(WordDropoutFlags):
     """Word dropout applied to training batches (compatibility training)."""
 
-    word_dropout_mixture: float = field(
-        default=0.0,
-        metadata={"help": "Probability that a training batch is word-dropped, in [0, 1] "
-                          "(0 = ordinary training; the paper used 0.5)."})
-    word_dropout_type: str = field(
-        default="uniform_length",
-        metadata={"help": "How many tokens a dropped example keeps: uniform_length (count "
-                          "uniform on 0..T, recommended for language models) or "
-                          "inverse_length (each token kept with probability 1/T)."})
     word_dropout_per_head: bool | None = field(
         default=None,
         metadata={"help": "Draw a separate keep-set per attention head (true/false). Default: "
@@ -221,14 +213,7 @@ class WordDropoutArguments:
                           "dropout, else mask."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.word_dropout_mixture, bool) or not isinstance(
-                self.word_dropout_mixture, (int, float)) or not (
-                0.0 <= self.word_dropout_mixture <= 1.0):
-            raise ValueError("--word_dropout_mixture must be a probability in [0, 1], got "
-                             f"{self.word_dropout_mixture!r}")
-        if self.word_dropout_type not in WORD_DROPOUT_TYPES:
-            raise ValueError(f"--word_dropout_type must be one of {', '.join(WORD_DROPOUT_TYPES)}"
-                             f", got {self.word_dropout_type!r}")
+        super().__post_init__()
         if self.word_dropout_attention not in WORD_DROPOUT_ATTENTION_MODES:
             raise ValueError("--word_dropout_attention must be one of "
                              f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got "
@@ -236,10 +221,7 @@ class WordDropoutArguments:
 
     def build(self) -> WordDropout | None:
         """The configured :class:`WordDropout`, or ``None`` when the mixture is 0."""
-        if self.word_dropout_mixture == 0.0:
-            return None
-        return WordDropout(self.word_dropout_mixture, self.word_dropout_type,
-                           self.word_dropout_per_head)
+        return super().build(self.word_dropout_per_head)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Training pieces for Hugging Face causal LMs without the ``datasets`` library: documents read
 from ``.txt``/``.json``/``.jsonl`` files, tokenized, joined and cut into fixed-size blocks, and
-the choice of how word-dropout masks reach the model.
+the choice of how word-dropout masks reach the model; the word-dropout flags the training
+commands share (:class:`WordDropoutFlags`).
 
 ``sequential_rationales_experiments.commands.run_clm`` (``huggingface/run_clm.py``) assembles
 them with :class:`~.word_dropout.WordDropoutTrainer`.
@@ -13,11 +14,14 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
+
+from sequential_rationales.word_dropout import WORD_DROPOUT_TYPES, WordDropout
 
 from .config import model_max_positions
 from .word_dropout import choose_word_dropout_attention
@@ -30,6 +34,37 @@ logger = logging.getLogger(__name__)
 DATA_SUFFIXES = (".txt", ".json", ".jsonl")
 # Attention implementations known to use a given 4-D attention mask as is.
 MASK_4D_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass
+class WordDropoutFlags:
+    """``--word_dropout_mixture`` and ``--word_dropout_type``, for ``HfArgumentParser``."""
+
+    word_dropout_mixture: float = field(
+        default=0.0,
+        metadata={"help": "Probability that a training batch is word-dropped, in [0, 1] "
+                          "(0 = ordinary training; the paper used 0.5)."})
+    word_dropout_type: str = field(
+        default="uniform_length",
+        metadata={"help": "How many tokens a dropped example keeps: uniform_length (count "
+                          "uniform on 0..T, recommended for language models) or "
+                          "inverse_length (each token kept with probability 1/T)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.word_dropout_mixture, bool) or not isinstance(
+                self.word_dropout_mixture, (int, float)) or not (
+                0.0 <= self.word_dropout_mixture <= 1.0):
+            raise ValueError("--word_dropout_mixture must be a probability in [0, 1], got "
+                             f"{self.word_dropout_mixture!r}")
+        if self.word_dropout_type not in WORD_DROPOUT_TYPES:
+            raise ValueError(f"--word_dropout_type must be one of {', '.join(WORD_DROPOUT_TYPES)}"
+                             f", got {self.word_dropout_type!r}")
+
+    def build(self, per_head: bool | None = None) -> WordDropout | None:
+        """The configured :class:`WordDropout`, or ``None`` when the mixture is 0."""
+        if self.word_dropout_mixture == 0.0:
+            return None
+        return WordDropout(self.word_dropout_mixture, self.word_dropout_type, per_head)
 
 
 class BlockDataset(Dataset):

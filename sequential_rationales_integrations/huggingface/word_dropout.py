@@ -419,6 +419,16 @@ class WordDropoutCollator:
         self.batches = 0
         self._states = {}
 
+    def _batch_rng(self) -> torch.Generator:
+        """The generator for the next batch; in the main process its state is remembered
+        first, for checkpoints (subclasses collating other batch layouts call this too)."""
+        rng = self._rng()
+        if self._worker_seed is None:
+            self._states[self.batches] = rng.get_state()
+            self._states.pop(self.batches - _HISTORY, None)
+            self.batches += 1
+        return rng
+
     def __call__(self, features: list[Any]) -> dict[str, Any]:
         batch = dict(self.base_collator(features))
         input_ids = batch.get("input_ids")
@@ -433,11 +443,7 @@ class WordDropoutCollator:
             raise ValueError(
                 "word dropout expects a 2-D `attention_mask` shaped like `input_ids` "
                 f"{list(input_ids.shape)}, got {getattr(mask, 'shape', type(mask).__name__)}")
-        rng = self._rng()
-        if self._worker_seed is None:  # main-process collation: remember for checkpoints
-            self._states[self.batches] = rng.get_state()
-            self._states.pop(self.batches - _HISTORY, None)
-            self.batches += 1
+        rng = self._batch_rng()
         keep = self.word_dropout.sample_keep(valid, self.num_heads, rng)
         if keep is None:
             return batch
