@@ -18,6 +18,20 @@ exercises what makes alignment hard:
 
 Sentences are one or two clauses (``und`` joins them), 5-20 tokens per side.
 Alignment links are ``(source_index, target_index)`` pairs; ``possible`` includes ``sure``.
+
+The ``hard`` variant (:func:`hard_translation_pair`) makes most target words depend on more
+than one source word, so that a method must find several sure links per word:
+
+* **agreement**: the source article carries definiteness and number (``der`` / ``ein``
+  singular, ``die`` plural); the target determiner's form also needs the noun's gender
+  (``le la un une les``), the target noun's number needs the article (``dog`` / ``dogs``), and
+  the verb agrees with its subject's article across the subject phrase (``sees`` / ``see``);
+* **word sense from context**: ``Bank`` is ``bench`` next to a park or garden and ``bank`` in
+  a city or market: the place noun at the end of the clause is a sure link of the word;
+* **repeated words**: a second clause often repeats a noun phrase of the first, so a source
+  word occurs twice and only the occurrence in the word's own clause is linked.
+
+Separable verbs, the filler ``ja`` and noun-adjective reordering are kept.
 """
 
 from __future__ import annotations
@@ -164,10 +178,134 @@ def synthetic_translation_pair(gen: torch.Generator) -> AlignedPair:
     return pair
 
 
-def synthetic_translation_corpus(num_pairs: int, seed: int = 0) -> list[AlignedPair]:
-    """``num_pairs`` generated pairs; the same seed gives the same corpus."""
+# -- the hard variant -------------------------------------------------------------------------
+HARD_NOUNS = {  # source noun -> (target noun, its gender in the target language)
+    "Hund": ("dog", "m"), "Katze": ("cat", "f"), "Lehrer": ("teacher", "m"),
+    "Vogel": ("bird", "m"), "Bauer": ("farmer", "f"), "Apfel": ("apple", "f"),
+    "Buch": ("book", "m"), "Brief": ("letter", "f"), "Tisch": ("table", "f"),
+    "Baum": ("tree", "m"), "Ball": ("ball", "f"), "Stein": ("stone", "m"),
+}
+HARD_ARTICLES = {"der": "def", "ein": "indef", "die": "plural"}  # number lives in the article
+DETERMINERS = {("def", "m"): "le", ("def", "f"): "la", ("indef", "m"): "un",
+               ("indef", "f"): "une", ("plural", "m"): "les", ("plural", "f"): "les"}
+HARD_VERBS = {  # source verb -> (singular, plural) target forms
+    "sieht": ("sees", "see"), "findet": ("finds", "find"), "kauft": ("buys", "buy"),
+    "malt": ("paints", "paint"), "hört": ("hears", "hear"), "liebt": ("loves", "love"),
+    "ruft": ("shouts", "shout"),
+}
+HARD_SEPARABLE_VERBS = {("ruft", "an"): ("calls", "call"), ("sieht", "an"): ("watches", "watch")}
+AMBIGUOUS = "Bank"  # feminine, singular only; its sense comes from the clause's place
+HARD_PLACES = {  # place -> (its translation, the sense of Bank in that clause)
+    "Park": ("park", "bench"), "Garten": ("garden", "bench"),
+    "Stadt": ("city", "bank"), "Markt": ("market", "bank"),
+}
+VARIANTS = ("standard", "hard")
+
+
+@dataclass
+class _Phrase:
+    """What a noun phrase chose (to repeat it) and where its article went (for agreement)."""
+
+    article: str
+    noun: str
+    adjective: str | None
+    article_index: int = -1
+
+
+def _draw_phrase(gen: torch.Generator, ambiguous: bool = False) -> _Phrase:
+    if ambiguous:
+        return _Phrase(_choice(["der", "ein"], gen), AMBIGUOUS, None)
+    article = _choice(list(HARD_ARTICLES), gen)
+    noun = _choice(list(HARD_NOUNS), gen)
+    adjective = _choice(list(ADJECTIVES), gen) if _coin(0.4, gen) else None
+    return _Phrase(article, noun, adjective)
+
+
+def _hard_noun_phrase(pair: AlignedPair, phrase: _Phrase, sense: str | None = None) -> _Phrase:
+    """ART NOUN [ADJ] -> DET [ADJ] NOUN. The determiner needs the article and (in the
+    singular) the noun's gender; the noun's number needs the article, except ``Bank``, whose
+    form (``sense``) needs the place instead (linked by the caller)."""
+    number = HARD_ARTICLES[phrase.article]
+    ambiguous = phrase.noun == AMBIGUOUS
+    gender = "f" if ambiguous else HARD_NOUNS[phrase.noun][1]
+    if ambiguous:
+        noun_target = sense
+    else:
+        noun_target = HARD_NOUNS[phrase.noun][0] + ("s" if number == "plural" else "")
+    a, t = len(pair.source), len(pair.target)
+    pair.source += [phrase.article, phrase.noun] + ([phrase.adjective] if phrase.adjective else [])
+    pair.target.append(DETERMINERS[(number, gender)])
+    if phrase.adjective:
+        pair.target.append(ADJECTIVES[phrase.adjective])
+        pair.link(a + 2, t + 1, sure=True)
+    noun_t = len(pair.target)
+    pair.target.append(noun_target)
+    pair.link(a, t, sure=True)                        # determiner <- article
+    pair.link(a + 1, t, sure=number != "plural")      # ... and the noun's gender
+    pair.link(a + 1, noun_t, sure=True)               # noun
+    pair.link(a, noun_t, sure=not ambiguous)          # its number
+    return _Phrase(phrase.article, phrase.noun, phrase.adjective, article_index=a)
+
+
+def _hard_clause(pair: AlignedPair, gen: torch.Generator, subject: _Phrase | None = None
+                 ) -> list[_Phrase]:
+    """SUBJ VERB [ja] OBJ [PLACE] [PARTICLE]; ``subject`` repeats an earlier phrase."""
+    subject = _hard_noun_phrase(pair, subject or _draw_phrase(gen))
+    plural = HARD_ARTICLES[subject.article] == "plural"
+    separable = _coin(0.25, gen)
+    if separable:
+        verb, particle = _choice(list(HARD_SEPARABLE_VERBS), gen)
+        forms = HARD_SEPARABLE_VERBS[(verb, particle)]
+    else:
+        verb = _choice(list(HARD_VERBS), gen)
+        forms = HARD_VERBS[verb]
+    verb_t = len(pair.target)
+    pair.add(verb, forms[plural])
+    pair.link(subject.article_index, verb_t, sure=True)  # agreement with the subject
+    if _coin(0.3, gen):
+        pair.source.append(FILLER)
+        pair.link(len(pair.source) - 1, verb_t, sure=False)
+    ambiguous = _coin(0.35, gen)
+    place = _choice(list(HARD_PLACES), gen) if ambiguous or _coin(0.4, gen) else None
+    noun_t = len(pair.target) + 1  # Bank has no adjective: DET NOUN
+    obj = _hard_noun_phrase(pair, _draw_phrase(gen, ambiguous),
+                            HARD_PLACES[place][1] if place else None)
+    if place:
+        if _coin(0.5, gen):
+            pair.add("im", ["in", "the"])
+        else:
+            pair.add("in", "in")
+            pair.add("dem", "the")
+        pair.add(place, HARD_PLACES[place][0])
+        if ambiguous:
+            pair.link(len(pair.source) - 1, noun_t, sure=True)  # the sense of Bank
+    if separable:
+        pair.source.append(particle)
+        pair.link(len(pair.source) - 1, verb_t, sure=True)
+    return [subject] + ([] if ambiguous else [obj])
+
+
+def hard_translation_pair(gen: torch.Generator) -> AlignedPair:
+    """One pair of the ``hard`` variant (see the module docstring)."""
+    pair = AlignedPair([], [])
+    phrases = _hard_clause(pair, gen)
+    if _coin(0.6, gen):
+        pair.add("und", "and")
+        # Half of the second clauses repeat a phrase of the first as their subject.
+        repeat = _choice(phrases, gen) if _coin(0.5, gen) else None
+        _hard_clause(pair, gen, repeat)
+    return pair
+
+
+def synthetic_translation_corpus(num_pairs: int, seed: int = 0, variant: str = "standard"
+                                 ) -> list[AlignedPair]:
+    """``num_pairs`` generated pairs of ``variant`` (``standard`` or ``hard``); the same seed
+    gives the same corpus."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    make = hard_translation_pair if variant == "hard" else synthetic_translation_pair
     gen = torch.Generator().manual_seed(seed)
-    return [synthetic_translation_pair(gen) for _ in range(num_pairs)]
+    return [make(gen) for _ in range(num_pairs)]
 
 
 def write_reversal_corpus(directory: Path, sizes: Iterable[tuple[str, int]], seed: int = 0,

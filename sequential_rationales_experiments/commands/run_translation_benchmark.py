@@ -28,7 +28,10 @@ from sequential_rationales_experiments.distractors import (
 )
 from sequential_rationales_experiments.fairseq_tools import cli, read_fairseq_hypotheses, run
 from sequential_rationales_experiments.iwslt14 import write_lines
-from sequential_rationales_experiments.synthetic_translation import synthetic_translation_corpus
+from sequential_rationales_experiments.synthetic_translation import (
+    VARIANTS,
+    synthetic_translation_corpus,
+)
 
 METHODS = ("greedy", *BASELINE_METHODS)
 SCHEDULES = {  # updates of the standard model, then of the compatible fine-tune
@@ -57,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-pairs", type=positive_int, default=30_000,
                    help="training sentence pairs")
     p.add_argument("--test-pairs", type=positive_int, default=300, help="test sentence pairs")
+    p.add_argument("--variant", choices=VARIANTS, default="standard",
+                   help="the task: standard, or hard (agreement, word sense from context, "
+                        "repeated words; see synthetic_translation.py)")
     p.add_argument("--rationalize", type=positive_int, default=60,
                    help="test examples rationalized per method and task")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
@@ -76,8 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def write_corpus(text: Path, args: argparse.Namespace) -> None:
     """Plain-text splits plus the test set's gold links in the format of
     ``fairseq/map_alignments_to_bpe.py`` (no BPE here: one piece per word); skipped when
-    ``TEXT/step.done`` records the same sizes and seed."""
-    settings = fairseq_tools.settings_of(args.train_pairs, args.test_pairs, args.seed)
+    ``TEXT/step.done`` records the same sizes, seed and variant."""
+    # The standard variant keeps its original marker, so existing corpora stay finished.
+    variant = [] if args.variant == "standard" else [args.variant]
+    settings = fairseq_tools.settings_of(args.train_pairs, args.test_pairs, args.seed, *variant)
     if not args.force and fairseq_tools.is_done(text, settings):
         return
     with fairseq_tools.building_dir(text) as tmp:
@@ -88,7 +96,8 @@ def write_corpus(text: Path, args: argparse.Namespace) -> None:
 def _write_corpus(text: Path, args: argparse.Namespace) -> None:
     sizes = {"train": args.train_pairs, "valid": 500, "test": args.test_pairs}
     for offset, (split, n) in enumerate(sizes.items()):
-        pairs = synthetic_translation_corpus(n, seed=args.seed * 1000 + offset)
+        pairs = synthetic_translation_corpus(n, seed=args.seed * 1000 + offset,
+                                             variant=args.variant)
         (text / f"{split}.de").write_text("\n".join(" ".join(p.source) for p in pairs) + "\n")
         (text / f"{split}.en").write_text("\n".join(" ".join(p.target) for p in pairs) + "\n")
         if split == "test":
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("[3/5] BLEU (beam 5)")
     references = (text / "test.en").read_text().splitlines()
     summary: dict = {"settings": {**schedule, "train_pairs": args.train_pairs,
-                                  "rationalized_examples": args.rationalize}}
+                                  "rationalized_examples": args.rationalize,
+                                  "variant": args.variant}}
     for name, checkpoint in [("standard", standard), ("compatible", compatible)]:
         hyps = translate(checkpoint, data_bin, 5, out / f"generate_{name}.log")
         if len(hyps) != len(references):
