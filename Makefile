@@ -1,10 +1,11 @@
 # Two entry points: `make demo` (set up + run the main job on CPU) and `make test`.
+# `make methods`: every method in one table, and ROAR, on the synthetic tasks (CPU).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo methods test lint clean
 
 setup: $(STAMP)
 
@@ -19,6 +20,13 @@ $(STAMP): requirements.txt requirements-fairseq.txt pyproject.toml
 
 demo: setup
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# Quick schedules that fit a CPU: shorter training than the pipelines' own --quick.
+methods: setup
+	$(PY) analysis/compare_methods.py --quick --out outputs/methods \
+		--translation-variant standard hard --majority-class-updates 300 \
+		--translation-updates 500 200 $(COMPARE_ARGS)
+	$(PY) scripts/run_roar.py --quick --out outputs/methods/roar $(ROAR_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

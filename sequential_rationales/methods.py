@@ -25,26 +25,34 @@ from .search import (
 from .validation import check_choice, check_positive_int
 
 SearchFn = Callable[..., list[TargetRationale]]
+#: ``scores_of(adapter, problem, *, max_tokens_per_batch, **options) -> {target: scores}``:
+#: an ordering's importance of every context code (higher: added earlier).
+ScoreFn = Callable[..., dict]
 
 
 @dataclass(frozen=True)
 class Method:
+    """A registered method. ``scores`` is set for orderings that rank the whole context by
+    scores (the rationale then stops early; ROAR needs the full ranking)."""
+
     name: str
     run: SearchFn
     description: str
+    scores: ScoreFn | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register_method(name: str, description: str) -> Callable[[SearchFn], SearchFn]:
+def register_method(name: str, description: str, scores: ScoreFn | None = None
+                    ) -> Callable[[SearchFn], SearchFn]:
     """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
     top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress, seed,
     **_)`` under ``name`` (the ``**_`` takes the options of other methods)."""
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = Method(name, fn, description)
+        _REGISTRY[name] = Method(name, fn, description, scores)
         return fn
     return wrap
 
@@ -74,9 +82,6 @@ def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=Fals
                              max_subsets=max_subsets, progress=progress)
 
 
-ScoreFn = Callable[..., dict]
-
-
 def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
     """A method that ranks the context by ``scores_of(adapter, problem, options)`` and turns the
     order into a rationale by ordered search. ``finite=False`` allows ``+inf`` (occlusion gives
@@ -97,11 +102,16 @@ def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
     return run
 
 
+def _register_ordering(name: str, description: str, scores_of: ScoreFn,
+                       finite: bool = True) -> None:
+    register_method(name, description, scores_of)(_ordering(name, scores_of, finite))
+
+
 def _baseline_scores(name: str) -> ScoreFn:
     scorer = BASELINE_SCORERS[name]
 
-    def scores_of(adapter, problem, *, max_tokens_per_batch, integrated_gradient_steps=None,
-                  **_):
+    def scores_of(adapter, problem, *, max_tokens_per_batch=None,
+                  integrated_gradient_steps=None, **_):
         return scorer(adapter, problem, problem.targets,
                       max_tokens_per_batch=max_tokens_per_batch, steps=integrated_gradient_steps)
     return scores_of
@@ -119,19 +129,21 @@ for _name, _desc in [
     ("integrated_gradient_midpoint", "order by integrated gradients, midpoint rule x token "
                                      "embedding"),
 ]:
-    register_method(_name, _desc)(_ordering(_name, _baseline_scores(_name)))
+    _register_ordering(_name, _desc, _baseline_scores(_name))
 
-register_method("occlusion", "order by the drop in log p(y_t) when each token is left out")(
-    _ordering("occlusion", lambda adapter, problem, *, max_tokens_per_batch, **_:
-              occlusion_scores(adapter, problem, problem.targets, max_tokens_per_batch),
-              finite=False))
-register_method("lrp", "order by layer-wise relevance (AttnLRP rules) for the logit of y_t")(
-    _ordering("lrp", lambda adapter, problem, *, max_tokens_per_batch, **_:
-              lrp_scores(adapter, problem, problem.targets, max_tokens_per_batch)))
-register_method("iba", "order by the information that passes a noise bottleneck at the input "
-                       "of the middle block (IBA, Schulz et al., 2020), seeded")(
-    _ordering("iba", lambda adapter, problem, *, max_tokens_per_batch, seed=0, **_:
-              iba_scores(adapter, problem, problem.targets, max_tokens_per_batch, seed=seed)))
+_register_ordering(
+    "occlusion", "order by the drop in log p(y_t) when each token is left out",
+    lambda adapter, problem, *, max_tokens_per_batch=None, **_:
+    occlusion_scores(adapter, problem, problem.targets, max_tokens_per_batch), finite=False)
+_register_ordering(
+    "lrp", "order by layer-wise relevance (AttnLRP rules) for the logit of y_t",
+    lambda adapter, problem, *, max_tokens_per_batch=None, **_:
+    lrp_scores(adapter, problem, problem.targets, max_tokens_per_batch))
+_register_ordering(
+    "iba", "order by the information that passes a noise bottleneck at the input of the "
+           "middle block (IBA, Schulz et al., 2020), seeded",
+    lambda adapter, problem, *, max_tokens_per_batch=None, seed=0, **_:
+    iba_scores(adapter, problem, problem.targets, max_tokens_per_batch, seed=seed))
 
 
 @register_method("random", "a seeded random order (the floor every method should beat)")
