@@ -201,12 +201,17 @@ def test_the_model_is_left_as_it_was_and_scores_are_seeded(tiny_gpt2):
     tiny_gpt2.train()  # dropout is 0: the same outputs, and the mode must come back
     tiny_gpt2.transformer.wte.weight.requires_grad_(False)
     flags = [p.requires_grad for p in tiny_gpt2.parameters()]
+
+    def hooks():  # other tests share this model: compare with its hooks before the run
+        return [(dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in tiny_gpt2.modules()]
+
+    hooks_before = hooks()
     try:
         scores = iba_scores(adapter, problem, problem.targets, seed=0)
         assert tiny_gpt2.training
         assert [p.requires_grad for p in tiny_gpt2.parameters()] == flags
         assert all(p.grad is None for p in tiny_gpt2.parameters())
-        assert not any(m._forward_pre_hooks or m._forward_hooks for m in tiny_gpt2.modules())
+        assert hooks() == hooks_before
     finally:
         tiny_gpt2.transformer.wte.weight.requires_grad_(True)
         tiny_gpt2.eval()
