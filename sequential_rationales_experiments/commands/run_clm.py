@@ -27,6 +27,7 @@ from transformers import (
 
 from sequential_rationales.word_dropout import WordDropout
 from sequential_rationales_integrations.huggingface.config import (
+    HubArguments,
     fit_config_to_tokenizer,
     load_config,
     overridden_keys,
@@ -61,7 +62,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubArguments):
     """Which model, config and tokenizer to use (pretrained or trained from scratch)."""
 
     model_name_or_path: str | None = field(
@@ -86,24 +87,6 @@ class ModelArguments:
         default=None,
         metadata={"help": "Tokenizer (local directory or hub name) if not the same as "
                           "--model_name_or_path; required when training from scratch."})
-    cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where to store models, configs and tokenizers downloaded from the "
-                          "hub."})
-    use_fast_tokenizer: bool = field(
-        default=True,
-        metadata={"help": "Use a fast (tokenizers-backed) tokenizer when one is available."})
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "Model version on the hub: a branch name, tag or commit id."})
-    token: str | None = field(
-        default=None,
-        metadata={"help": "Hub access token for private models (defaults to the cached "
-                          "login)."})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow models whose code lives in their hub repository. Only enable "
-                          "for repositories you trust: their code runs on your machine."})
     dtype: str | None = field(
         default=None,
         metadata={"help": f"Load the model in this dtype; one of {', '.join(DTYPES)}. 'auto' "
@@ -278,8 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.info("Training arguments: %s", training_args)
 
     set_seed(training_args.seed)
-    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
-                  "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
+    hub_kwargs = model_args.hub_kwargs()
     config = load_config(config_name=model_args.config_name,
                          model_name_or_path=model_args.model_name_or_path,
                          model_type=model_args.model_type,

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from sequential_rationales_experiments.commands.run_clm import ClmTrainingArguments
+from sequential_rationales_integrations.huggingface.config import HubArguments
 from sequential_rationales_integrations.huggingface.locations import (
     check_loaded_tokenizer,
     check_model_location,
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubArguments):
     """Which pretrained encoder-decoder model, config and tokenizer to fine-tune."""
 
     model_name_or_path: str = field(
@@ -65,24 +66,6 @@ class ModelArguments:
         default=None,
         metadata={"help": "Tokenizer (local directory or hub name) if not the same as "
                           "--model_name_or_path."})
-    cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where to store models, configs and tokenizers downloaded from the "
-                          "hub."})
-    use_fast_tokenizer: bool = field(
-        default=True,
-        metadata={"help": "Use a fast (tokenizers-backed) tokenizer when one is available."})
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "Model version on the hub: a branch name, tag or commit id."})
-    token: str | None = field(
-        default=None,
-        metadata={"help": "Hub access token for private models (defaults to the cached "
-                          "login)."})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow models whose code lives in their hub repository. Only enable "
-                          "for repositories you trust: their code runs on your machine."})
     attn_implementation: str | None = field(
         default=None,
         metadata={"help": "Attention implementation (e.g. sdpa, eager). Word dropout needs "
@@ -282,8 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.info("Training arguments: %s", training_args)
 
     set_seed(training_args.seed)
-    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
-                  "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
+    hub_kwargs = model_args.hub_kwargs()
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
                                         **hub_kwargs)
     if not getattr(config, "is_encoder_decoder", False):

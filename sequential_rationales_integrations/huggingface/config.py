@@ -1,5 +1,6 @@
 """Model configs for training and loading causal LMs: built from a name or a model type,
-fitted to a tokenizer, and read for their context size.
+fitted to a tokenizer, and read for their context size; and the hub flags of the fine-tuning
+scripts (:class:`HubArguments`).
 
 Kept apart from :mod:`.training` (which imports the ``Trainer``) so that programs that only
 load models stay light.
@@ -8,12 +9,43 @@ load models stay light.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class HubArguments:
+    """Where pretrained models and tokenizers come from (``HfArgumentParser`` fields shared by
+    the fine-tuning scripts; keyword-only so that a subclass may add required fields)."""
+
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where to store models, configs and tokenizers downloaded from the "
+                          "hub."})
+    use_fast_tokenizer: bool = field(
+        default=True,
+        metadata={"help": "Use a fast (tokenizers-backed) tokenizer when one is available."})
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "Model version on the hub: a branch name, tag or commit id."})
+    token: str | None = field(
+        default=None,
+        metadata={"help": "Hub access token for private models (defaults to the cached "
+                          "login)."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow models whose code lives in their hub repository. Only enable "
+                          "for repositories you trust: their code runs on your machine."})
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """The ``from_pretrained`` keyword arguments these flags select."""
+        return {"cache_dir": self.cache_dir, "revision": self.model_revision,
+                "token": self.token, "trust_remote_code": self.trust_remote_code}
 
 
 def model_max_positions(config: Any) -> int | None:
