@@ -268,6 +268,11 @@ class SubsetScorer:
                              goals: Tensor, rows: Tensor, pending: list) -> bool:
         """Queue ``rows`` through cached prefixes; ``False`` (nothing queued) where that would
         not save work or the adapter cannot cache."""
+        if self._singletons() is None:
+            # The adapter cannot cache this problem (e.g. it spans a sliding window): asking
+            # first means no step ever stops caching halfway.
+            self.reuse_prefix = False
+            return False
         k = base.shape[1]
         before = torch.searchsorted(base[owners[rows]], candidates[rows, None])[:, 0]
         first, last = int(owners[rows[0]]), int(owners[rows[-1]]) + 1

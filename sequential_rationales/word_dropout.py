@@ -64,14 +64,26 @@ def word_dropout_keep_mask(valid: Tensor, kind: str, generator: torch.Generator 
     return keep
 
 
-def self_attention_mask(keep: Tensor, causal: bool = True) -> Tensor:
+def self_attention_mask(keep: Tensor, causal: bool = True, window: int | None = None,
+                        positions: Tensor | None = None) -> Tensor:
     """Boolean ``[B, (H,) T, T]`` mask (``True`` = may attend): query ``i`` sees key ``j`` when
-    ``j`` is kept or ``j == i``, and ``j <= i`` if ``causal``."""
+    ``j`` is kept or ``j == i``, and ``j <= i`` if ``causal``.
+
+    ``window`` (sliding-window attention): query ``i`` also needs ``pos(i) - pos(j) < window``,
+    measured on ``positions`` (``[B, T]``, the tokens' original positions; default: their
+    columns), so a window counts positions, never kept tokens.
+    """
     t = keep.shape[-1]
     eye = torch.eye(t, dtype=torch.bool, device=keep.device)
     allowed = keep[..., None, :] | eye
     if causal:
         allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
+    if window is not None:
+        pos = (torch.arange(t, device=keep.device) if positions is None else positions)
+        near = (pos[..., :, None] - pos[..., None, :]) < window  # [(B,) T, T]
+        if near.dim() == 3 and allowed.dim() == 4:
+            near = near[:, None]
+        allowed = allowed & near
     return allowed
 
 

@@ -13,6 +13,22 @@ Two ways to feed a sparse subset:
 * **masked full sequence** (fallback for models without ``position_ids``): the prefix up to the
   predicting token with a 4-D mask in which every query sees itself and the kept positions.
   Numerically the same prediction (tested), at the cost of the full prefix length.
+
+Sliding windows (Mistral, Gemma2/3, Qwen2, Cohere2, GPT-OSS, GPT-Neo's local layers, ...) count
+original positions: a query at position ``p`` sees a kept key at ``q`` only if ``p - q`` is
+below the window, whichever tokens were dropped between them. While no row spans the window
+the fused causal path runs unchanged; otherwise every row gets a 4-D mask with the window on
+original positions (one per layer type where the model mixes full and sliding layers and takes
+a dict of masks). Models that apply a window themselves, on columns (GPT-Neo), run the masked
+full sequence, where columns are positions.
+
+Families that cannot be served exactly are refused in one sentence when the adapter is built:
+ALiBi biases computed from the 2-D mask (Bloom, Falcon with ``alibi``), recurrent and
+state-space layers (Mamba, RWKV, RecurrentGemma, hybrids), chunked attention. Two cheap probes
+guard the rest, including families this module has never seen: the model must be causal (a
+later token never changes an earlier prediction: not BERT-like), and feeding a subset sparsely
+must give the prediction of the masked full sequence, which itself must not read the dropped
+tokens; a model whose sparse input disagrees is run masked, one that leaks is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ import contextlib
 import copy
 import inspect
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -45,17 +62,138 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
             model.set_attn_implementation(impl)
 
 
-def _causal_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
-    """``[N, 1, L, L]`` additive mask: causal, keys restricted to ``valid``, self always
-    visible so a padding query never has an empty row (which would produce NaNs).
-
-    Additive (0 or the dtype's minimum), not boolean: transformers 5 hands a 4-D mask to the
-    attention function as it is, and eager attention adds it to the scores, so a boolean mask
-    would silently add 1 to the allowed scores instead of hiding the others. SDPA takes either.
-    """
-    allowed = self_attention_mask(valid)[:, None]
-    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(
+def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean 4-D mask as an additive one (0 or the dtype's minimum): transformers 5 hands a
+    4-D mask to the attention function as it is, and eager attention adds it to the scores, so
+    a boolean mask would silently add 1 to the allowed scores instead of hiding the others.
+    SDPA takes either."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
         ~allowed, torch.finfo(dtype).min)
+
+
+def _causal_mask(valid: Tensor, dtype: torch.dtype, window: int | None = None,
+                 positions: Tensor | None = None) -> Tensor:
+    """``[N, 1, L, L]`` additive mask: causal, keys restricted to ``valid``, self always
+    visible so a padding query never has an empty row (which would produce NaNs); with a
+    ``window``, keys also within the window of the query on ``positions`` (default: columns).
+    """
+    return _additive(self_attention_mask(valid, window=window, positions=positions)[:, None],
+                     dtype)
+
+
+def text_config(config: object) -> object:
+    """The text model's config of a composite (multimodal) config, else ``config``."""
+    get_text_config = getattr(config, "get_text_config", None)
+    return get_text_config() if callable(get_text_config) else config
+
+
+# Layer types of transformers' configs whose attention a mask on original positions can serve.
+ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention")
+# Families whose layers carry state from token to token (recurrences, state-space models): a
+# dropped token still reaches the later ones, so "only the subset is visible" cannot hold.
+RECURRENT_MODEL_TYPES = ("mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "recurrent_gemma")
+
+
+@dataclass(frozen=True)
+class AttentionWindows:
+    """How far back the model's layers attend, as its config declares it.
+
+    ``windows`` maps each mask key to its window (``None``: full causal attention). Keys are
+    the layer types transformers keys its masks by (``"full_attention"``,
+    ``"sliding_attention"``) for models that take a dict of masks (``keyed``), else ``""``
+    (one mask serves every layer). ``in_model``: the model applies its windows itself, on
+    columns (GPT-Neo's local layers), so a mask must not repeat them and subsets must run
+    scattered to their original positions.
+    """
+
+    windows: dict[str, int | None]
+    keyed: bool = False
+    in_model: bool = False
+
+    @property
+    def smallest(self) -> int | None:
+        """The smallest window of any layer, or ``None`` when every layer attends fully."""
+        return min((w for w in self.windows.values() if w is not None), default=None)
+
+    def masks(self, kept: Tensor, positions: Tensor | None, dtype: torch.dtype
+              ) -> Tensor | dict[str, Tensor]:
+        """The additive 4-D mask(s) for rows ``kept`` whose tokens sit at ``positions``
+        (default: their columns): one tensor, or a dict keyed by layer type."""
+        windows = {key: None if self.in_model else window
+                   for key, window in self.windows.items()}
+        built = {window: _causal_mask(kept, dtype, window, positions)
+                 for window in set(windows.values())}
+        if len(built) == 1:
+            return next(iter(built.values()))
+        return {key: built[window] for key, window in windows.items()}
+
+
+def _takes_keyed_masks(model: nn.Module) -> bool:
+    """Whether the model's base forward accepts a dict of masks keyed by layer type
+    (transformers' convention for models that mix full and sliding attention)."""
+    forward = type(getattr(model, "base_model", model)).forward
+    try:
+        source = inspect.getsource(inspect.unwrap(forward))
+    except (OSError, TypeError):
+        return False
+    return "attention_mask, dict)" in source
+
+
+def attention_windows(model: nn.Module) -> AttentionWindows:
+    """The sliding windows of ``model``'s layers (see :class:`AttentionWindows`); raises
+    ``ValueError`` for attention this adapter cannot restrict to original positions."""
+    config = text_config(model.config)
+    name = type(model).__name__
+    refuse = f"{name} cannot be rationalized exactly"
+    if getattr(config, "model_type", None) == "gpt_neo":
+        kinds = set(config.attention_layers)
+        if not kinds <= {"global", "local"}:
+            raise ValueError(f"{refuse}: unknown GPT-Neo attention types {sorted(kinds)}")
+        return AttentionWindows({k: config.window_size if k == "local" else None
+                                 for k in sorted(kinds)}, in_model=True)
+    if getattr(config, "attention_chunk_size", None):
+        raise ValueError(f"{refuse}: its chunked attention splits the context at fixed "
+                         "positions, which this adapter does not reproduce for subsets")
+    window = getattr(config, "sliding_window", None)
+    window = window if isinstance(window, int) and not isinstance(window, bool) else None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        other = sorted(set(layer_types) - set(ATTENTION_LAYER_TYPES))
+        if other:
+            raise ValueError(f"{refuse}: it has {', '.join(other)} layers, which are not "
+                             "attention a mask can restrict to the subset's tokens")
+        windows = {kind: window if kind == "sliding_attention" else None
+                   for kind in sorted(set(layer_types))}
+        if "sliding_attention" in windows and window is None:
+            raise ValueError(f"{refuse}: it has sliding-attention layers but no integer "
+                             "`sliding_window` in its config")
+        keyed = _takes_keyed_masks(model)
+        if len(set(windows.values())) > 1 and not keyed:
+            raise ValueError(f"{refuse}: it mixes full and sliding attention but takes one "
+                             "attention mask for every layer")
+        return AttentionWindows(windows, keyed=keyed)
+    return AttentionWindows({"": window})
+
+
+def family_refusal(model: nn.Module) -> str | None:
+    """Why ``model``'s family cannot be rationalized exactly (one sentence), or ``None``."""
+    config = text_config(model.config)
+    name = type(model).__name__
+    model_type = getattr(config, "model_type", None)
+    if model_type in RECURRENT_MODEL_TYPES or "recurrent" in (
+            getattr(config, "block_types", None) or ()):
+        return (f"{name} cannot be rationalized exactly: its recurrent (state-space) layers "
+                "carry every earlier token forward, so no subset of the context can be "
+                "visible alone")
+    if model_type == "bloom" or (model_type == "falcon" and getattr(config, "alibi", False)):
+        return (f"{name} cannot be rationalized exactly: it computes its ALiBi position bias "
+                "from the 2-D attention mask, so tokens lose their original positions once "
+                "others are dropped")
+    try:
+        attention_windows(model)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def check_causal_lm(model: object) -> None:
@@ -110,6 +248,11 @@ def block_list(module: nn.Module) -> nn.ModuleList:
                      "`layers`, `h` and `block`)")
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 class HuggingFaceCausalLM:
     """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM.
 
@@ -126,11 +269,19 @@ class HuggingFaceCausalLM:
         "signed_gradient_input": "first_layer",
     }
 
-    def __init__(self, model: nn.Module, use_position_ids: bool | None = None) -> None:
+    def __init__(self, model: nn.Module, use_position_ids: bool | None = None,
+                 probe: bool = True) -> None:
         check_causal_lm(model)
+        problem = family_refusal(model)
+        if problem is not None:
+            raise ValueError(problem)
         self.model = model
+        self.windows = attention_windows(model)
         params = inspect.signature(model.forward).parameters
-        self.sparse = ("position_ids" in params) if use_position_ids is None else use_position_ids
+        takes_positions = "position_ids" in params
+        self.sparse = takes_positions if use_position_ids is None else use_position_ids
+        if self.windows.in_model and self.windows.smallest is not None:
+            self.sparse = False  # its own windows count columns: columns must be positions
         self._keeps_last_logits = "logits_to_keep" in params
         config = model.config
         out = model.get_output_embeddings()
@@ -141,6 +292,60 @@ class HuggingFaceCausalLM:
         self.device = next(model.parameters()).device
         self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                           torch.float32)
+        if probe:
+            self._probe(explicit_layout=use_position_ids is not None)
+
+    # -- probes ----------------------------------------------------------------------------
+    def _probe(self, explicit_layout: bool) -> None:
+        """Refuse a model that is not causal or whose masked input reads dropped tokens; run
+        masked a model whose sparse input disagrees with the masked one (see the module's
+        docstring). A few forward passes of ten tokens."""
+        name = type(self.model).__name__
+        generator = torch.Generator().manual_seed(0)
+        high = max(2, min(self.vocab_size, 1000))
+        ids = torch.randint(2, high, (1, 10), generator=generator).to(self.device)
+        other = ids.clone()
+        other[0, -1] = ids[0, -1] + 1 if ids[0, -1] + 1 < high else 2
+        tolerance = 1e-3 if self.dtype in (torch.float32, torch.float64) else 1e-1
+        with torch.no_grad(), self.evaluating():
+            try:
+                first = self.model(input_ids=ids).logits.float()
+                second = self.model(input_ids=other).logits.float()
+            except Exception as error:  # noqa: BLE001 - any failure: one sentence, no trace
+                raise ValueError(f"{name} cannot be rationalized: a plain forward pass "
+                                 f"failed ({_first_line(error)})") from None
+            if (first[0, :-1] - second[0, :-1]).abs().max() > tolerance:
+                raise ValueError(f"{name} is not a causal language model: its predictions "
+                                 "change with later tokens (bidirectional attention, as in "
+                                 "BERT), so rationales of next-token predictions are undefined")
+            # Keep 0, 3, 4, 7 and the predicting token 9: dropped tokens lie between kept ones.
+            kept = torch.tensor([0, 3, 4, 7, 9], device=self.device)
+            masked = self._probe_log_probs(ids, kept, sparse=False)
+            changed = ids.clone()
+            dropped = torch.tensor([1, 2, 5, 6, 8], device=self.device)
+            changed[0, dropped] = (ids[0, dropped] + 1).clamp(max=high - 1)
+            if (masked - self._probe_log_probs(changed, kept, sparse=False)).abs().max() \
+                    > tolerance:
+                raise ValueError(f"{name} cannot be rationalized exactly: its prediction from a"
+                                 " subset changes with the tokens left out (they still reach"
+                                 " the model, e.g. through a recurrence)")
+            if self.sparse and not explicit_layout:
+                sparse = self._probe_log_probs(ids, kept, sparse=True)
+                if (sparse - masked).abs().max() > tolerance:
+                    self.sparse = False  # it ignores position_ids: run the masked sequence
+
+    def _probe_log_probs(self, ids: Tensor, kept: Tensor, sparse: bool) -> Tensor:
+        batch = SubsetBatch(ids[:, kept], kept[None], torch.ones_like(kept[None], dtype=bool))
+        name = type(self.model).__name__
+        saved, self.sparse = self.sparse, sparse
+        try:
+            return torch.log_softmax(self._forward(batch, None).float(), -1)
+        except Exception as error:  # noqa: BLE001 - any failure: one sentence, no trace
+            how = "sparse tokens with their position ids" if sparse else "a 4-D attention mask"
+            raise ValueError(f"{name} cannot be rationalized: feeding a subset as {how} "
+                             f"failed ({_first_line(error)})") from None
+        finally:
+            self.sparse = saved
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         """Run the model in eval mode (dropout off) for the duration."""
@@ -162,10 +367,20 @@ class HuggingFaceCausalLM:
         kept[rows[m], batch.target_positions[m]] = True
         return index, kept, last
 
+    def _window_reached(self, batch: SubsetBatch) -> bool:
+        """Whether some row spans a sliding window: below it, windows change nothing."""
+        window = self.windows.smallest
+        if window is None:
+            return False
+        first = batch.target_positions.masked_fill(~batch.target_mask, 2**62).min(1).values
+        return bool((batch.target_positions[:, -1] - first).max() >= window)
+
     def _sparse_inputs(self, batch: SubsetBatch, embeds: Tensor | None) -> dict:
         """Model keyword arguments for the sparse rows of ``batch`` (last logits only)."""
-        mask = (torch.ones_like(batch.target_ids) if batch.equal_lengths
-                else _causal_mask(batch.target_mask, self.dtype))
+        if batch.equal_lengths and not self._window_reached(batch):
+            mask = torch.ones_like(batch.target_ids)
+        else:
+            mask = self.windows.masks(batch.target_mask, batch.target_positions, self.dtype)
         kwargs = {"position_ids": batch.target_positions, "attention_mask": mask}
         if embeds is None:
             kwargs["input_ids"] = batch.target_ids
@@ -184,7 +399,7 @@ class HuggingFaceCausalLM:
         n = len(batch)
         rows = torch.arange(n, device=index.device)
         # Beyond its last position a row is padding: only its own (self) attention matters.
-        kwargs = {"attention_mask": _causal_mask(kept, self.dtype)}
+        kwargs = {"attention_mask": self.windows.masks(kept, None, self.dtype)}
         if embeds is None:
             kwargs["input_ids"] = torch.where(kept, batch.target_ids.gather(1, index), 0)
         else:
@@ -196,8 +411,12 @@ class HuggingFaceCausalLM:
     # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
     def prefix_cache(self, batch: SubsetBatch) -> object | None:
         """Run equal-length rows and keep their keys and values, or ``None`` where this model's
-        cache is not a list of plain per-layer key/value tensors (sliding windows, ...)."""
-        if not (self.sparse and batch.equal_lengths):
+        cache is not a list of plain per-layer key/value tensors (sliding windows, ...) or a
+        token of ``batch`` sits as far as a sliding window from the start (continuations could
+        then span it, which the cached continuation's plain mask does not express)."""
+        window = self.windows.smallest
+        if not (self.sparse and batch.equal_lengths) or (
+                window is not None and int(batch.target_positions.max()) >= window):
             return None
         with self.evaluating():
             out = self.model(**self._sparse_inputs(batch, None), use_cache=True)
