@@ -135,7 +135,15 @@ class CausalLM:
         from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 
         self.model, self.tokenizer = model, tokenizer
-        self.adapter = HuggingFaceCausalLM(model)
+        try:
+            self.adapter = HuggingFaceCausalLM(model)
+        except (TypeError, ValueError) as error:
+            raise fail(str(error)) from None
+        size = len(tokenizer)
+        if size > self.adapter.vocab_size:
+            raise fail(f"the tokenizer has {size:,} tokens but the model's vocabulary only "
+                       f"{self.adapter.vocab_size:,}: they do not belong together; pass the "
+                       "model's own tokenizer with --tokenizer")
 
     @classmethod
     def load(cls, path: Path, tokenizer_path: Path, device: str, dtype: str) -> CausalLM:
@@ -169,6 +177,7 @@ class CausalLM:
                 raise fail(f"input {item.index} has a 'target': targets are for translation "
                            "models, a language model rationalizes its text")
             ids = [int(i) for i in self.tokenizer(item.text)["input_ids"]]
+            self._check_known(item, ids)
             length = len(ids) + (generate or 0)
             if limit is not None and length > limit:
                 raise fail(f"input {item.index} needs {length} positions, more than the "
@@ -183,6 +192,16 @@ class CausalLM:
             jobs.append(Job(item.index, item.text, length - 1 - start,
                             self._runner(item, ids, start, generate, options)))
         return jobs
+
+    def _check_known(self, item: Input, ids: list[int]) -> None:
+        """Stop when the tokenizer knows none of an input's words: the model would explain a
+        row of unknown-token markers (a tokenizer of another vocabulary)."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
+        words = [i for i in ids if i not in special]
+        if unk is not None and words and all(i == unk for i in words):
+            raise fail(f"input {item.index}: every token is unknown to the tokenizer "
+                       f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
 
     def _runner(self, item: Input, ids: list[int], start: int, generate: int | None,
                 options: dict[str, Any]) -> Callable[[], tuple[SequenceRationales, dict]]:
@@ -260,6 +279,16 @@ class FairseqTranslator:
             raise fail("--start-step is for language models; a translation model "
                        "rationalizes every target token")
         return [Job(item.index, item.text, None, self._runner(item, options)) for item in inputs]
+
+    def _check_known(self, item: Input, ids: list[int]) -> None:
+        """Stop when the tokenizer knows none of an input's words: the model would explain a
+        row of unknown-token markers (a tokenizer of another vocabulary)."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
+        words = [i for i in ids if i not in special]
+        if unk is not None and words and all(i == unk for i in words):
+            raise fail(f"input {item.index}: every token is unknown to the tokenizer "
+                       f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
 
     def _runner(self, item: Input, options: dict[str, Any]
                 ) -> Callable[[], tuple[SequenceRationales | None, dict[str, Any]]]:
