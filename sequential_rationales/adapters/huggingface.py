@@ -36,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
@@ -185,6 +186,10 @@ def family_refusal(model: nn.Module) -> str | None:
         return (f"{name} cannot be rationalized exactly: its recurrent (state-space) layers "
                 "carry every earlier token forward, so no subset of the context can be "
                 "visible alone")
+    if model_type == "blt":
+        return (f"{name} cannot be rationalized exactly: it groups bytes into patches by the "
+                "entropy of the whole input, so a token's representation depends on the tokens "
+                "left out")
     if model_type == "bloom" or (model_type == "falcon" and getattr(config, "alibi", False)):
         return (f"{name} cannot be rationalized exactly: it computes its ALiBi position bias "
                 "from the 2-D attention mask, so tokens lose their original positions once "
@@ -221,31 +226,42 @@ def check_causal_lm(model: object) -> None:
         raise TypeError(f"{need}, got {name}, which has no parameters")
 
 
-def absolute_position_embedding(model: nn.Module) -> nn.Module | None:
-    """The learned absolute position table the model adds to the token embeddings (GPT-2's
-    ``wpe``), or ``None`` for models that place positions inside attention (rotary: Llama,
-    Qwen2, ...), whose first layer sees the token embedding alone."""
+def absolute_position_embedding(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The learned absolute position embedding the model adds to the token embeddings, as a
+    function of position ids (GPT-2's ``wpe``; OPT's ``embed_positions``, which is offset by
+    two), or ``None`` for models that place positions inside attention (rotary: Llama, Qwen2,
+    ...), whose first layer sees the token embedding alone. Raises ``ValueError`` for position
+    tables it cannot reproduce (sinusoidal, or projected as in some OPT sizes)."""
     base = getattr(model, "base_model", model)
-    wpe = getattr(base, "wpe", None)
-    if isinstance(wpe, nn.Embedding):
-        return wpe
-    for name in ("embed_positions", "position_embeddings"):
-        if getattr(base, name, None) is not None:
+    holders = [base] + [child for name in ("decoder", "model")
+                        if isinstance(child := getattr(base, name, None), nn.Module)]
+    for holder in holders:
+        for name in ("wpe", "embed_positions", "position_embeddings"):
+            table = getattr(holder, name, None)
+            if table is None:
+                continue
+            offset = getattr(table, "offset", 0)
+            if (isinstance(table, nn.Embedding) and isinstance(offset, int)
+                    and getattr(holder, "project_in", None) is None):
+                return lambda positions: F.embedding(positions + offset, table.weight)
             raise ValueError(
                 f"{type(model).__name__} adds positions through `{name}`, which "
-                "input_embedding does not handle; use the baseline signed_gradient_token")
+                "input_embedding does not reproduce; use the baseline signed_gradient_token")
     return None
 
 
 def block_list(module: nn.Module) -> nn.ModuleList:
     """The stack of transformer blocks of a Hugging Face encoder, decoder or base model (GPT-2
     ``h``, Llama/BART/Marian ``layers``, T5 ``block``)."""
-    for name in ("layers", "h", "block"):
-        blocks = getattr(module, name, None)
-        if isinstance(blocks, nn.ModuleList):
-            return blocks
+    holders = [module] + [child for name in ("decoder", "model", "transformer")
+                          if isinstance(child := getattr(module, name, None), nn.Module)]
+    for holder in holders:  # OPT keeps its blocks in base_model.decoder
+        for name in ("layers", "h", "block", "blocks"):
+            blocks = getattr(holder, name, None)
+            if isinstance(blocks, nn.ModuleList):
+                return blocks
     raise ValueError(f"{type(module).__name__} has no list of transformer blocks (looked for "
-                     "`layers`, `h` and `block`)")
+                     "`layers`, `h`, `block` and `blocks`)")
 
 
 def _first_line(error: BaseException) -> str:
@@ -278,11 +294,12 @@ class HuggingFaceCausalLM:
         self.model = model
         self.windows = attention_windows(model)
         params = inspect.signature(model.forward).parameters
-        takes_positions = "position_ids" in params
-        self.sparse = takes_positions if use_position_ids is None else use_position_ids
+        self._takes_positions = "position_ids" in params
+        self.sparse = self._takes_positions if use_position_ids is None else use_position_ids
         if self.windows.in_model and self.windows.smallest is not None:
             self.sparse = False  # its own windows count columns: columns must be positions
         self._keeps_last_logits = "logits_to_keep" in params
+        self._input_embedding_checked = False
         config = model.config
         out = model.get_output_embeddings()
         self.vocab_size = int(getattr(out, "out_features", 0) or config.vocab_size)
@@ -385,12 +402,25 @@ class HuggingFaceCausalLM:
         if embeds is None:
             kwargs["input_ids"] = batch.target_ids
         else:
-            kwargs["inputs_embeds"] = embeds
+            # Some models scale inputs_embeds in place (CTRL): never hand them our leaf.
+            kwargs["inputs_embeds"] = embeds.clone() if embeds.is_leaf else embeds
         if self._keeps_last_logits:
             kwargs["logits_to_keep"] = 1
         return kwargs
 
     def _forward(self, batch: SubsetBatch, embeds: Tensor | None) -> Tensor:
+        if embeds is None:
+            return self._run(batch, None)
+        try:
+            return self._run(batch, embeds)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as error:  # e.g. Gemma 4 needs the token ids beside embeddings
+            raise ValueError(f"{type(self.model).__name__} cannot run on substituted input "
+                             f"embeddings, which the gradient methods need "
+                             f"({_first_line(error)})") from None
+
+    def _run(self, batch: SubsetBatch, embeds: Tensor | None) -> Tensor:
         if batch.source_ids is not None:
             raise ValueError("a causal LM takes no source tokens")
         if self.sparse:
@@ -400,6 +430,8 @@ class HuggingFaceCausalLM:
         rows = torch.arange(n, device=index.device)
         # Beyond its last position a row is padding: only its own (self) attention matters.
         kwargs = {"attention_mask": self.windows.masks(kept, None, self.dtype)}
+        if self._takes_positions:  # columns are positions (OPT would count them in the mask)
+            kwargs["position_ids"] = torch.arange(len(kept[0]), device=kept.device).expand(n, -1)
         if embeds is None:
             kwargs["input_ids"] = torch.where(kept, batch.target_ids.gather(1, index), 0)
         else:
@@ -481,7 +513,43 @@ class HuggingFaceCausalLM:
         wpe = absolute_position_embedding(self.model)
         if wpe is not None:
             embeds = embeds + wpe(batch.target_positions)
+        if not self._input_embedding_checked:
+            self._check_input_embedding(batch, embeds.detach())
+            self._input_embedding_checked = True
         return Embeddings(embeds)
+
+    def _check_input_embedding(self, batch: SubsetBatch, claimed: Tensor) -> None:
+        """Refuse, once, a model whose first block sees something other than ``claimed`` up
+        to a constant factor (an embedding scale, which gradient x input does not notice):
+        positions added in a way this adapter does not reproduce (CTRL's sinusoids), a
+        normalization or projection of the embeddings, ..."""
+        seen: list[Tensor] = []
+
+        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            seen.append((args[0] if args else kwargs["hidden_states"]).detach())
+
+        first = self.layers()["target"][0]
+        handle = first.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            with torch.no_grad(), self.evaluating():
+                self._forward(batch, None)
+        finally:
+            handle.remove()
+        actual = seen[0].float()
+        if not self.sparse:  # scattered to positions: gather each row's columns back
+            index = batch.target_positions[..., None].expand(-1, -1, actual.shape[-1])
+            actual = actual.gather(1, index)
+        real = batch.target_mask[..., None]
+        claimed = claimed.float() * real
+        actual = actual * real
+        factor = (actual * claimed).sum() / (claimed * claimed).sum().clamp(min=1e-30)
+        gap = float((actual - factor * claimed).abs().max() / actual.abs().max().clamp(
+            min=1e-30))
+        if gap > (1e-3 if self.dtype in (torch.float32, torch.float64) else 5e-2):
+            raise ValueError(
+                f"{type(self.model).__name__}'s first layer does not see the token plus "
+                "position embedding this adapter can differentiate (it adds or transforms "
+                "something more); use the baseline signed_gradient_token")
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
         if len(batch) != 1 or not bool(batch.target_mask.all()):

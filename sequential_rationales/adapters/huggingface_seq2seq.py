@@ -37,6 +37,16 @@ from ..search import scores_from_logits
 from ..word_dropout import self_attention_mask
 from .huggingface import block_list, eager_attention
 
+# Encoder-decoders whose subsets this adapter cannot feed exactly: (applies?, why).
+_SEQ2SEQ_REFUSALS = {
+    "prophetnet": (lambda config: True, "its n-gram decoder streams build their own masks "
+                   "and reject a 4-D decoder mask"),
+    "fsmt": (lambda config: True, "its encoder exposes no input embeddings to substitute"),
+    "t5gemma2": (lambda config: getattr(config, "_attn_implementation", "eager") != "eager",
+                 "its merged self- and cross-attention does not apply a 4-D decoder mask "
+                 "exactly except with attn_implementation='eager'"),
+}
+
 
 def check_seq2seq(model: object) -> None:
     """Refuse, in one sentence, what is not a Hugging Face encoder-decoder model."""
@@ -54,6 +64,9 @@ def check_seq2seq(model: object) -> None:
     if model.get_output_embeddings() is None:
         raise TypeError(f"{need}, got {name}, which has no language-model head; load it "
                         "with AutoModelForSeq2SeqLM rather than AutoModel")
+    refusal = _SEQ2SEQ_REFUSALS.get(getattr(config, "model_type", None))
+    if refusal is not None and refusal[0](config):
+        raise ValueError(f"{name} cannot be rationalized exactly: {refusal[1]}")
     for key in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
         if getattr(config, key, None) is None:
             raise TypeError(f"{need}; {name}'s config has no {key}")
@@ -147,6 +160,9 @@ class HuggingFaceSeq2Seq:
         self.source_length = int(source_length)
         self.source_eos = int(config.eos_token_id)
         self.source_pad = int(config.pad_token_id)
+        # What dropped columns hold (masked, so never seen): not the pad id, from which
+        # M2M100, NLLB and SeamlessM4T count positions, shifting every later token.
+        self.filler = self.source_eos
         self.target_bos = int(config.decoder_start_token_id)
         # ``pad`` is the id a target must not contain. Marian and T5 begin the decoder with
         # the pad id itself, so for them no target id can be refused as padding (-1).
@@ -173,7 +189,7 @@ class HuggingFaceSeq2Seq:
         index, kept = _scatter_layout(batch.source_positions, batch.source_mask,
                                       self.source_length)
         kept[:, -1] = True
-        ids = _gather_layout(batch.source_ids, index, kept, self.source_pad)
+        ids = _gather_layout(batch.source_ids, index, kept, self.filler)
         ids[:, -1] = self.source_eos
         return ids, kept, index
 
@@ -183,7 +199,7 @@ class HuggingFaceSeq2Seq:
         last = batch.target_positions[:, -1]
         index, kept = _scatter_layout(batch.target_positions, batch.target_mask,
                                       int(last.max()) + 1)
-        ids = _gather_layout(batch.target_ids, index, kept, self.source_pad)
+        ids = _gather_layout(batch.target_ids, index, kept, self.filler)
         return ids, kept, index, last
 
     def _decoder_mask(self, kept: Tensor) -> Tensor:
