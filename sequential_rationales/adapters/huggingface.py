@@ -186,6 +186,9 @@ def family_refusal(model: nn.Module) -> str | None:
         return (f"{name} cannot be rationalized exactly: its recurrent (state-space) layers "
                 "carry every earlier token forward, so no subset of the context can be "
                 "visible alone")
+    if isinstance(model.get_input_embeddings(), (nn.ModuleList, nn.ModuleDict)):
+        return (f"{name} cannot be rationalized exactly: each of its positions holds several "
+                "tokens (one per codebook), so a subset of single tokens is undefined")
     if model_type == "blt":
         return (f"{name} cannot be rationalized exactly: it groups bytes into patches by the "
                 "entropy of the whole input, so a token's representation depends on the tokens "
@@ -454,7 +457,8 @@ class HuggingFaceCausalLM:
             out = self.model(**self._sparse_inputs(batch, None), use_cache=True)
         cache = getattr(out, "past_key_values", None)
         layers = getattr(cache, "layers", None)
-        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        if not layers or any(type(layer).__name__ != "DynamicLayer"
+                             or getattr(layer, "keys", None) is None for layer in layers):
             return None
         return cache
 
