@@ -284,6 +284,56 @@ def test_block_layout_matches_the_dense_mask(per_head, block):
     assert int(block_mask.full_kv_num_blocks.sum()) == int(full.sum())
 
 
+@pytest.mark.parametrize("window", [1, 3, 8, 13])
+@pytest.mark.parametrize("block", [4, 8])
+def test_block_layout_with_a_sliding_window(window, block):
+    t = 37
+    valid = torch.arange(t) < torch.tensor([[37], [30], [12]])
+    keep = word_dropout_keep_mask(valid, "uniform_length", torch.Generator().manual_seed(1), 2)
+    keep[0, :, :3 * block] = True
+    dense = self_attention_mask(keep, window=window)
+    seen = tiles(dense, block, rows_past_end=False).any(-1)
+    all_seen = tiles(dense, block, rows_past_end=True).all(-1)
+    # Blocks some causal query-key pair of which lies within the window.
+    n = -(-t // block)
+    near = self_attention_mask(torch.ones(1, 1, t, dtype=torch.bool), window=window)
+    reachable = tiles(near, block, rows_past_end=False).any(-1)
+
+    partial, full = word_dropout_block_layout(keep, block, window)
+    assert not (partial & full).any()
+    assert not ((seen | full) & ~(partial | full)).any(), "a block with visible keys skipped"
+    assert not ((partial | full) & ~reachable).any(), "a block beyond the window not skipped"
+    below = torch.ones(n, n, dtype=torch.bool).tril(-1)
+    assert torch.equal(full, all_seen & below)
+    block_mask = word_dropout_block_mask(keep, block, window)
+    dense_blocks = block_mask.to_dense().bool()
+    assert torch.equal(dense_blocks | seen, dense_blocks)
+    assert (below & ~reachable).any()  # there were blocks to skip
+    if window <= block:  # no block is wholly inside the window; two blocks back is beyond it
+        assert not full.any() and not (partial | full)[..., below.tril(-2)].any()
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_flex_attention_applies_the_layer_window(per_head):
+    # The window comes from the module's `sliding_window` keyword (Mistral passes it) or its
+    # attribute (Qwen2, Gemma, ...); forward through flex and, with gradients, dense SDPA.
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 20, 8, generator=g) for _ in range(3))
+    keep = word_dropout_keep_mask(torch.ones(2, 20, dtype=torch.bool), "uniform_length", g,
+                                  4 if per_head else None)
+    mask = self_attention_mask(keep if per_head else keep[:, None], window=5)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    expected = expected.transpose(1, 2)
+    module = torch.nn.Module()
+    got = word_dropout_flex_attention(module, q, k, v, None, word_dropout_keep=keep,
+                                      sliding_window=5)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    module.sliding_window = 5
+    got = word_dropout_flex_attention(module, q.requires_grad_(), k, v, None,
+                                      word_dropout_keep=keep)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_flex_collator_hands_over_the_keep_mask():
     for kind, per_head in DRAWS:
         dense, flex = paired_batches(kind, per_head)

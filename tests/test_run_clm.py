@@ -195,6 +195,36 @@ def test_auto_word_dropout_attention_on_cpu_is_the_dense_mask(data_dir, tmp_path
     assert RecordingTrainer.train_ranks == [4] and RecordingTrainer.train_keeps == [False]
 
 
+MISTRAL = LLAMA + ",sliding_window=4"
+
+
+def test_word_dropout_masks_keep_the_models_sliding_window(data_dir, tmp_path, monkeypatch):
+    batches = []
+
+    class Recording(run_clm.WordDropoutTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training:
+                batches.append(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(run_clm, "WordDropoutTrainer", Recording)
+    run(monkeypatch, *scratch_args(data_dir, tmp_path, "mistral", MISTRAL), "--do_train",
+        "--max_steps", "1", "--word_dropout_mixture", "1.0", "--word_dropout_attention", "mask")
+    mask = batches[0]["attention_mask"]
+    assert mask.shape[-2:] == (32, 32)
+    # A dense mask replaces Mistral's own: it must hold the window (and explicit positions).
+    distance = torch.arange(32)[:, None] - torch.arange(32)[None, :]
+    assert not mask[..., distance >= 4].any()
+    assert mask.diagonal(dim1=-2, dim2=-1).all()
+    assert batches[0]["position_ids"].tolist() == [list(range(32))] * len(mask)
+
+
+def test_word_dropout_refuses_families_it_cannot_serve(data_dir, tmp_path, monkeypatch):
+    args = scratch_args(data_dir, tmp_path, "bloom", "n_layer=2,hidden_size=32,n_head=4")
+    with pytest.raises(ValueError, match="^BloomForCausalLM cannot .* ALiBi"):
+        run(monkeypatch, *args, "--do_train", "--max_steps", "1", "--word_dropout_mixture", "0.5")
+
+
 def test_eval_only_matches_full_context_loss(data_dir, tmp_path, monkeypatch):
     # A saved random GPT-2 is evaluated from a local directory on the .jsonl validation set.
     model_dir = tmp_path / "model"

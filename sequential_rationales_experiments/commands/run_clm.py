@@ -25,6 +25,7 @@ from transformers import (
     set_seed,
 )
 
+from sequential_rationales.adapters.huggingface import attention_windows, family_refusal
 from sequential_rationales.word_dropout import WordDropout
 from sequential_rationales_integrations.huggingface.config import (
     HubArguments,
@@ -53,6 +54,7 @@ from sequential_rationales_integrations.huggingface.word_dropout import (
     WordDropoutCollator,
     WordDropoutTrainer,
     num_attention_heads,
+    takes_position_ids,
     use_word_dropout_flex,
 )
 
@@ -343,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     word_dropout = wd_args.build()
     train_collator = None
     if word_dropout is not None and training_args.do_train:
+        # A family whose masks cannot hide dropped tokens would train for nothing.
+        problem = family_refusal(model)
+        if problem is not None:
+            raise ValueError(problem)
         mode = word_dropout_attention_mode(wd_args.word_dropout_attention,
                                            model_args.attn_implementation,
                                            training_args.device, model.config)
@@ -355,10 +361,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                  f"{' or '.join(MASK_4D_ATTENTION)} (4-D attention masks), "
                                  f"the model uses {attn!r}")
         heads = num_attention_heads(model.config) if word_dropout.independent_heads else 1
-        # Each process draws its own masks.
+        # Each process draws its own masks. Dense masks replace the model's own, so they carry
+        # its sliding windows and, for models reading positions from the 2-D mask, positions.
         train_collator = WordDropoutCollator(default_data_collator, word_dropout, heads,
                                              seed=training_args.seed + training_args.process_index,
-                                             attention=mode)
+                                             attention=mode, windows=attention_windows(model),
+                                             position_ids=takes_position_ids(model))
         logger.info("Word dropout on training batches: %s (per-head: %s, attention: %s)",
                     word_dropout, word_dropout.independent_heads, mode)
 

@@ -7,7 +7,8 @@ Two ways to give a model the word-dropped attention pattern (query ``i`` sees ke
   attention) accept a boolean 4-D ``attention_mask`` of shape ``[B, 1, T, T]`` or
   ``[B, H, T, T]`` (``True`` = may attend) and use it as given, so :class:`WordDropoutCollator`
   just replaces the batch's attention mask; no model code is patched. Simple and works
-  everywhere, but a dense mask turns off the fused (flash) attention kernels.
+  everywhere, but a dense mask turns off the fused (flash) attention kernels. A model that
+  derives its positions from the 2-D mask (OPT) gets explicit ``position_ids``.
 * ``"flex"``: the collator adds only the compact keep mask (``[B, T]`` or ``[B, H, T]``) to the
   batch, under the keyword ``word_dropout_keep``; the model's attention implementation is set
   to :data:`WORD_DROPOUT_FLEX` (see :func:`use_word_dropout_flex`), a function registered with
@@ -17,13 +18,30 @@ Two ways to give a model the word-dropped attention pattern (query ``i`` sees ke
   unknown keyword arguments down to the attention function, which is how the keep mask
   reaches it.
 
+Sliding windows. A 4-D mask given to a model replaces the one it would build, window
+included, so the dense masks carry the model's windows themselves (the collator's
+``windows``, from the adapter's ``attention_windows``): query ``i`` sees key ``j`` only if
+``i - j`` is below the window, on columns as transformers counts it. Models that mix full and
+sliding layers (Gemma2/3, Cohere2, GPT-OSS, Qwen2 with ``max_window_layers``) get a dict of
+masks keyed by layer type; GPT-Neo applies its local windows itself, so its masks have none.
+The flex path takes each layer's window from the ``sliding_window`` its attention module
+passes (or holds), in the ``mask_mod`` and in the block layout (blocks beyond the window are
+skipped).
+
 :class:`WordDropoutTrainer` applies the collator to training batches only, so evaluation sees
-the full context.
+the full context. It refuses families whose masks cannot express word dropout (ALiBi from the
+2-D mask, recurrent layers: the adapter's ``family_refusal``) and checks the first
+word-dropped forward once: a flex keep mask that did not reach every attention call, or a
+sliding window no layer reported (e.g. StableLM's layers do not pass extra arguments on),
+switches training to the dense masks; a model that rejects per-head masks (XGLM checks the
+mask's shape) gets one mask per example. Both say so in a log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import os
 import zlib
@@ -38,6 +56,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from sequential_rationales.adapters.huggingface import (
+    AttentionWindows,
+    attention_windows,
+    family_refusal,
+)
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 
 try:
@@ -56,10 +79,12 @@ __all__ = [
     "flex_attention_unavailable",
     "num_attention_heads",
     "register_word_dropout_flex",
+    "takes_position_ids",
     "use_word_dropout_flex",
     "word_dropout_block_layout",
     "word_dropout_block_mask",
     "word_dropout_flex_attention",
+    "word_dropout_masks",
 ]
 
 # Name of the registered attention implementation. It must contain neither "sdpa" nor
@@ -133,6 +158,15 @@ def flex_attention_unavailable(device: str | torch.device) -> str | None:
     return None
 
 
+def flex_unsupported(config: Any) -> str | None:
+    """Why the flex path cannot compute this model's attention (one clause), or ``None``."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(cfg, "attn_logit_softcapping", None) is not None:
+        return (f"{type(config).__name__} caps its attention logits (attn_logit_softcapping), "
+                "which the flex word-dropout attention does not apply")
+    return None
+
+
 def choose_word_dropout_attention(requested: str, device: str | torch.device,
                                   config: Any) -> tuple[str, str]:
     """Resolve ``"auto"``/``"flex"``/``"mask"`` to ``("flex" | "mask", reason)``.
@@ -146,7 +180,7 @@ def choose_word_dropout_attention(requested: str, device: str | torch.device,
                          f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got {requested!r}")
     if requested == "mask":
         return "mask", "requested"
-    problem = flex_attention_unavailable(device)
+    problem = flex_attention_unavailable(device) or flex_unsupported(config)
     dropout = attention_dropout(config)
     if problem is None and dropout > 0:
         problem = (f"the model has attention dropout {dropout:g} and flex attention cannot drop "
@@ -164,15 +198,27 @@ def choose_word_dropout_attention(requested: str, device: str | torch.device,
     return "flex", "CUDA with flex attention available"
 
 
-def _keep_mask_mod(keep: Tensor) -> Callable:
-    """flex ``mask_mod`` for a ``[B, H, T]`` keep mask (``H`` = 1: shared by all heads)."""
+def _check_window(window: int | None) -> None:
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise ValueError(f"a sliding window must be a positive integer, got {window!r}")
+
+
+def _keep_mask_mod(keep: Tensor, window: int | None = None) -> Callable:
+    """flex ``mask_mod`` for a ``[B, H, T]`` keep mask (``H`` = 1: shared by all heads), with
+    an optional sliding window (``q - kv < window``, transformers' convention)."""
     if keep.shape[1] == 1:
         def mask_mod(b, h, q, kv):
             return (kv <= q) & (keep[b, 0, kv] | (q == kv))
     else:
         def mask_mod(b, h, q, kv):
             return (kv <= q) & (keep[b, h, kv] | (q == kv))
-    return mask_mod
+    if window is None:
+        return mask_mod
+
+    def windowed(b, h, q, kv):
+        return mask_mod(b, h, q, kv) & (q - kv < window)
+    return windowed
 
 
 def _ordered_blocks(blocks: Tensor) -> tuple[Tensor, Tensor]:
@@ -182,33 +228,48 @@ def _ordered_blocks(blocks: Tensor) -> tuple[Tensor, Tensor]:
     return counts, indices.to(torch.int32)
 
 
-def word_dropout_block_layout(keep: Tensor, block_size: int = BLOCK_SIZE
-                              ) -> tuple[Tensor, Tensor]:
+def word_dropout_block_layout(keep: Tensor, block_size: int = BLOCK_SIZE,
+                              window: int | None = None) -> tuple[Tensor, Tensor]:
     """Block-sparse layout of the word-dropped causal pattern of a ``[B, H, T]`` keep mask.
 
     Returns ``(partial, full)``, bool ``[B, H, N, N]`` over ``N = ceil(T / block_size)``
     query x key blocks. It is computed from per-block keep counts (``O(B*H*T)``), never from
     the dense ``T x T`` mask: a key block strictly below the diagonal is full when all its keys
     are kept, skipped when none is, partial otherwise; diagonal blocks are always partial.
+    With a sliding ``window``, a block no query of which reaches any of its keys is skipped,
+    and a block is full only when every query reaches every key.
     """
+    _check_window(window)
     b, h, t = keep.shape
     n = -(-t // block_size)
     padded = keep.new_zeros(b, h, n * block_size)
     padded[..., :t] = keep
     kept = padded.view(b, h, n, block_size).sum(-1)[:, :, None, :]  # [B, H, 1, KV blocks]
     below = torch.ones(n, n, dtype=torch.bool, device=keep.device).tril(-1)
-    full = below & (kept == block_size)
+    if window is not None:
+        starts = torch.arange(n, device=keep.device) * block_size
+        last_query = (starts + block_size - 1).clamp(max=t - 1)
+        # Nearest and farthest query-key distances of each block pair.
+        nearest = starts[:, None] - (starts[None, :] + block_size - 1)
+        farthest = last_query[:, None] - starts[None, :]
+        below = below & (nearest < window)
+        inside = farthest < window
+    else:
+        inside = torch.ones(n, n, dtype=torch.bool, device=keep.device)
+    full = below & inside & (kept == block_size)
     diagonal = torch.eye(n, dtype=torch.bool, device=keep.device)
-    partial = (below & (kept > 0) & (kept < block_size)) | diagonal
+    partial = (below & (kept > 0) & ~full) | diagonal
     return partial, full
 
 
-def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE) -> BlockMask:
+def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE,
+                            window: int | None = None) -> BlockMask:
     """Flex-attention ``BlockMask`` of the word-dropped causal pattern of ``keep``.
 
     Args:
         keep: ``[B, T]`` or ``[B, H, T]`` bool (as drawn by :class:`WordDropout`).
         block_size: tile size of the block-sparse layout.
+        window: sliding window (query ``i`` sees key ``j`` only if ``i - j < window``).
     Returns:
         a ``BlockMask`` of shape ``[B, 1 or H, T, T]``: query ``i`` sees key ``j`` iff
         ``j <= i`` and (``keep[..., j]`` or ``j == i``), like ``self_attention_mask``; its
@@ -220,38 +281,88 @@ def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE) -> Block
         raise ValueError(f"keep must be a [B, T] or [B, H, T] bool tensor, got {keep.dtype} "
                          f"{list(keep.shape)}")
     keep = keep if keep.dim() == 3 else keep[:, None]
-    partial, full = word_dropout_block_layout(keep, block_size)
+    partial, full = word_dropout_block_layout(keep, block_size, window)
     t = keep.shape[-1]
     return BlockMask.from_kv_blocks(*_ordered_blocks(partial), *_ordered_blocks(full),
-                                    BLOCK_SIZE=block_size, mask_mod=_keep_mask_mod(keep),
+                                    BLOCK_SIZE=block_size, mask_mod=_keep_mask_mod(keep, window),
                                     seq_lengths=(t, t))
 
 
-def _dense_word_dropout_mask(keep: Tensor) -> Tensor:
+def _dense_word_dropout_mask(keep: Tensor, window: int | None = None) -> Tensor:
     """``[B, 1 or H, T, T]`` bool mask of the same pattern (the dense-mask path's own)."""
-    return self_attention_mask(keep if keep.dim() == 3 else keep[:, None], causal=True)
+    return self_attention_mask(keep if keep.dim() == 3 else keep[:, None], causal=True,
+                               window=window)
+
+
+def word_dropout_masks(keep: Tensor, windows: AttentionWindows | None = None
+                       ) -> Tensor | dict[str, Tensor]:
+    """The boolean 4-D mask(s) of a ``[B, T]`` or ``[B, H, T]`` keep mask for a model with
+    ``windows`` (``None``: no sliding window): one ``[B, 1 or H, T, T]`` tensor, or, for a
+    model that mixes full and sliding layers, a dict of them keyed by layer type."""
+    if windows is None:
+        return _dense_word_dropout_mask(keep)
+    # A model that applies its windows itself (GPT-Neo) must not get them twice.
+    per_key = {key: None if windows.in_model else window
+               for key, window in windows.windows.items()}
+    built = {window: _dense_word_dropout_mask(keep, window) for window in set(per_key.values())}
+    if len(built) == 1:
+        return next(iter(built.values()))
+    return {key: built[window] for key, window in per_key.items()}
+
+
+def _positions(valid: Tensor) -> Tensor:
+    """Position ids as transformers derives them from a 2-D mask: real tokens count 0, 1, ...
+    (padding gets 0: it is never seen and never predicted)."""
+    valid = valid.long()
+    return (valid.cumsum(-1) - 1) * valid
+
+
+def takes_position_ids(model: Any) -> bool:
+    """Whether ``model``'s forward takes ``position_ids``."""
+    forward = getattr(model, "forward", None)
+    try:
+        return "position_ids" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _LastKeepCache:
-    """The value built from the last keep mask seen. Every layer of a forward pass gets the
-    same keep tensor, so masks are built once per step. Holding the tensor keeps the identity
-    test sound (a freed tensor's id or memory could be reused by the next batch)."""
+    """The values built from the last keep mask seen, one per sliding window. Every layer of a
+    forward pass gets the same keep tensor, so masks are built once per step and window (layers
+    may alternate between windows). Holding the tensor keeps the identity test sound (a freed
+    tensor's id or memory could be reused by the next batch)."""
 
-    def __init__(self, build: Callable[[Tensor], Any]) -> None:
+    def __init__(self, build: Callable[[Tensor, int | None], Any]) -> None:
         self.build = build
-        self.entry: tuple[Tensor, int, torch.device, Any] | None = None
+        self.entry: tuple[Tensor, int, torch.device, dict[int | None, Any]] | None = None
 
-    def __call__(self, keep: Tensor, device: torch.device) -> Any:
+    def __call__(self, keep: Tensor, device: torch.device, window: int | None = None) -> Any:
         entry = self.entry  # read once: DataParallel replicas run in threads
-        if entry is not None and entry[0] is keep and entry[1:3] == (keep._version, device):
-            return entry[3]
-        value = self.build(keep.to(device))
-        self.entry = (keep, keep._version, device, value)
-        return value
+        if entry is None or entry[0] is not keep or entry[1:3] != (keep._version, device):
+            entry = (keep, keep._version, device, {})
+            self.entry = entry
+        values = entry[3]
+        if window not in values:
+            values[window] = self.build(keep.to(device), window)
+        return values[window]
 
 
-_block_masks = _LastKeepCache(word_dropout_block_mask)
+_block_masks = _LastKeepCache(lambda keep, window: word_dropout_block_mask(
+    keep, BLOCK_SIZE, window))
 _dense_masks = _LastKeepCache(_dense_word_dropout_mask)
+# While not None: one (keep mask given, window applied) entry per call of the flex attention
+# function, for the trainer's check of the first word-dropped forward.
+_flex_calls: list[tuple[bool, int | None]] | None = None
+
+
+@contextlib.contextmanager
+def _recording_flex_calls():
+    global _flex_calls
+    _flex_calls = calls = []
+    try:
+        yield calls
+    finally:
+        _flex_calls = None
 
 
 @functools.cache
@@ -274,7 +385,20 @@ def word_dropout_flex_attention(module: torch.nn.Module, query: Tensor, key: Ten
     ignoring ``attention_mask`` (the keep mask already excludes padding). Without it, it is
     transformers' SDPA attention. Off CUDA, where torch has no flex backward, inputs that need
     gradients get SDPA with the same mask expanded densely on the device.
+
+    The layer's sliding window is the ``sliding_window`` its module passes (Mistral, Qwen2,
+    Gemma, ...) or else holds as an attribute; it is applied on columns, like transformers.
     """
+    for name, what in (("softcap", "attention-logit softcapping"), ("s_aux", "attention sinks")):
+        if kwargs.get(name) is not None:
+            raise ValueError(f"{type(module).__name__} uses {what} ({name}), which the flex "
+                             "word-dropout attention does not apply; use dense word-dropout "
+                             "masks")
+    # 0 (or False) in a config means no window, as None does.
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None)) or None
+    calls = _flex_calls
+    if calls is not None:
+        calls.append((word_dropout_keep is not None, window))
     if word_dropout_keep is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
@@ -284,19 +408,20 @@ def word_dropout_flex_attention(module: torch.nn.Module, query: Tensor, key: Ten
             "attention dropout to 0 (GPT-2: attn_pdrop, Llama: attention_dropout) or use "
             "dense word-dropout masks")
     t = query.shape[-2]
-    if not getattr(module, "is_causal", True) or getattr(module, "sliding_window", None) or (
+    if not getattr(module, "is_causal", True) or (
             key.shape[-2] != t or word_dropout_keep.shape[-1] != t):
         raise ValueError("word-dropout keep masks are for causal self-attention over the whole "
-                         "sequence (no cache, no sliding window): query length "
+                         "sequence (no cache): query length "
                          f"{t}, key length {key.shape[-2]}, keep {list(word_dropout_keep.shape)}")
+    _check_window(window)
     if query.device.type != "cuda" and (
             query.requires_grad or key.requires_grad or value.requires_grad):
         # torch has no flex-attention backward off CUDA (2.13): expand the same mask_mod into
         # a dense mask on the device and use SDPA, so CPU training works too (not faster).
-        dense = _dense_masks(word_dropout_keep, query.device)
+        dense = _dense_masks(word_dropout_keep, query.device, window)
         return sdpa_attention_forward(module, query, key, value, dense, dropout=0.0,
                                       scaling=scaling)
-    block_mask = _block_masks(word_dropout_keep, query.device)
+    block_mask = _block_masks(word_dropout_keep, query.device, window)
     attend = flex_attention
     if query.device.type == "cuda" and not torch.compiler.is_compiling():
         attend = _compiled_flex_attention()
@@ -329,6 +454,10 @@ def use_word_dropout_flex(model: Any) -> Any:
         raise ValueError(f"flex word-dropout attention cannot apply the model's attention dropout"
                          f" ({dropout:g}); set it to 0 in the config (GPT-2: attn_pdrop, Llama: "
                          "attention_dropout) or use dense word-dropout masks")
+    problem = flex_unsupported(model.config)
+    if problem is not None:
+        raise ValueError(f"flex word-dropout attention is unavailable: {problem}; use dense "
+                         "word-dropout masks")
     register_word_dropout_flex()
     model.set_attn_implementation(WORD_DROPOUT_FLEX)
     if model.config._attn_implementation != WORD_DROPOUT_FLEX:
@@ -350,6 +479,12 @@ class WordDropoutCollator:
     ``[B, T]`` keep mask (padding never kept), for a model switched to
     :data:`WORD_DROPOUT_FLEX` (:func:`use_word_dropout_flex`). Both describe the same pattern.
 
+    ``windows`` (the adapter's ``attention_windows(model)``; ``None``: no sliding window) puts
+    the model's sliding windows into the dense masks, as a dict keyed by layer type for models
+    that mix full and sliding layers (:func:`word_dropout_masks`). ``position_ids=True`` (for
+    models whose forward takes them, :func:`takes_position_ids`) adds the positions the model
+    would derive from the 2-D mask to dense-mask batches, which no longer carry that mask.
+
     Randomness comes from a private ``torch.Generator`` seeded with ``seed``, so the masks are
     reproducible and independent of the global RNG. Inside a ``DataLoader`` worker the
     generator is reseeded from ``seed`` and the worker's own seed, so workers (and epochs
@@ -361,7 +496,8 @@ class WordDropoutCollator:
 
     def __init__(self, base_collator: Callable[[list[Any]], Mapping[str, Any]],
                  word_dropout: WordDropout, num_heads: int, seed: int,
-                 attention: str = "mask") -> None:
+                 attention: str = "mask", windows: AttentionWindows | None = None,
+                 position_ids: bool = False) -> None:
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
         if attention not in ("flex", "mask"):
@@ -371,6 +507,8 @@ class WordDropoutCollator:
         self.num_heads = num_heads
         self.seed = int(seed)
         self.attention = attention
+        self.windows = windows
+        self.position_ids = bool(position_ids)
         self._generator: torch.Generator | None = None
         self._worker_seed: int | None = None
         self.batches = 0  # batches collated in this process since the start or the last load
@@ -450,11 +588,25 @@ class WordDropoutCollator:
         if self.attention == "flex":
             batch[KEEP_KWARG] = keep
             return batch
+        return self._with_masks(batch, keep, valid)
+
+    def _with_masks(self, batch: dict[str, Any], keep: Tensor, valid: Tensor) -> dict[str, Any]:
         # Padding is never kept, so real tokens never see it; a padding query sees only itself
         # (an all-False row would give NaN attention outputs).
-        allowed = self_attention_mask(keep, causal=True)  # [B, (H,) T, T]
-        batch["attention_mask"] = allowed if allowed.dim() == 4 else allowed[:, None]
+        batch["attention_mask"] = word_dropout_masks(keep, self.windows)
+        if self.position_ids and batch.get("position_ids") is None:
+            batch["position_ids"] = _positions(valid)
         return batch
+
+    def dense_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A flex batch (with ``word_dropout_keep``) as the dense-mask batch of the same draw,
+        on the keep mask's device."""
+        batch = dict(batch)
+        keep = batch.pop(KEEP_KWARG)
+        mask = batch.get("attention_mask")
+        valid = (torch.ones(keep.shape[0], keep.shape[-1], dtype=torch.bool, device=keep.device)
+                 if mask is None else mask.to(keep.device, torch.bool))
+        return self._with_masks(batch, keep, valid)
 
 
 class WordDropoutStateCallback(TrainerCallback):
@@ -483,13 +635,65 @@ class WordDropoutStateCallback(TrainerCallback):
                        os.path.join(folder, RNG_STATE_FILE.format(self.process_index)))
 
 
-def additive_mask(allowed: Tensor, model: Any) -> Tensor:
-    """A boolean 4-D mask as the additive one eager attention needs: transformers 5 hands a
-    4-D mask to the attention function as it is, and eager attention adds it to the scores,
-    so a boolean mask would shift the allowed scores by one instead of hiding the others."""
+def additive_mask(allowed: Tensor | Mapping[str, Tensor], model: Any
+                  ) -> Tensor | dict[str, Tensor]:
+    """A boolean 4-D mask (or a dict of them, keyed by layer type) as the additive one eager
+    attention needs: transformers 5 hands a 4-D mask to the attention function as it is, and
+    eager attention adds it to the scores, so a boolean mask would shift the allowed scores by
+    one instead of hiding the others."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if isinstance(allowed, Mapping):
+        converted: dict[int, Tensor] = {}  # layer types sharing a mask share its conversion
+        return {key: converted.setdefault(id(mask), additive_mask(mask, model))
+                for key, mask in allowed.items()}
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
         ~allowed, torch.finfo(dtype).min)
+
+
+def _is_bool_4d(mask: Any) -> bool:
+    if isinstance(mask, Mapping):
+        return bool(mask) and all(_is_bool_4d(m) for m in mask.values())
+    return isinstance(mask, Tensor) and mask.dim() == 4 and mask.dtype == torch.bool
+
+
+def _mask_heads(mask: Any) -> int:
+    """Heads of a dense word-dropout mask (tensor or dict), 0 for any other mask."""
+    if isinstance(mask, Mapping):
+        mask = next(iter(mask.values()), None)
+    return mask.shape[1] if isinstance(mask, Tensor) and mask.dim() == 4 else 0
+
+
+def _first_head(inputs: dict[str, Any]) -> dict[str, Any]:
+    """One draw per example from per-head draws: head 0's mask is a draw of its own."""
+    inputs = dict(inputs)
+    keep = inputs.get(KEEP_KWARG)
+    if isinstance(keep, Tensor) and keep.dim() == 3:
+        inputs[KEEP_KWARG] = keep[:, :1]
+    mask = inputs.get("attention_mask")
+    if isinstance(mask, Mapping):
+        inputs["attention_mask"] = {k: m[:, :1] for k, m in mask.items()}
+    elif isinstance(mask, Tensor) and mask.dim() == 4:
+        inputs["attention_mask"] = mask[:, :1]
+    return inputs
+
+
+def _flex_problem(calls: list[tuple[bool, int | None]], windows: AttentionWindows | None,
+                  name: str) -> str | None:
+    """What went wrong in a word-dropped forward of a flex model (``calls``: what the
+    attention function saw), or ``None``."""
+    if not calls:
+        return f"{name} never called the {WORD_DROPOUT_FLEX!r} attention function"
+    missed = sum(not got_keep for got_keep, _ in calls)
+    if missed:
+        return (f"the keep mask reached {len(calls) - missed} of {len(calls)} attention calls of "
+                f"{name} (its layers do not pass extra keyword arguments on to attention)")
+    if windows is not None and not windows.in_model:
+        applied = {window for _, window in calls}
+        lost = {w for w in windows.windows.values() if w is not None} - applied
+        if lost:
+            return (f"no attention layer of {name} reported its sliding window "
+                    f"{', '.join(map(str, sorted(lost)))} to the flex attention")
+    return None
 
 
 class WordDropoutTrainer(Trainer):
@@ -498,7 +702,14 @@ class WordDropoutTrainer(Trainer):
 
     A :class:`WordDropoutCollator`'s generator state is saved in every checkpoint and restored
     by ``train(resume_from_checkpoint=...)``: without it a resumed run would restart the masks
-    from the seed and train differently from an uninterrupted one."""
+    from the seed and train differently from an uninterrupted one.
+
+    For a causal LM, a family ``family_refusal`` rejects raises ``ValueError`` here, and a
+    collator without windows or positions gets the model's. The first word-dropped training
+    batch is checked once: flex keep masks that did not reach every attention call (or a
+    window no layer reported) switch to dense masks of the same draws, and per-head masks the
+    model rejects to one mask per example (head 0's draw), each with a warning; batches
+    collated ahead (or in workers) are converted the same way."""
 
     def __init__(self, *args: Any, train_data_collator: Callable | None = None,
                  **kwargs: Any) -> None:
@@ -511,19 +722,93 @@ class WordDropoutTrainer(Trainer):
                              f"{WORD_DROPOUT_FLEX!r} (use_word_dropout_flex), this one uses "
                              f"{attn!r}")
         if isinstance(train_data_collator, WordDropoutCollator):
+            config = getattr(self.model, "config", None)
+            if config is not None and not getattr(config, "is_encoder_decoder", False):
+                self._fit_collator_to_model(train_data_collator)
             if self.args.dataloader_num_workers:
                 logger.warning("word-dropout masks are drawn in DataLoader workers: a resumed "
                                "run will not draw the masks of an uninterrupted one")
             self.add_callback(WordDropoutStateCallback(train_data_collator,
                                                        self.args.process_index))
+        # Set by the check of the first word-dropped training forward (see compute_loss).
+        self._word_dropout_checked = False
+        self._flex_to_dense = False
+        self._per_example_masks = False
+
+    def _fit_collator_to_model(self, collator: WordDropoutCollator) -> None:
+        """Refuse families word dropout cannot serve; give the collator the model's sliding
+        windows and explicit positions where it lacks them (without them, dense masks would
+        turn the windows off, and OPT would read positions from a 4-D mask)."""
+        problem = family_refusal(self.model)
+        if problem is not None:
+            raise ValueError(problem)
+        if collator.windows is None:
+            windows = attention_windows(self.model)
+            if windows.smallest is not None and not windows.in_model:
+                logger.info("word-dropout masks take %s's sliding windows %s",
+                            type(self.model).__name__, windows.windows)
+                collator.windows = windows
+        if not collator.position_ids and takes_position_ids(self.model):
+            collator.position_ids = True
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any
                      ) -> Any:
+        return self._word_dropout_loss(model, inputs, *args, **kwargs)
+
+    def _word_dropout_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any
+                           ) -> Any:
+        collator = self.train_data_collator
+        if self._flex_to_dense and KEEP_KWARG in inputs:
+            inputs = collator.dense_batch(inputs)
+        if self._per_example_masks:
+            inputs = _first_head(inputs)
+        word_dropped = KEEP_KWARG in inputs or _mask_heads(inputs.get("attention_mask")) > 0
+        if (word_dropped and model.training and not self._word_dropout_checked
+                and isinstance(collator, WordDropoutCollator)):
+            return self._first_word_dropped_loss(model, inputs, *args, **kwargs)
+        return self._loss(model, inputs, *args, **kwargs)
+
+    def _loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
         mask = inputs.get("attention_mask")
-        if attn == "eager" and mask is not None and mask.dim() == 4 and mask.dtype == torch.bool:
+        if attn == "eager" and _is_bool_4d(mask):
             inputs = {**inputs, "attention_mask": additive_mask(mask, model)}
         return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def _first_word_dropped_loss(self, model: Any, inputs: dict[str, Any], *args: Any,
+                                 **kwargs: Any) -> Any:
+        """The loss of the first word-dropped batch, checked once: a model that never trains
+        with the masks it is given would train silently without word dropout."""
+        collator = self.train_data_collator
+        name = type(self.model).__name__
+        if KEEP_KWARG in inputs:
+            with _recording_flex_calls() as calls:
+                loss = self._loss(model, inputs, *args, **kwargs)
+            problem = _flex_problem(calls, collator.windows, name)
+            if problem is None:
+                self._word_dropout_checked = True
+                return loss
+            logger.warning("flex word dropout does not work here: %s; training with dense "
+                           "word-dropout masks instead", problem)
+            self._flex_to_dense = True
+            collator.attention = "mask"
+            return self._word_dropout_loss(model, inputs, *args, **kwargs)
+        if _mask_heads(inputs.get("attention_mask")) > 1:
+            try:
+                loss = self._loss(model, inputs, *args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise
+            except (ValueError, RuntimeError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                logger.warning("%s rejects per-head word-dropout masks (%s); drawing one mask "
+                               "per example instead", name, first)
+                self._per_example_masks = True
+                collator.num_heads = 1
+                loss = self._loss(model, _first_head(inputs), *args, **kwargs)
+        else:
+            loss = self._loss(model, inputs, *args, **kwargs)
+        self._word_dropout_checked = True
+        return loss
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
               **kwargs: Any) -> Any:
