@@ -139,8 +139,9 @@ def _path_gradients(adapter: ModelAdapter, problem: RationalizationProblem,
             goals = torch.tensor([problem.goal(t) for t, _ in chunk_rows], device=lp.device)
             grads = torch.autograd.grad(lp.gather(1, goals[:, None]).sum(), inputs)
         if not all(bool(torch.isfinite(g).all()) for g in grads):
-            raise ValueError("the gradients with respect to the input embeddings are not "
-                             "finite; this model cannot be explained by gradients")
+            raise ValueError("the gradients with respect to the input embeddings are NaN or "
+                             "infinite (NaN weights, or gradients that overflow): this model "
+                             "cannot be explained by gradients")
         src_grad = grads[1] if len(grads) > 1 else None
         for i, (t, _) in enumerate(chunk_rows):
             grad_sum[t] = grad_sum.get(t, 0) + _row_codes(batch, i, grads[0], src_grad)

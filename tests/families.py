@@ -13,8 +13,6 @@ tokens outside ``S`` must not change the score.
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -372,22 +370,43 @@ def family_outcome(model_type: str, variant: Variant, greedy: bool = True) -> st
     return "exact"
 
 
-def main() -> None:
-    """Print the outcome of every family and variant as a Markdown table."""
-    from tests.model_zoo import causal_lm_types
+def _summary(outcomes: dict[str, str]) -> str:
+    """One table cell: which variants are exact, and each distinct refusal or skip once."""
+    exact = [label for label, outcome in outcomes.items() if outcome == "exact"]
+    parts = [f"**exact** ({', '.join(exact)})"] if exact else []
+    for outcome in dict.fromkeys(o for o in outcomes.values() if o != "exact"):
+        labels = ", ".join(label for label, o in outcomes.items() if o == outcome)
+        kind, _, why = outcome.partition(": ")
+        why = why.split(" cannot be rationalized exactly: ")[-1]
+        parts.append(f"{kind} ({labels}): {why}")
+    return "; ".join(parts).replace("|", "\\|")
 
-    print("| model type | variant | outcome |")
-    print("|---|---|---|")
+
+def main() -> None:
+    """Print one Markdown row per model type: the outcome of each variant."""
+    from tests.model_zoo import causal_lm_types, seq2seq_types
+
+    print("| model type | outcome |")
+    print("|---|---|")
     for model_type in causal_lm_types():
+        outcomes = {}
         for variant in causal_variants(model_type):
-            start = time.perf_counter()
             try:
-                outcome = family_outcome(model_type, variant)
+                outcomes[variant.label] = family_outcome(model_type, variant)
             except AssertionError as error:
-                outcome = f"FAILED: {error}"
-            seconds = time.perf_counter() - start
-            print(f"| {model_type} | {variant.label} | {outcome} |", flush=True)
-            print(f"{model_type} {variant.label}: {seconds:.1f} s", file=sys.stderr)
+                outcomes[variant.label] = f"FAILED: {error}"
+        print(f"| {model_type} | {_summary(outcomes)} |", flush=True)
+    print()
+    print("| encoder-decoder | outcome |")
+    print("|---|---|")
+    for model_type in seq2seq_types():
+        outcomes = {}
+        for attn in ("eager", "sdpa"):
+            try:
+                outcomes[attn] = seq2seq_outcome(model_type, attn)
+            except AssertionError as error:
+                outcomes[attn] = f"FAILED: {error}"
+        print(f"| {model_type} | {_summary(outcomes)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,15 @@ def test_a_larger_tokenizer_than_the_vocabulary_stops_the_command(tmp_path):
                                          r"model's vocabulary only \d+"):
         rationalize.main(["--model", str(model_dir), "--tokenizer", str(other), "--device",
                           "cpu", "--text", "w1 w2 w3"])
+
+
+def test_attention_that_cannot_take_4d_masks_is_refused():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    model = AutoModelForCausalLM.from_config(
+        LlamaConfig(**SMALL, num_key_value_heads=2), attn_implementation="flex_attention")
+    with pytest.raises(ValueError, match=r"^LlamaForCausalLM runs attn_implementation="
+                                         r"'flex_attention'[^\n]*set_attn_implementation"):
+        HuggingFaceCausalLM(model)
+    model.set_attn_implementation("sdpa")
+    check_exact(model.eval(), HuggingFaceCausalLM(model), greedy=False)

@@ -176,10 +176,20 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
     return AttentionWindows({"": window})
 
 
+# Attention implementations that apply a 4-D mask exactly as given (the word-dropout one
+# runs SDPA whenever no keep mask is passed).
+MASKED_ATTENTION = ("eager", "sdpa", "word_dropout_flex")
+
+
 def family_refusal(model: nn.Module) -> str | None:
     """Why ``model``'s family cannot be rationalized exactly (one sentence), or ``None``."""
     config = text_config(model.config)
     name = type(model).__name__
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl is not None and impl not in MASKED_ATTENTION:
+        return (f"{name} runs attn_implementation={impl!r}, which cannot apply the 4-D masks "
+                "of subsets; load it with attn_implementation='sdpa' or 'eager' (or call "
+                "model.set_attn_implementation('sdpa'))")
     model_type = getattr(config, "model_type", None)
     if model_type in RECURRENT_MODEL_TYPES or "recurrent" in (
             getattr(config, "block_types", None) or ()):
