@@ -7,43 +7,71 @@ outputs, but its backward pass carries the LRP rules, and the relevance of a tok
 over the hidden dimension of (first layer's input) x (its modified gradient). The rules:
 
 * **Normalization** (classes named ``*LayerNorm`` or ``*RMSNorm``: ``nn.LayerNorm``, fairseq's
-  ``LayerNorm``, ``LlamaRMSNorm``, ``T5LayerNorm``): the normalizer (standard deviation or root
-  mean square) is a constant; the mean subtraction stays linear.
+  ``LayerNorm``, ``LlamaRMSNorm``, ``T5LayerNorm``, Gemma's ``(1 + w)`` RMS norm, OLMo's
+  layer norm without weight or bias, Cohere's layer norm without bias): the normalizer
+  (standard deviation or root mean square) is a constant; the mean subtraction stays linear.
+  The module's formula is found once, from its output, among ``c (x - mean)`` and ``c x``,
+  times ``w``, ``1 + w`` or nothing, plus its bias, with one normalizer ``c`` per row, which
+  the rule reads off the output (so it holds whatever epsilon the module adds). The same rule
+  covers the norms of queries and keys (Qwen3, OLMo 2, Gemma 3, Persimmon, Cohere): they sit
+  between the q/k projections, whose gradients are scaled (below), and the attention; the rule
+  makes them linear, so scaling before or after them is the same.
 * **Elementwise activations** (modules of ``torch.nn`` and ``transformers.activations``: GELU
-  variants, SiLU, tanh, ...; any module kept as ``act``, ``act_fn``, ``activation`` or
+  variants, SiLU, ReLU^2, tanh, ...; any module kept as ``act``, ``act_fn``, ``activation`` or
   ``activation_fn``; fairseq's activation functions through the following ``fc2``): the
   identity rule, gradient ``f(x) / x``.
-  ReLU's gradient already is that ratio and is left alone.
+  ReLU's gradient already is that ratio and is left alone. ``tanh`` called as a function
+  gets the same rule: Gemma 2's softcapping ``c tanh(s / c)`` of the attention scores (so the
+  scores pass on what the softmax rule gives them) and of the final logits (the relevance
+  adds up to the capped logit).
 * **Bilinear products**, uniform rule (half the relevance to each factor): a gated MLP's
-  ``act(gate) * up`` (its ``down_proj`` input's gradient halved); attention ``A V`` and
-  ``q k^T``. For attention the gradients of the query, key and value projections are scaled:
-  AttnLRP (Achtibat et al., 2024) scales q and k by 1/4 (uniform rule on ``A V`` times uniform
-  rule on ``q k^T``) and v by 1/2, and keeps the softmax's own gradient, which in gradient x
-  input form *is* the AttnLRP softmax rule ``x_i (R_i - s_i sum_j R_j)``. The conservative
-  variant (``variant="cp"``, CP-LRP, Ali et al., 2022) holds the attention weights constant:
-  q and k scaled 0, v scaled 1.
+  ``act(gate) * up`` (its ``down_proj`` input's gradient halved; ``gate_proj`` and
+  ``up_proj``, or Phi-3's fused ``gate_up_proj``); attention ``A V`` and ``q k^T``. For
+  attention the gradients of the query, key and value projections are scaled: AttnLRP
+  (Achtibat et al., 2024) scales q and k by 1/4 (uniform rule on ``A V`` times uniform rule on
+  ``q k^T``) and v by 1/2, and keeps the softmax's own gradient, which in gradient x input
+  form *is* the AttnLRP softmax rule ``x_i (R_i - s_i sum_j R_j)``. The conservative variant
+  (``variant="cp"``, CP-LRP, Ali et al., 2022) holds the attention weights constant: q and k
+  scaled 0, v scaled 1. Rotary position embeddings are linear in q and k; ALiBi and relative
+  position biases are constants added to the scores.
 
-Attention is found as: modules with ``q_proj``/``k_proj``/``v_proj`` (Llama, BART, Marian),
-``q``/``k``/``v`` (T5), GPT-2's fused ``c_attn`` (q | k | v along the last dimension), and
-``torch.nn.functional.multi_head_attention_forward`` (fairseq's ``MultiheadAttention``, which the
-project's plugin runs through that function with the module's weights, bypassing the projection
-modules; also ``nn.MultiheadAttention``). That function is reached through a scoped
-:class:`torch.overrides.TorchFunctionMode`: the projections are computed outside it with scaled
-gradients, then passed in with identity projection weights (an exact identity in floating
-point), so the attention itself is still torch's.
+Attention is found as: modules with ``q_proj``/``k_proj``/``v_proj`` (Llama, Mistral, Qwen2
+and 3, Gemma 1 to 3, OLMo 1 and 2, Cohere, BART, Marian), ``q``/``k``/``v`` (T5), GPT-2's
+fused ``c_attn`` (q | k | v along the last dimension), an attention (class ``*Attention``)
+whose only two ``nn.Linear`` children are a fused q/k/v projection and its output projection
+(GPT-NeoX, Falcon, Persimmon, Phi-3, CodeGen), and
+``torch.nn.functional.multi_head_attention_forward`` (fairseq's ``MultiheadAttention``, which
+the project's plugin runs through that function with the module's weights, bypassing the
+projection modules; also ``nn.MultiheadAttention``). A fused projection's output is split per
+feature, not necessarily in equal parts: the sizes come from the number of heads (the module's
+or its config's ``num_heads``, ``num_attention_heads``, ``n_head``) and the two projections'
+widths (grouped keys and values included), and the layout is the one candidate (equal parts,
+each of query heads then key and value heads in either order: Phi-3's ``q | k | v``,
+GPT-NeoX's and Falcon's per-head or per-group interleaving, CodeGen's four ``q | v | k``) that
+the first forward confirms: the first query attends to itself only, so the output projection's
+input there is its value. The multi-head attention function is reached through a scoped
+:class:`torch.overrides.TorchFunctionMode` (as is ``tanh``): the projections are computed
+outside it with scaled gradients, then passed in with identity projection weights (an exact
+identity in floating point), so the attention itself is still torch's.
 
 Conservation: with the conservative variant and zero biases the relevance of all inputs sums to
 the logit (every rule passes on exactly the relevance it receives: attention weights,
 normalizers and activation ratios act as constants, products split their relevance). With
 AttnLRP the softmax rule is not conservative: the logit equals the input relevance plus, per
-attention, the relevance the softmax rule leaves out (tested exactly on GPT-2 and fairseq).
-Biases absorb relevance in both variants.
+attention, the relevance the softmax rule leaves out (tested exactly on GPT-2, fairseq and the
+fused-projection families). Biases absorb relevance in both variants. A scaled embedding
+(Gemma's ``sqrt(hidden)``) is the first layer's input as it is.
 
-A model must contain at least one attention this module knows; anything else (a plain torch
-model, an attention of an unknown class, a normalization or activation whose output the rule
-does not reproduce) is refused with a ValueError rather than explained by plain gradients.
-Not detected: an activation applied as a plain function other than a layer's
-``activation_fn`` between ``fc1`` and ``fc2`` (it keeps its plain gradient).
+A model must contain at least one attention this module knows; anything else is refused with a
+ValueError rather than explained by plain gradients: a plain torch model (no attention), an
+attention of an unknown class or fused layout, one that clips q, k and v (OLMo's ``clip_qkv``),
+a normalization whose output none of the formulas reproduces, a class ``*MLP`` without a known
+activation module (Bloom's ``BloomGelu``), mixture-of-experts blocks (routing weights multiply
+expert outputs), state-space and recurrent layers (classes named ``*Mixer*``, ``*Rglru*``,
+``*RecurrentBlock*``: Mamba and the hybrids Jamba, Zamba, Falcon-H1, Bamba, RecurrentGemma).
+Not detected: an activation applied as a plain function other than ``tanh`` or a layer's
+``activation_fn`` between ``fc1`` and ``fc2`` (it keeps its plain gradient), nor other
+nonlinear parts a model computes inline (gates, per-layer inputs).
 """
 
 from __future__ import annotations
@@ -63,7 +91,8 @@ from .search import RationalizationProblem, build_batch, default_token_budget, t
 
 Scores = dict[int, Tensor]
 
-#: Gradient scales of the (query, key, value) projections per variant.
+#: Gradient scales of the (query, key, value) projections per variant. q and k share theirs in
+#: every variant: a fused projection's layout needs only its value part right.
 ATTENTION_SCALES = {"attnlrp": (0.25, 0.25, 0.5), "cp": (0.0, 0.0, 1.0)}
 LRP_VARIANTS = tuple(ATTENTION_SCALES)
 
@@ -103,9 +132,13 @@ class _Rules:
         self.model = model
         self.scales = scales
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.checked: set[int] = set()  # norms and activations whose value was verified once
-        self.applied = {"attention": 0, "norm": 0, "activation": 0, "product": 0}
-        self.uses_function_attention = False
+        self.checked: set[int] = set()  # modules whose rule was verified once
+        self.norm_forms: dict[int, tuple[bool, bool]] = {}  # (centered, 1 + w) per norm
+        self.applied = {"attention": 0, "norm": 0, "activation": 0, "product": 0, "tanh": 0}
+        self.activations: set[int] = set()  # modules whose activation has a rule (or needs none)
+        self.layouts: dict[int, Tensor] = {}  # fused q/k/v projection: 0 q, 1 k, 2 v per output
+        self.pending: dict[int, Tensor] = {}  # fused projection output awaiting its check
+        self.inside_activation = 0  # depth of activation modules running (their rule wins)
 
     def hook(self, module: nn.Module, fn, pre: bool = False) -> None:
         self.handles.append(module.register_forward_pre_hook(fn) if pre
@@ -118,33 +151,54 @@ class _Rules:
     def norm(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
         x = args[0]
         name = type(module).__name__
-        centered = not (name.endswith("RMSNorm") or hasattr(module, "variance_epsilon"))
-        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None)
+        if not (torch.is_tensor(output) and output.shape == x.shape):
+            raise self.refuse(f"its normalization {name} does not return a tensor of its "
+                              "input's shape")
         h = x.to(torch.promote_types(x.dtype, torch.float32))
-        if eps is None:
-            eps = torch.finfo(h.dtype).eps
-        if centered:
-            h = h - h.mean(-1, keepdim=True)
-        # The normalizer is a constant: what makes the rule linear.
-        z = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps).detach()
-        weight = getattr(module, "weight", None)
-        if weight is not None:
-            z = z * weight
-        z = z.to(output.dtype)
-        if id(module) not in self.checked:  # the formula must be the module's (e.g. not 1 + w)
-            bias = getattr(module, "bias", None)
-            expected = z if bias is None else z + bias
-            if expected.shape != output.shape or not torch.allclose(
-                    expected, output, rtol=_tolerance(output.dtype),
-                    atol=_tolerance(output.dtype)):
-                raise self.refuse(f"its normalization {name} does not compute "
-                                  "weight * (x - mean) / std + bias nor weight * x / rms")
-            self.checked.add(id(module))
+        form = self.norm_forms.get(id(module))
+        if form is None:  # the formula must be the module's: found once, by its output
+            form = self.norm_form(module, h, output)
+        centered, one_plus = form
+        z, factor = _normalized(module, h, output, centered, one_plus)
+        z = (z * factor).to(output.dtype)  # the normalizer is a constant: the rule is linear
         self.applied["norm"] += 1
         return output.detach() + (z - z.detach())
 
+    def norm_form(self, module: nn.Module, h: Tensor, output: Tensor) -> tuple[bool, bool]:
+        """(centered, weight is 1 + w) of the one formula among ``(x - mean) * c * w``,
+        ``x * c * w``, ``* (1 + w)`` instead of ``* w`` (or without weight), ``+ bias``,
+        that reproduces the module's output with one factor ``c`` per row: the one closest to
+        it, trying first what the class name says (``*RMSNorm``: not centered)."""
+        name = type(module).__name__
+        weighted = torch.is_tensor(getattr(module, "weight", None))
+        rms_first = name.endswith("RMSNorm")
+        forms = [(centered, one_plus) for centered in (not rms_first, rms_first)
+                 for one_plus in ((False, True) if weighted else (False,))]
+        tolerance = _tolerance(output.dtype)
+        best, best_error = None, None
+        with torch.no_grad():
+            target = _without_bias(module, output.to(h.dtype))
+            for form in forms:
+                z, factor = _normalized(module, h.detach(), output, *form)
+                difference = (z * factor - target).abs()
+                if not bool((difference <= tolerance * (1 + target.abs())).all()):
+                    continue
+                error = float(difference.max()) if difference.numel() else 0.0
+                if best_error is None or error < best_error:
+                    best, best_error = form, error
+        if best is None:
+            raise self.refuse(f"its normalization {name} does not compute c * (x - mean) or "
+                              "c * x, times weight or 1 + weight, plus bias, with one "
+                              "normalizer c per row")
+        self.norm_forms[id(module)] = best
+        return best
+
     # -- activations -----------------------------------------------------------------------
+    def enter_activation(self, _module: nn.Module, _args: tuple) -> None:
+        self.inside_activation += 1
+
     def activation(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        self.inside_activation -= 1
         x = args[0]
         if not (torch.is_tensor(output) and output.shape == x.shape):
             raise self.refuse(f"{type(module).__name__} is not an elementwise activation")
@@ -203,30 +257,95 @@ class _Rules:
             return scale_gradient(output, scale.repeat_interleave(part))
         return hook
 
+    def fused_attention(self, attention: nn.Module, fused_name: str, fused: nn.Module,
+                        out: nn.Module, heads: int, kv_heads: int) -> None:
+        """An attention computing q, k and v with one Linear ``fused`` (GPT-NeoX, Falcon,
+        Persimmon, Phi-3, CodeGen): its output's gradient is scaled per feature once the layout
+        is known. The layout is found on the first forward among :func:`_fused_layouts`: the
+        first query attends to itself only (causal), so the input of the output projection
+        ``out`` there must be the layout's value part (each key/value head repeated for its
+        query heads). Only the value part is checked: q and k have the same scale in every
+        variant."""
+        key, cls = id(attention), type(attention).__name__
+
+        def after_fused(_module: nn.Module, _args: tuple, output: Tensor) -> None:
+            self.applied["attention"] += 1
+            if key not in self.layouts:
+                self.pending[key] = output.detach()
+            if torch.is_tensor(output) and output.requires_grad:
+                output.register_hook(lambda grad: grad * self.fused_scales(key, grad))
+
+        def before_out(_module: nn.Module, args: tuple) -> None:
+            if key in self.layouts:
+                return
+            x, y = args[0], self.pending.pop(key, None)
+            why = (f"its attention {cls}'s fused projection {fused_name} splits into q, k and v "
+                   "in no layout this module knows (the first query's attention output is not "
+                   "the value part of any)")
+            if y is None or y.dim() < 2 or x.shape[:-1] != y.shape[:-1]:
+                raise self.refuse(why)
+            head_dim = x.shape[-1] // heads
+            found: dict[tuple[int, ...], Tensor] = {}
+            for labels in _fused_layouts(heads, kv_heads, head_dim):
+                labels = labels.to(y.device)
+                value = y[..., 0, labels == 2].unflatten(-1, (kv_heads, head_dim))
+                value = value.repeat_interleave(heads // kv_heads, -2).flatten(-2)
+                if torch.allclose(value, x[..., 0, :], rtol=_tolerance(x.dtype),
+                                  atol=_tolerance(x.dtype)):
+                    found.setdefault(tuple(torch.nonzero(labels == 2)[:, 0].tolist()), labels)
+            if len(found) > 1:
+                raise self.refuse(f"its attention {cls}'s fused projection {fused_name} gives "
+                                  "the same values under several layouts of q, k and v, so "
+                                  "its layout cannot be told")
+            if not found:
+                raise self.refuse(why)
+            (self.layouts[key],) = found.values()
+
+        self.hook(fused, after_fused)
+        self.hook(out, before_out, pre=True)
+
+    def fused_scales(self, key: int, grad: Tensor) -> Tensor:
+        labels = self.layouts.get(key)
+        if labels is None:
+            raise self.refuse("a fused q/k/v projection ran without its output projection")
+        scales = torch.tensor(self.scales, dtype=grad.dtype, device=grad.device)
+        return scales[labels.to(grad.device)]
+
     # -- installation ----------------------------------------------------------------------
     def install(self) -> None:
         sq, sk, sv = self.scales
         attention: list[nn.Module] = []
         unknown: list[tuple[str, nn.Module]] = []
+        mlps: list[tuple[str, nn.Module]] = []
         for name, module in self.model.named_modules():
             cls = type(module).__name__
+            if "MoeBlock" in cls or cls.endswith(("MoE", "Experts")):
+                raise self.refuse(f"no rule for its mixture of experts {cls} ({name})")
+            if any(part in cls for part in ("Mixer", "Rglru", "RecurrentBlock")):
+                raise self.refuse(f"no rule for its state-space or recurrent layer {cls} "
+                                  f"({name})")
             if cls.endswith(("LayerNorm", "RMSNorm")):
                 self.hook(module, self.norm)
             elif "Norm" in cls and not list(module.children()):
                 raise self.refuse(f"no rule for its normalization {cls} ({name})")
             elif _is_activation(module) or (name.rsplit(".", 1)[-1] in _ACTIVATION_NAMES
                                             and not list(module.children())):
+                self.activations.add(id(module))
                 if cls not in _NO_RULE_ACTIVATIONS:
+                    self.hook(module, self.enter_activation, pre=True)
                     self.hook(module, self.activation)
             fn = getattr(module, "activation_fn", None)
             if callable(fn) and not isinstance(fn, nn.Module):
+                self.activations.add(id(module))
                 self.function_activation(module)
-            if _has(module, "gate_proj", "up_proj", "down_proj"):  # Llama's gated MLP
+            if cls.endswith("MLP"):
+                mlps.append((name, module))
+            if _has(module, "gate_proj", "up_proj", "down_proj") or \
+                    _has(module, "gate_up_proj", "down_proj"):  # Llama's, Phi-3's gated MLP
                 self.hook(module.down_proj, self.half_input, pre=True)
             elif _has(module, "wi_0", "wi_1", "wo"):  # T5's gated MLP
                 self.hook(module.wo, self.half_input, pre=True)
             if cls.endswith("MultiheadAttention") or isinstance(module, nn.MultiheadAttention):
-                self.uses_function_attention = True
                 attention.append(module)
             for names in (("q_proj", "k_proj", "v_proj"), ("q", "k", "v")):
                 if _has(module, *names):
@@ -243,20 +362,102 @@ class _Rules:
                     else:
                         self.hook(module.c_attn, self.fused_projection((sq, sk, sv)))
                     attention.append(module)
+                elif cls.endswith("Attention") and (fused := _fused_qkv(module)) is not None:
+                    self.fused_attention(module, *fused)
+                    attention.append(module)
                 elif cls.endswith("Attention") and module not in attention:
                     unknown.append((name, module))
+            if attention and attention[-1] is module and \
+                    getattr(getattr(module, "config", None), "clip_qkv", None) is not None:
+                raise self.refuse(f"its attention {cls} ({name}) clips q, k and v (clip_qkv), "
+                                  "which has no rule here")
         for name, module in unknown:  # wrappers of a known attention (T5LayerSelfAttention)
             if not any(m in attention for m in module.modules()):
                 raise self.refuse(f"its attention {type(module).__name__} ({name}) has no "
                                   "q/k/v projections this module knows")
+        for name, module in mlps:
+            if not any(id(m) in self.activations for m in module.modules()):
+                raise self.refuse(f"its MLP {type(module).__name__} ({name}) has no activation "
+                                  "module this module knows (a torch or transformers "
+                                  "activation, or one kept as act, act_fn, activation or "
+                                  "activation_fn)")
         if not attention:
             raise self.refuse("it has no attention module that LRP knows (q_proj/k_proj/"
-                              "v_proj, GPT-2's c_attn, MultiheadAttention); plain gradients "
-                              "would not be LRP")
+                              "v_proj, a fused q/k/v projection, MultiheadAttention); plain "
+                              "gradients would not be LRP")
 
 
 def _has(module: nn.Module, *names: str) -> bool:
     return all(isinstance(getattr(module, n, None), nn.Module) for n in names)
+
+
+def _head_count(module: nn.Module) -> int | None:
+    for owner in (module, getattr(module, "config", None)):
+        for name in ("num_heads", "num_attention_heads", "n_head", "n_heads"):
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def _fused_qkv(module: nn.Module) -> tuple[str, nn.Module, nn.Module, int, int] | None:
+    """(name, fused projection, output projection, heads, key/value heads) of an attention
+    whose only two Linear children are one projection of ``(heads + 2 kv_heads) * head_dim``
+    features and one of ``heads * head_dim`` inputs; None otherwise."""
+    linears = [(n, m) for n, m in module.named_children() if isinstance(m, nn.Linear)]
+    heads = _head_count(module)
+    if len(linears) != 2 or heads is None:
+        return None
+    (name, fused), (_, out) = sorted(linears, key=lambda item: -item[1].out_features)
+    extra = fused.out_features - out.in_features
+    if out.in_features % heads or extra <= 0:
+        return None
+    head_dim = out.in_features // heads
+    if extra % (2 * head_dim) or heads % (extra // (2 * head_dim)):
+        return None
+    return name, fused, out, heads, extra // (2 * head_dim)
+
+
+def _fused_layouts(heads: int, kv_heads: int, head_dim: int) -> Iterator[Tensor]:
+    """The layouts a fused q/k/v projection's output may have, as 0 (q), 1 (k), 2 (v) per
+    feature: ``parts`` equal parts (``parts`` dividing ``kv_heads``), each of its query heads
+    then its key and value heads, in either order. One part is ``q | k | v`` (Phi-3, Falcon's
+    multi-query); one per key/value head is GPT-NeoX's, Persimmon's and Falcon's per-head (or
+    per-group) interleaving; CodeGen's is four parts of ``q | v | k``."""
+    for second, third in ((1, 2), (2, 1)):
+        for parts in range(1, kv_heads + 1):
+            if kv_heads % parts:
+                continue
+            sizes = ((0, heads // parts), (second, kv_heads // parts), (third, kv_heads // parts))
+            part = torch.cat([torch.full((n * head_dim,), code) for code, n in sizes])
+            yield part.repeat(parts)
+
+
+def _without_bias(module: nn.Module, y: Tensor) -> Tensor:
+    bias = getattr(module, "bias", None)
+    return y - bias.to(y.dtype) if torch.is_tensor(bias) else y
+
+
+def _normalized(module: nn.Module, h: Tensor, output: Tensor, centered: bool,
+                one_plus: bool) -> tuple[Tensor, Tensor]:
+    """``(x - mean) * w`` (or ``x``, ``1 + w``, no weight) and the normalizer ``c`` read off
+    the module's output (least squares per row, a constant: whatever epsilon or precision the
+    module used); 0 for a row that is 0."""
+    if centered:
+        h = h - h.mean(-1, keepdim=True)
+    weight = getattr(module, "weight", None)
+    if torch.is_tensor(weight):
+        weight = weight.to(h.dtype)
+        h = h * (1 + weight if one_plus else weight)
+    with torch.no_grad():
+        target = _without_bias(module, output.to(h.dtype))
+        plain = h.detach()
+        square = (plain * plain).sum(-1, keepdim=True)
+        nonzero = square > 0
+        factor = torch.where(nonzero, (target * plain).sum(-1, keepdim=True)
+                             / torch.where(nonzero, square, torch.ones_like(square)),
+                             torch.zeros_like(square))
+    return h, factor
 
 
 def _is_activation(module: nn.Module) -> bool:
@@ -266,10 +467,19 @@ def _is_activation(module: nn.Module) -> bool:
     return kind.__module__.endswith(".activations")
 
 
-class _FunctionAttention(TorchFunctionMode):
-    """Applies the attention rule to ``F.multi_head_attention_forward`` calls: the in-projections
-    are computed here (with scaled gradients) and handed to torch's function with identity
-    projection weights and zero biases, which reproduce them exactly."""
+_TANH = (torch.tanh, torch.Tensor.tanh, F.tanh)
+
+
+class _FunctionRules(TorchFunctionMode):
+    """Rules for what models compute with plain functions rather than modules:
+
+    * ``tanh`` (Gemma 2's softcapping ``c * tanh(s / c)`` of attention scores and of the final
+      logits): the identity rule, like any elementwise activation. Inside an activation
+      module (``gelu_new``) the module's own rule replaces it.
+    * ``F.multi_head_attention_forward``: the in-projections are computed here (with scaled
+      gradients) and handed to torch's function with identity projection weights and zero
+      biases, which reproduce them exactly.
+    """
 
     def __init__(self, rules: _Rules) -> None:
         super().__init__()
@@ -278,6 +488,13 @@ class _FunctionAttention(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _TANH and "out" not in kwargs and not self.rules.inside_activation:
+            y = func(*args, **kwargs)
+            x = args[0] if args else kwargs.get("input")
+            if torch.is_tensor(x) and x.requires_grad and torch.is_grad_enabled():
+                self.rules.applied["tanh"] += 1
+                return identity_rule(x, y)
+            return y
         if func is not F.multi_head_attention_forward:
             return func(*args, **kwargs)
         bound = self.signature.bind(*args, **kwargs)
@@ -319,8 +536,7 @@ def lrp_rules(model: nn.Module, variant: str = "attnlrp") -> Iterator[dict[str, 
     rules = _Rules(model, ATTENTION_SCALES[variant])
     try:
         rules.install()
-        mode = _FunctionAttention(rules) if rules.uses_function_attention else None
-        with mode if mode is not None else contextlib.nullcontext():
+        with _FunctionRules(rules):
             yield rules.applied
     finally:
         for handle in rules.handles:

@@ -2,7 +2,9 @@
 the conservative variant with zero biases; for AttnLRP exact once the softmax rule's leak is
 counted), unchanged outputs and removed hooks, a hand-set model whose prediction depends on
 one known token, and runs through ``rationalize`` and the seed functions of Hugging Face and
-fairseq."""
+fairseq; the same checks on tiny random models of more decoder-only families (GPT-NeoX, Gemma 1
+to 3, Phi-3, OLMo 1 and 2, Qwen2 and 3, Mistral, Falcon's three q/k/v layouts, Persimmon,
+Cohere, CodeGen), and one-sentence refusals of the families without rules."""
 
 from __future__ import annotations
 
@@ -403,16 +405,19 @@ class FusedAttention(nn.Module):
         self.qkv = nn.Linear(8, 24)
 
 
-class OnePlusRMSNorm(nn.Module):
-    """Gemma's normalization: weight (1 + w), which the RMSNorm rule does not compute."""
+class HalvesRMSNorm(nn.Module):
+    """An RMS norm of each half of the features on its own: two normalizers per row, which no
+    normalization formula of the rule (one normalizer per row) reproduces."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(dim))
+        self.weight = nn.Parameter(torch.ones(dim))
         self.eps = 1e-6
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1 + self.weight)
+        halves = x.unflatten(-1, (2, -1))
+        halves = halves * torch.rsqrt(halves.pow(2).mean(-1, keepdim=True) + self.eps)
+        return halves.flatten(-2) * self.weight
 
 
 def test_models_without_rules_are_refused(tiny_gpt2):
@@ -424,10 +429,10 @@ def test_models_without_rules_are_refused(tiny_gpt2):
     with pytest.raises(ValueError, match="attention FusedAttention .* has no q/k/v"):
         rationalize(plain, problem, "lrp")
     model = copy.deepcopy(tiny_gpt2)
-    model.transformer.ln_f = OnePlusRMSNorm(32)
+    model.transformer.ln_f = HalvesRMSNorm(32)
     # Other tests share tiny_gpt2, and transformers installs its own output-capturing hooks.
     hooks_before = all_hooks(model)
-    with pytest.raises(ValueError, match="normalization OnePlusRMSNorm does not compute"):
+    with pytest.raises(ValueError, match="normalization HalvesRMSNorm does not compute"):
         rationalize(HuggingFaceCausalLM(model), problem, "lrp")
     with pytest.raises(ValueError, match="unknown LRP variant"):
         lrp_scores(HuggingFaceCausalLM(tiny_gpt2), problem, [1], variant="bogus")
@@ -552,3 +557,331 @@ def test_seed_functions_accept_lrp(tiny_gpt2):
         Hub(model), src, tgt, "lrp", verbose=False)
     assert [g[0] for g in targets] == [0, 1, 2] and log["method"] == "lrp"
     assert all(0 <= p < len(src) - 1 for s in sources for p in s)
+
+
+# -- more decoder-only families -------------------------------------------------------------------
+FAMILY_IDS = torch.tensor([5, 17, 3, 42, 8, 8, 61, 12])
+COUNTERS = ("attention", "norm", "activation", "product", "tanh")
+SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+             intermediate_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+             eos_token_id=2)
+GQA = dict(num_key_value_heads=2)
+FALCON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+
+#: family -> (config class, model class, config arguments, rules applied by one forward pass
+#: (COUNTERS, tanh once for AttnLRP and once for CP-LRP, under which the attention scores carry
+#: no gradient), whether the model computes in its own dtype throughout: float64 conservation
+#: to 1e-10 (measured 1e-15); else its RMS / layer norms compute in float32 (measured up to
+#: 1.5e-6 relative, tested to 1e-5; the softmax rule's leak is 1e-3 and more).
+FAMILIES = {
+    # fused q/k/v, interleaved per head; partial rotary; parallel residual
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(SMALL, rotary_pct=0.5),
+                 (2, 5, 2, 0, 0, 0), True),
+    # RMS norm (1 + w), embedding scaled by sqrt(hidden), gated MLP
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(SMALL, **GQA, head_dim=8),
+              (6, 5, 2, 2, 0, 0), False),
+    # + tanh softcapping of attention scores (2 layers) and of the final logits
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(SMALL, **GQA, head_dim=8),
+               (6, 9, 2, 2, 3, 1), False),
+    # + q/k norms, sliding-window layers
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(SMALL, **GQA, head_dim=8),
+               (6, 13, 2, 2, 0, 0), False),
+    # fused q | k | v of unequal sizes (grouped keys and values), fused gate_up_proj
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(SMALL, **GQA), (2, 5, 2, 2, 0, 0), False),
+    # layer norm without weight or bias (and a fixed epsilon)
+    "olmo": ("OlmoConfig", "OlmoForCausalLM", SMALL, (6, 5, 2, 2, 0, 0), False),
+    # q/k norms over all heads, norms after attention and MLP
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", SMALL, (6, 9, 2, 2, 0, 0), False),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(SMALL, **GQA), (6, 5, 2, 2, 0, 0), False),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(SMALL, **GQA, head_dim=8),
+              (6, 9, 2, 2, 0, 0), False),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(SMALL, **GQA), (6, 5, 2, 2, 0, 0),
+                False),
+    # fused q | k | v with one key/value head; attention and MLP in parallel
+    "falcon_multi_query": ("FalconConfig", "FalconForCausalLM", FALCON, (2, 3, 2, 0, 0, 0), True),
+    # fused q/k/v interleaved per head
+    "falcon_heads": ("FalconConfig", "FalconForCausalLM", dict(FALCON, multi_query=False),
+                     (2, 3, 2, 0, 0, 0), True),
+    # fused q/k/v interleaved per key/value group, two layer norms per layer
+    "falcon_new_architecture": ("FalconConfig", "FalconForCausalLM",
+                                dict(FALCON, new_decoder_architecture=True, num_kv_heads=2),
+                                (2, 5, 2, 0, 0, 0), True),
+    # fused q/k/v per head, q/k layer norms, squared ReLU
+    "persimmon": ("PersimmonConfig", "PersimmonForCausalLM", SMALL, (2, 9, 2, 0, 0, 0), True),
+    # centered layer norm without bias (also on q and k), parallel attention and MLP
+    "cohere": ("CohereConfig", "CohereForCausalLM", dict(SMALL, **GQA, use_qk_norm=True),
+               (6, 7, 2, 2, 0, 0), False),
+    # fused q/k/v in four parts of q | v | k, partial rotary, attention in float32
+    "codegen": ("CodeGenConfig", "CodeGenForCausalLM",
+                dict(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                     rotary_dim=4, bos_token_id=1, eos_token_id=2), (2, 3, 2, 0, 0, 0), True),
+}
+_FAMILY_MODELS: dict[str, nn.Module] = {}
+
+
+def family_model(family: str) -> nn.Module:
+    """A tiny random float32 model of ``family`` (shared: copy it before changing it)."""
+    if family not in _FAMILY_MODELS:
+        transformers = pytest.importorskip("transformers")
+        config_class, model_class, arguments = FAMILIES[family][:3]
+        torch.manual_seed(4)
+        config = getattr(transformers, config_class)(**arguments)
+        _FAMILY_MODELS[family] = getattr(transformers, model_class)(config).eval()
+    return _FAMILY_MODELS[family]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_rules_keep_outputs_and_conserve(family):
+    """Every rule fires as many times as the family has parts for it, the outputs stay bit for
+    bit, the hooks go, and with CP-LRP and zero biases the relevance of the context is the
+    logit (float64)."""
+    expected, exact = FAMILIES[family][3:]
+    adapter = HuggingFaceCausalLM(float64_without_biases(family_model(family)))
+    problem = RationalizationProblem(FAMILY_IDS)
+    batch = full_rows(problem)
+    before = all_hooks(adapter.model)
+    plain = adapter.logits(batch)
+    for variant in ["attnlrp", "cp"]:
+        with torch.enable_grad(), lrp_rules(adapter.model, variant) as applied:
+            hooked = adapter.logits(batch)
+        counts = expected[:4] + (expected[4] if variant == "attnlrp" else expected[5],)
+        assert applied == dict(zip(COUNTERS, counts))
+        assert torch.equal(hooked, plain)
+        assert all_hooks(adapter.model) == before
+    logits = goal_logits(adapter, problem).double()
+    sums = relevance_sums(adapter, problem, "cp")
+    torch.testing.assert_close(sums, logits, rtol=1e-10 if exact else 1e-5, atol=1e-12)
+    attnlrp = relevance_sums(adapter, problem, "attnlrp")
+    assert ((attnlrp - logits).abs() > 1e-3 * logits.abs()).any()  # the softmax rule leaks
+    assert all_hooks(adapter.model) == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rationalize_family(family):
+    """The ``lrp`` ordering of the float32 model (biases kept) through HuggingFaceCausalLM:
+    finite scores, rationales in their order, no hook left."""
+    model = family_model(family)
+    adapter = HuggingFaceCausalLM(model)
+    before = all_hooks(model)
+    problem = RationalizationProblem(FAMILY_IDS[:6])
+    scores = lrp_scores(adapter, problem, problem.targets)
+    assert all(torch.isfinite(scores[t]).all() and scores[t].shape == (t,)
+               for t in problem.targets)
+    result = rationalize(adapter, problem, "lrp", max_tokens_per_batch=8)
+    check_rationales(result, problem, scores)
+    assert all_hooks(model) == before
+
+
+class KeepAttentionWeights(torch.overrides.TorchFunctionMode):
+    """Records, per attention, what the AttnLRP accounting needs: the softmax's input ``x``
+    (scores and mask), the weights ``a``, the values ``v`` (one per query head) and the
+    gradient ``g`` at ``a @ v``; from eager attention (softmax, then the product with the
+    values) or from ``F.scaled_dot_product_attention`` (recomputed from q, k, v)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.softmax = [], None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        functional = torch.nn.functional
+        if func is functional.scaled_dot_product_attention:
+            q, k, v = (t.detach() for t in args[:3])
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            k, v = (t.repeat_interleave(q.shape[-3] // t.shape[-3], -3) for t in (k, v))
+            x = q @ k.transpose(-1, -2) * (kwargs.get("scale") or q.shape[-1] ** -0.5)
+            if mask is None and kwargs.get("is_causal"):
+                mask = torch.ones(x.shape[-2:], dtype=torch.bool).tril()
+            if mask is not None:
+                x = (x + mask if mask.is_floating_point()
+                     else x.masked_fill(~mask, torch.finfo(x.dtype).min))
+            self.keep({"x": x, "a": x.softmax(-1), "v": v}, out)
+        elif func in (functional.softmax, torch.softmax, torch.Tensor.softmax):
+            self.softmax = {"x": args[0].detach()}
+        elif func in (torch.matmul, torch.Tensor.__matmul__) and self.softmax is not None:
+            call, self.softmax = self.softmax, None
+            call.update(a=args[0].detach(), v=args[1].detach())
+            self.keep(call, out)
+        return out
+
+    def keep(self, call, out):
+        if out.requires_grad:  # not a forward pass without gradients
+            out.register_hook(lambda g: call.__setitem__("g", g))
+            self.calls.append(call)
+
+    def leak(self) -> float:
+        """What AttnLRP's softmax rule leaves out (see :func:`softmax_leak`), all attentions."""
+        total = 0.0
+        for call in self.calls:
+            a, x, v, g = (call[n].double() for n in ("a", "x", "v", "g"))
+            grad_a = 0.5 * g @ v.transpose(-1, -2)
+            grad_x = a * (grad_a - (a * grad_a).sum(-1, keepdim=True))
+            total += float((a * grad_a).sum() - (x * grad_x).sum())  # masked: grad_x = 0
+        return total
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "phi3", "falcon_multi_query",
+                                    "falcon_new_architecture", "persimmon", "codegen", "gemma2",
+                                    "olmo2"])
+def test_attnlrp_accounting_is_exact_on_more_families(family):
+    """The AttnLRP accounting of the GPT-2 test for fused q/k/v layouts (each slice's gradient
+    scaled by 1/4, 1/4, 1/2), q/k norms and Gemma 2's softcapped scores (tanh's identity rule
+    passes the scores' relevance on unchanged)."""
+    adapter = HuggingFaceCausalLM(float64_without_biases(family_model(family)))
+    t = len(FAMILY_IDS) - 1
+    problem = RationalizationProblem(FAMILY_IDS, targets=[t])
+    with KeepAttentionWeights() as keep:  # below the LRP rules' mode: it sees what they pass on
+        relevance = float(lrp_scores(adapter, problem, [t], variant="attnlrp")[t].sum())
+    assert len(keep.calls) == 2  # one attention per layer
+    leak, logit = keep.leak(), float(goal_logits(adapter, problem)[0])
+    exact = FAMILIES[family][4]
+    assert abs(relevance + leak - logit) < (1e-9 if exact else 1e-5) * abs(logit)
+    assert abs(leak) > 1e-3 * abs(logit)
+
+
+class ToyFusedAttention(nn.Module):
+    """Causal attention with one fused q/k/v projection of a given layout and an output
+    projection, as Hugging Face families write it."""
+
+    def __init__(self, layout: str, dim: int = 8, num_heads: int = 2) -> None:
+        super().__init__()
+        self.layout, self.num_heads = layout, num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x):
+        y = self.qkv(x)
+        if self.layout == "per_head":  # [head: q k v] ...
+            q, k, v = y.unflatten(-1, (self.num_heads, 3, -1)).unbind(-2)
+        else:  # three equal parts in the layout's order
+            parts = dict(zip(self.layout, y.chunk(3, -1)))
+            q, k, v = (parts[n].unflatten(-1, (self.num_heads, -1)) for n in "qkv")
+        q, k, v = (t.transpose(-2, -3) for t in (q, k, v))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(o.transpose(-2, -3).flatten(-2))
+
+
+class ToyFusedLM(nn.Module):
+    def __init__(self, layout: str) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.attention = ToyFusedAttention(layout)
+        self.head = nn.Linear(8, VOCAB, bias=False)
+
+    def forward(self, x):
+        return self.head(x + self.attention(x))
+
+
+@pytest.mark.parametrize("layout", ["qkv", "qvk", "per_head", "vqk"])
+def test_fused_projection_layout_is_checked(layout):
+    """A fused projection's layout is the candidate whose value part the first query's
+    attention returns: q | k | v, q | v | k and per head conserve the logit (CP-LRP); a layout
+    with the values first is none of the candidates and is refused."""
+    model = ToyFusedLM(layout).double()
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    before = all_hooks(model)
+    if layout == "vqk":
+        with pytest.raises(ValueError, match=r"^LRP has no rules for ToyFusedLM: its attention "
+                           r"ToyFusedAttention's fused projection qkv splits into q, k and v in "
+                           r"no layout this module knows \(.*\)$"), lrp_rules(model, "cp"):
+            model(x)
+        assert all_hooks(model) == before
+        return
+    for variant in ["cp", "attnlrp"]:
+        with torch.enable_grad(), lrp_rules(model, variant) as applied:
+            logit = model(x)[0, -1, 3]
+            (grad,) = torch.autograd.grad(logit, x)
+        assert applied["attention"] == 1
+        relevance, logit = float((x.detach() * grad).sum()), float(logit.detach())
+        if variant == "cp":
+            assert abs(relevance - logit) < 1e-12 * abs(logit)
+        else:
+            assert abs(relevance - logit) > 1e-4 * abs(logit)
+    assert all_hooks(model) == before
+
+
+@pytest.mark.parametrize("family", ["gemma", "olmo", "cohere"])
+def test_normalization_forms(family):
+    """Gemma's ``x / rms * (1 + w)``, OLMo's ``(x - mean) / std`` without weight (its epsilon
+    is a constant of the code, not an attribute) and Cohere's ``(x - mean) / std * w`` without
+    bias: the rule's gradient is the normalization with the normalizer fixed, its value the
+    module's own output, bit for bit."""
+    model = copy.deepcopy(family_model(family)).double()
+    norm = model.model.norm
+    if hasattr(norm, "weight"):
+        with torch.no_grad():
+            norm.weight.normal_()
+    x = torch.randn(3, 32, dtype=torch.float64) * 2 + 0.5
+    c = torch.randn(3, 32, dtype=torch.float64)
+    plain = norm(x)
+    xg = x.clone().requires_grad_(True)
+    with lrp_rules(model, "cp") as applied:
+        out = norm(xg)
+        (grad,) = torch.autograd.grad((out * c).sum(), xg)
+    assert torch.equal(out, plain) and applied["norm"] == 1
+    if family == "gemma":
+        rms = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+        expected = c * (1 + norm.weight.detach()) / rms
+    else:
+        std = (x.var(-1, unbiased=False, keepdim=True)
+               + (1e-5 if family == "olmo" else norm.variance_epsilon)).sqrt()
+        cw = c if family == "olmo" else c * norm.weight.detach()
+        expected = (cw - cw.mean(-1, keepdim=True)) / std
+    # These norms compute in float32 whatever the model's dtype.
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close((x * grad).sum(-1), (plain * c).sum(-1), rtol=1e-5, atol=1e-7)
+
+
+def test_tanh_functions_get_the_identity_rule(tiny_gpt2):
+    """``tanh`` called as a function (Gemma 2's softcapping) keeps its value and gets the
+    gradient tanh(x) / x; inside an activation module (GPT-2's gelu_new) the module's rule is
+    the one that counts."""
+    x = torch.tensor([-3.0, -0.5, 0.0, 0.25, 2.0], dtype=torch.float64, requires_grad=True)
+    ids = IDS[None, :4]
+    with torch.enable_grad(), lrp_rules(tiny_gpt2) as applied:
+        tiny_gpt2(input_ids=ids)
+        assert applied["tanh"] == 0 and applied["activation"] == 2
+        for tanh in (torch.tanh, torch.Tensor.tanh, torch.nn.functional.tanh):
+            y = tanh(x)
+            assert torch.equal(y, torch.tanh(x.detach()))
+            (grad,) = torch.autograd.grad(y.sum(), x)
+            torch.testing.assert_close(x.detach() * grad, y.detach(), rtol=1e-15, atol=0.0)
+        assert applied["tanh"] == 3
+    (plain,) = torch.autograd.grad(torch.tanh(x).sum(), x)  # the rule is gone
+    torch.testing.assert_close(plain, 1 - torch.tanh(x.detach()) ** 2)
+
+
+REFUSED = {
+    # a GELU module of its own (BloomGelu, kept as gelu_impl)
+    "bloom": ("BloomConfig", "BloomForCausalLM",
+              dict(vocab_size=100, hidden_size=32, n_layer=2, n_head=4),
+              "its MLP BloomMLP (transformer.h.0.mlp) has no activation module"),
+    # a state-space model
+    "mamba": ("MambaConfig", "MambaForCausalLM",
+              dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=4),
+              "no rule for its state-space or recurrent layer MambaMixer "
+              "(backbone.layers.0.mixer)"),
+    "olmo_clip_qkv": ("OlmoConfig", "OlmoForCausalLM", dict(SMALL, clip_qkv=8.0),
+                      "its attention OlmoAttention (model.layers.0.self_attn) clips q, k and v"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM",
+                dict(SMALL, **GQA, num_local_experts=2, num_experts_per_tok=1),
+                "no rule for its mixture of experts MixtralSparseMoeBlock (model.layers.0.mlp)"),
+}
+
+
+@pytest.mark.parametrize("family", REFUSED)
+def test_unsupported_families_are_refused_in_one_sentence(family):
+    transformers = pytest.importorskip("transformers")
+    config_class, model_class, arguments, why = REFUSED[family]
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**arguments))
+    model.eval()
+    before = all_hooks(model)
+    with pytest.raises(ValueError) as refusal, lrp_rules(model):
+        model(input_ids=FAMILY_IDS[None])
+    message = str(refusal.value)
+    assert message.startswith(f"LRP has no rules for {model_class}: {why}")
+    assert "\n" not in message and ". " not in message  # one sentence
+    assert all_hooks(model) == before
