@@ -280,16 +280,6 @@ class FairseqTranslator:
                        "rationalizes every target token")
         return [Job(item.index, item.text, None, self._runner(item, options)) for item in inputs]
 
-    def _check_known(self, item: Input, ids: list[int]) -> None:
-        """Stop when the tokenizer knows none of an input's words: the model would explain a
-        row of unknown-token markers (a tokenizer of another vocabulary)."""
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
-        words = [i for i in ids if i not in special]
-        if unk is not None and words and all(i == unk for i in words):
-            raise fail(f"input {item.index}: every token is unknown to the tokenizer "
-                       f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
-
     def _runner(self, item: Input, options: dict[str, Any]
                 ) -> Callable[[], tuple[SequenceRationales | None, dict[str, Any]]]:
         from sequential_rationales.adapters.fairseq import FairseqTranslationModel

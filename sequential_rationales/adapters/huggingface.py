@@ -277,9 +277,11 @@ def block_list(module: nn.Module) -> nn.ModuleList:
                      "`layers`, `h`, `block` and `blocks`)")
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 100) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    line = text[0] if text else ""
+    line = line if len(line) <= limit else line[:limit - 3] + "..."
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 class HuggingFaceCausalLM:

@@ -59,8 +59,9 @@ def check_seq2seq(model: object) -> None:
     if config is None or not hasattr(model, "get_encoder"):
         raise TypeError(f"{need}, got {name}, which has no Hugging Face config or encoder")
     if not getattr(config, "is_encoder_decoder", False):
-        raise TypeError(f"{need}, got the decoder-only model {name}; use "
-                        "sequential_rationales.adapters.huggingface.HuggingFaceCausalLM")
+        raise TypeError(f"{need}, got {name}, whose config is not an encoder-decoder's (a "
+                        "decoder-only LM goes to sequential_rationales.adapters.huggingface."
+                        "HuggingFaceCausalLM; speech and multimodal models are not supported)")
     if model.get_output_embeddings() is None:
         raise TypeError(f"{need}, got {name}, which has no language-model head; load it "
                         "with AutoModelForSeq2SeqLM rather than AutoModel")
