@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -277,6 +278,10 @@ def block_list(module: nn.Module) -> nn.ModuleList:
                      "`layers`, `h`, `block` and `blocks`)")
 
 
+# Probe outcomes (the layout to use) per model, forgotten with the model.
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _first_line(error: BaseException, limit: int = 100) -> str:
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
@@ -325,7 +330,15 @@ class HuggingFaceCausalLM:
         self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                           torch.float32)
         if probe:
-            self._probe(explicit_layout=use_position_ids is not None)
+            # Probed once per model, attention implementation and layout: the seed functions
+            # build an adapter per sequence.
+            key = (getattr(config, "_attn_implementation", None), self.sparse,
+                   use_position_ids is not None)
+            probed = _PROBED.setdefault(model, {})
+            if key not in probed:
+                self._probe(explicit_layout=use_position_ids is not None)
+                probed[key] = self.sparse
+            self.sparse = probed[key]
 
     # -- probes ----------------------------------------------------------------------------
     def _probe(self, explicit_layout: bool) -> None:
