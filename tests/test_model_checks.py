@@ -175,3 +175,13 @@ def test_attention_that_cannot_take_4d_masks_is_refused():
         HuggingFaceCausalLM(model)
     model.set_attn_implementation("sdpa")
     check_exact(model.eval(), HuggingFaceCausalLM(model), greedy=False)
+
+
+def test_a_window_the_model_never_applies_is_not_applied():
+    """Moshi declares a sliding_window that its masks never use: the adapter must not."""
+    from tests.model_zoo import tiny_causal_lm
+
+    model = tiny_causal_lm("moshi")
+    model.config.sliding_window = 4
+    assert attention_windows(model).smallest is None
+    check_exact(model, HuggingFaceCausalLM(model), greedy=False)

@@ -169,12 +169,38 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
         if "sliding_attention" in windows and window is None:
             raise ValueError(f"{refuse}: it has sliding-attention layers but no integer "
                              "`sliding_window` in its config")
+        if window is not None and not _applies_window(model):
+            return AttentionWindows(dict.fromkeys(windows))
         keyed = _takes_keyed_masks(model)
         if len(set(windows.values())) > 1 and not keyed:
             raise ValueError(f"{refuse}: it mixes full and sliding attention but takes one "
                              "attention mask for every layer")
         return AttentionWindows(windows, keyed=keyed)
+    if window is not None and not _applies_window(model):
+        window = None
     return AttentionWindows({"": window})
+
+
+def _applies_window(model: nn.Module) -> bool:
+    """Whether the model applies the ``sliding_window`` its config declares (Moshi declares
+    one and never applies it): with a window of 2 in the config, ten tokens predict
+    differently. Two forward passes."""
+    config = text_config(model.config)
+    parameter = next(model.parameters())
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    ids = torch.randint(2, max(3, min(vocab, 1000)), (1, 10),
+                        generator=torch.Generator().manual_seed(0)).to(parameter.device)
+    saved = config.sliding_window
+    try:
+        with torch.no_grad(), eval_mode(model):
+            wide = model(input_ids=ids).logits.float()
+            config.sliding_window = 2
+            narrow = model(input_ids=ids).logits.float()
+    except Exception:  # noqa: BLE001 - let the adapter's probes report a model that fails
+        return True
+    finally:
+        config.sliding_window = saved
+    return bool((narrow - wide).abs().max() > 1e-6)
 
 
 # Attention implementations that apply a 4-D mask exactly as given (the word-dropout one
