@@ -24,11 +24,15 @@ full sequence, where columns are positions.
 
 Families that cannot be served exactly are refused in one sentence when the adapter is built:
 ALiBi biases computed from the 2-D mask (Bloom, Falcon with ``alibi``), recurrent and
-state-space layers (Mamba, RWKV, RecurrentGemma, hybrids), chunked attention. Two cheap probes
-guard the rest, including families this module has never seen: the model must be causal (a
-later token never changes an earlier prediction: not BERT-like), and feeding a subset sparsely
-must give the prediction of the masked full sequence, which itself must not read the dropped
-tokens; a model whose sparse input disagrees is run masked, one that leaks is refused.
+state-space layers (Mamba, RWKV, RecurrentGemma, hybrids), chunked attention, byte patching,
+multi-codebook inputs, attention implementations that cannot take a 4-D mask. Cheap probes
+(forward passes of ten tokens, once per model) guard the rest, including families this module
+has never seen: the model must be causal (a later token never changes an earlier prediction:
+not BERT-like), feeding a subset sparsely must give the prediction of the masked full sequence,
+which itself must not read the dropped tokens (a model whose sparse input disagrees is run
+masked, one that leaks is refused), and a declared sliding window must change predictions
+(Moshi declares one it never applies). ``tests/test_model_families.py`` checks every family of
+the pinned transformers against a reference built from 2-D masks alone.
 """
 
 from __future__ import annotations
