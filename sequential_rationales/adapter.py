@@ -55,16 +55,21 @@ def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (dropout off), restoring training mode afterwards. A model already in
-    eval mode is left alone: switching walks every module, and adapters enter this per pass."""
-    if not model.training:
+    """Run with every module in eval mode (dropout off), then give each module back its own
+    mode: a caller's mix (one dropout left in train mode for MC dropout, or one frozen in eval
+    mode while training) comes back exactly as it was. A model already wholly in eval mode is
+    left alone."""
+    modules = [m for m in model.modules() if m.training]
+    if not modules:
         yield
         return
-    model.eval()
+    for module in modules:
+        module.training = False
     try:
         yield
     finally:
-        model.train()
+        for module in modules:
+            module.training = True
 
 
 @dataclass

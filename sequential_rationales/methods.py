@@ -22,7 +22,7 @@ from .search import (
     greedy_search,
     ordered_search,
 )
-from .validation import check_choice, check_positive_int
+from .validation import check_choice, check_positive_int, check_token_ids
 
 SearchFn = Callable[..., list[TargetRationale]]
 #: ``scores_of(adapter, problem, *, max_tokens_per_batch, **options) -> {target: scores}``:
@@ -159,6 +159,23 @@ def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
 BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in ("greedy", "exhaustive"))
 
 
+# Methods that differentiate the model.
+GRADIENT_METHODS = ("gradient_norm", "signed_gradient", "integrated_gradient",
+                    "signed_gradient_token", "integrated_gradient_midpoint", "lrp", "iba")
+
+
+def _check_problem_fits(adapter: ModelAdapter, problem: RationalizationProblem) -> None:
+    """Token ids within the adapter's vocabularies and positions, where it knows them."""
+    vocab = getattr(adapter, "vocab_size", None)
+    if vocab is not None:
+        check_token_ids(problem.target_ids, "target_ids", vocab,
+                        getattr(adapter, "max_positions", None), 2)
+    source_vocab = getattr(adapter, "source_vocab_size", None)
+    if problem.source_ids is not None and len(problem.source_ids) and source_vocab is not None:
+        check_token_ids(problem.source_ids, "source_ids", source_vocab,
+                        getattr(adapter, "max_source_positions", None), 0)
+
+
 def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",
                 max_steps: int = 1024, max_tokens_per_batch: int | None = None,
                 top_1: bool = False,
@@ -179,6 +196,10 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     random_order`); the same seed gives the same rationales in every run.
     """
     chosen = get_method(method)
+    if method in GRADIENT_METHODS and torch.is_inference_mode_enabled():
+        raise ValueError(f"{method} needs gradients, which torch.inference_mode() turns off; "
+                         "call rationalize outside it (torch.no_grad() is fine)")
+    _check_problem_fits(adapter, problem)
     check_positive_int(max_steps, "max_steps")
     if max_tokens_per_batch is not None:  # None: the device's default budget
         check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")

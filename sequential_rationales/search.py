@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, SubsetBatch, to_device
 from .results import SOURCE, TARGET, ContextToken, SearchStep, TargetRationale
-from .validation import check_positive_int
+from .validation import check_id_tensor, check_positive_int
 
 Subset = tuple[int, ...]
 
@@ -87,12 +88,25 @@ class RationalizationProblem:
     targets: Sequence[int] = ()
 
     def __post_init__(self) -> None:
+        check_id_tensor(self.target_ids, "target_ids", 2)
+        if self.source_ids is not None:
+            check_id_tensor(self.source_ids, "source_ids", 0)
         if not self.targets:
             self.targets = list(range(1, len(self.target_ids)))
-        bad = [t for t in self.targets if not 1 <= t < len(self.target_ids)]
+        try:
+            if any(isinstance(t, bool) for t in self.targets):
+                raise TypeError
+            targets = [operator.index(t) for t in self.targets]
+        except TypeError:
+            raise TypeError(f"targets must be integer positions, got {self.targets!r}") from None
+        self.targets = targets
+        bad = [t for t in targets if not 1 <= t < len(self.target_ids)]
         if bad:
             raise ValueError(
                 f"target positions {bad} are outside [1, {len(self.target_ids) - 1}]")
+        repeated = sorted({t for t in targets if targets.count(t) > 1})
+        if repeated:
+            raise ValueError(f"target positions {repeated} are given more than once")
 
     @property
     def num_source(self) -> int:

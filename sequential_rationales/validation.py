@@ -35,6 +35,20 @@ def check_token_ids(ids: object, name: str, vocab_size: int, max_positions: int 
     return ids.detach().to("cpu", torch.long)
 
 
+def check_id_tensor(ids: object, name: str, min_length: int) -> None:
+    """``ids`` must be a 1-D integer tensor of at least ``min_length`` tokens."""
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.dim() != 1:
+        raise ValueError(f"{name} must be 1-D [seq_len], got shape {list(ids.shape)}")
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.numel() < min_length:
+        raise ValueError(f"{name} has {ids.numel()} token(s); at least {min_length} are needed"
+                         + (" (a context token and a token to predict)" if min_length > 1
+                            else ""))
+
+
 def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
