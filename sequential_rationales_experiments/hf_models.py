@@ -161,7 +161,25 @@ def runner_parser(description: str, task: str, data_files: str) -> argparse.Argu
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
                         help=f"folder with {data_files} (default: data/, relative to the "
                              "current folder; see scripts/download_data.py)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the results already in the output folder and start "
+                             "afresh, instead of resuming; needed when they were written by "
+                             "another model, method or setting")
     return parser
+
+
+def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
+                      **settings: Any) -> dict[str, Any]:
+    """The provenance record of a dataset run (:mod:`.provenance`): model, tokenizer, method,
+    the search settings the results depend on, and the program's own ``settings``."""
+    from sequential_rationales_experiments import provenance
+
+    path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
+    search = {"max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
+              "integrated_gradient_steps": (args.integrated_gradient_steps
+                                            if "integrated_gradient" in args.method else None)}
+    return provenance.make(program, args.method, path, args.tokenizer or path,
+                           {**search, **settings}, experiment=experiment)
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:

@@ -30,10 +30,16 @@ def _parse_record(text: str, path: Path, producer: str, line: int | None = None
     return record
 
 
+PROVENANCE_FILE = "provenance.json"  # written by the runner next to the results
+
+
 def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{example name: record}`` for the JSON files of one method's folder."""
+    """``{example name: record}`` for the JSON files of one method's folder (its provenance
+    file left out)."""
     results = {}
     for path in sorted(method_dir.glob("*.json")):
+        if path.name == PROVENANCE_FILE:
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
@@ -63,9 +69,78 @@ def add_method_arguments(p: argparse.ArgumentParser, results_dir: Path, table: s
                         f"(default: RESULTS_DIR/{table})")
 
 
+def read_provenance(method_dir: Path) -> dict[str, Any] | None:
+    """The runner's provenance record of a folder (``None`` for folders written before it)."""
+    path = method_dir / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise SystemExit(f"error: {path} is not a provenance record; delete it")
+    return record
+
+
+def _model(record: dict[str, Any]) -> tuple[str, str]:
+    """(what identifies the model, how to show it)."""
+    model = record.get("model") if isinstance(record.get("model"), dict) else {}
+    key = model.get("fingerprint") or model.get("path") or "?"
+    return key, f"{model.get('path')} (fingerprint {str(model.get('fingerprint'))[:8]})"
+
+
+def check_combinable(results_dir: Path, found: dict[str, dict[str, dict[str, Any]]],
+                     folders: Sequence[str], experiment: str, producer: str,
+                     required: Sequence[str]) -> None:
+    """Stop with one line when the ``folders`` to combine into one table are not results of
+    ``experiment`` (a record lacks a ``required`` key, or the provenance names another
+    experiment), mix methods (records of another method than the folder's provenance, or of
+    a method that is not the folder's name when that name is a method), or come from
+    different models."""
+    from sequential_rationales import list_methods
+
+    models: dict[str, tuple[str, str]] = {}
+    for folder in folders:
+        method_dir = results_dir / folder
+        record = read_provenance(method_dir)
+        if record is not None and record.get("experiment") not in (None, experiment):
+            raise SystemExit(f"error: {method_dir} holds results of the "
+                             f"{record.get('experiment')} experiment, not {experiment}; "
+                             f"evaluate the folders written by {producer}")
+        methods = set()
+        for name, result in found[folder].items():
+            missing = [key for key in required if key not in result]
+            if missing:
+                raise SystemExit(f"error: {method_dir / (name + '.json')} is not a {experiment} "
+                                 f"result (no {missing[0]!r}); evaluate the folders written by "
+                                 f"{producer}")
+            methods.add(result.get("method"))
+        if record is not None:
+            methods.add(record.get("method"))
+        methods.discard(None)
+        if len(methods) > 1:
+            raise SystemExit(f"error: {method_dir} mixes results of methods "
+                             f"{', '.join(sorted(methods))}; rerun them into separate folders")
+        if methods and folder in list_methods() and methods != {folder}:
+            raise SystemExit(f"error: {method_dir} holds results of method "
+                             f"{next(iter(methods))!r}, not {folder!r}; rename or rerun it")
+        if record is not None:
+            models[folder] = _model(record)
+    if len({key for key, _ in models.values()}) > 1:
+        (first, (key, shown)), *others = models.items()
+        other, (_, other_shown) = next((f, m) for f, m in others if m[0] != key)
+        raise SystemExit(f"error: {results_dir / first} and {results_dir / other} were written "
+                         f"by different models ({shown} vs {other_shown}); evaluate results of "
+                         "one model together")
+
+
 def find_results(results_dir: Path, baseline: str | None, producer: str,
-                 exclude: Sequence[str] = ()) -> tuple[dict[str, dict], list[str]]:
-    """Load every method folder and pick the table's rows (``--baseline`` or all)."""
+                 exclude: Sequence[str] = (), experiment: str | None = None,
+                 required: Sequence[str] = ()) -> tuple[dict[str, dict], list[str]]:
+    """Load every method folder and pick the table's rows (``--baseline`` or all); with
+    ``experiment``, check that the folders used can be combined (:func:`check_combinable`).
+    """
     if not results_dir.is_dir():
         raise SystemExit(f"error: {results_dir} does not exist; run {producer} first")
     found = {d.name: load_results(d) for d in results_dir.iterdir() if d.is_dir()}
@@ -80,6 +155,9 @@ def find_results(results_dir: Path, baseline: str | None, producer: str,
         methods = order_methods([m for m in found if m not in exclude])
         if not methods:
             raise SystemExit(f"error: no method results in {results_dir}")
+    if experiment is not None:
+        used = [*methods, *(m for m in exclude if m in found and m not in methods)]
+        check_combinable(results_dir, found, used, experiment, producer, required)
     return found, methods
 
 

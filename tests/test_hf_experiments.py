@@ -144,7 +144,9 @@ def bpe_model_dir(tmp_path_factory, data_dir) -> Path:
 
 
 def read_results(folder: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    """The result files of a runner folder (not its provenance.json)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
+            if p.name != "provenance.json"}
 
 
 # -- analogy data -----------------------------------------------------------------------------

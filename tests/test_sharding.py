@@ -185,10 +185,13 @@ def test_torchrun_of_a_dataset_program_through_the_runner(tmp_path):
 
     def results(folder: Path) -> dict[str, dict]:
         return {p.name: without_durations([json.loads(p.read_text())])[0]
-                for p in sorted(folder.glob("*.json"))}
+                for p in sorted(folder.glob("*.json")) if p.name != "provenance.json"}
 
     assert len(results(tmp_path / "single")) == 5
     assert results(tmp_path / "sharded") == results(tmp_path / "single")
+    provenances = [json.loads((tmp_path / run / "provenance.json").read_text())
+                   for run in ("single", "sharded")]
+    assert provenances[0] == provenances[1]
 
 
 def test_a_killed_torchrun_run_resumes_with_one_record_per_input(lm_dir, tmp_path):

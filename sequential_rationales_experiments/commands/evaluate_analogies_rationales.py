@@ -22,6 +22,8 @@ from sequential_rationales_experiments.tables import (
 COLUMNS = ["Length", "Ratio", "Ante", "No D"]
 DIGITS = {"Length": 1, "Ratio": 1, "Ante": 2, "No D": 2}
 REFERENCE = "exhaustive"
+RECORD_KEYS = ("rationalization", "all_rationales", "antecedent_positions",
+               "distractor_positions")
 
 
 def last_rationale(record: dict[str, Any]) -> list[int]:
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     found, methods = find_results(results_dir, args.baseline,
-                                  "huggingface/rationalize_analogies.py", exclude=[REFERENCE])
+                                  "huggingface/rationalize_analogies.py", exclude=[REFERENCE],
+                                  experiment="analogies", required=RECORD_KEYS)
     exhaustive = found.get(REFERENCE)
     rows = evaluate(found, methods, exhaustive)
     n = int(next(iter(rows.values()))["n"])

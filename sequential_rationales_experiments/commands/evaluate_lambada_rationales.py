@@ -23,6 +23,7 @@ from sequential_rationales_experiments.tables import (
 
 COLUMNS = ["Length", "IOU", "F1"]
 DIGITS = {"Length": 1, "IOU": 2, "F1": 2}
+RECORD_KEYS = ("rationalization", "all_rationales", "human_subword_rationale")
 
 
 def first_piece(record: dict[str, Any]) -> int:
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     found, methods = find_results(results_dir, args.baseline,
-                                  "huggingface/rationalize_annotated_lambada.py")
+                                  "huggingface/rationalize_annotated_lambada.py",
+                                  experiment="lambada", required=RECORD_KEYS)
     rows = evaluate(found, methods)
     n = int(next(iter(rows.values()))["n"])
     print(f"Annotated Lambada: {n} passages common to {', '.join(methods)}")

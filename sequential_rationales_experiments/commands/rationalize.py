@@ -12,6 +12,11 @@ rationalize_conditional_model write it) plus "input_index" and "text". Lines are
 and flushed; running the same command again skips the inputs already in the file and redoes a
 torn last line. Without --out the rationales are printed.
 
+Next to FILE.jsonl, FILE.provenance.json records what wrote it: the model (its resolved path
+and a fingerprint of its config and weights files), the tokenizer, --method and every setting
+the results depend on (--max-steps, --start-step, --generate, --integrated-gradient-steps).
+A rerun that differs in any of them stops instead of appending; --overwrite starts afresh.
+
 Launched by torchrun or accelerate launch, each rank takes every WORLD-th input, writes
 OUT.part-RANK-of-WORLD.jsonl, and rank 0 merges the parts into OUT (one record per input, in
 input order). Examples:
@@ -28,18 +33,21 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from sequential_rationales import format_rationales, list_methods
-from sequential_rationales_experiments import sharding
+from sequential_rationales_experiments import provenance, sharding
 from sequential_rationales_experiments.cli import HelpFormatter, positive_int
 from sequential_rationales_experiments.hf_models import DEFAULT_MAX_STEPS, default_device
 from sequential_rationales_experiments.rationalize_inputs import (
     DTYPES,
     Input,
     Job,
+    _fairseq_checkpoint,
     fail,
     load_model,
     read_inputs,
@@ -94,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE.jsonl",
                    help="write one JSON record per input here; a rerun skips the inputs "
                         "already written (default: print the rationales, write nothing)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out: delete the results already in the file (and its part files) "
+                        "and start afresh, instead of resuming; needed when they were written "
+                        "by another model, method or setting")
     p.add_argument("--html", default=None, metavar="PAGE",
                    help="also write an HTML page showing every rationale")
     p.add_argument("--verbose", action="store_true",
@@ -113,7 +125,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise fail("--html needs sequential_rationales.html, which this installation lacks")
     if args.out is not None and not args.out.endswith(".jsonl"):
         raise fail(f"--out {args.out} must end with .jsonl (one JSON record per line)")
+    check_output_paths(args)
     return args
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """``--out`` and ``--html`` must be regular files (or not exist yet) whose folder exists
+    or can be made, and none of ``--input``, ``--out``, ``--html`` may be the same file."""
+    named = [(flag, value) for flag, value in (("--out", args.out), ("--html", args.html))
+             if value is not None]
+    for flag, value in named:
+        _check_output_path(flag, Path(value))
+    if args.out is not None:
+        sidecar = provenance_path(Path(args.out))
+        if sidecar.exists() and not sidecar.is_file():
+            raise fail(f"--out {args.out}: its provenance file {sidecar} is not a regular file")
+    files = [("--input", args.input), *named]
+    for i, (flag, value) in enumerate(files):
+        for other, other_value in files[i + 1:]:
+            if value is not None and other_value is not None and _same_file(value, other_value):
+                raise fail(f"{flag} and {other} name the same file {other_value}: the "
+                           f"{other.lstrip('-')} would overwrite the {flag.lstrip('-')}; "
+                           "pass another path")
+
+
+def _check_output_path(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise fail(f"{flag} {path} is a folder; pass a file path")
+    if path.exists() or path.is_symlink():
+        try:
+            mode = path.stat().st_mode
+        except OSError as error:
+            raise fail(f"{flag} {path} cannot be read ({error.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise fail(f"{flag} {path} is not a regular file (a pipe, socket or device); "
+                       "pass a file path")
+        return
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise fail(f"{flag} {path}: {parent} is a file, not a folder")
+            return
+
+
+def _same_file(a: str, b: str) -> bool:
+    first, second = Path(a), Path(b)
+    if first.exists() and second.exists():
+        try:
+            return os.path.samefile(first, second)
+        except OSError:
+            pass
+    return first.resolve() == second.resolve()
 
 
 def search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,6 +183,32 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
             "max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
             "max_tokens_per_batch": args.max_tokens_per_batch,
             "integrated_gradient_steps": args.integrated_gradient_steps}
+
+
+def provenance_path(out: Path) -> Path:
+    """``OUT.provenance.json`` next to ``OUT.jsonl``: the provenance of ``OUT`` and its parts.
+    """
+    return out.with_name(f"{out.stem}.provenance.json")
+
+
+def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
+    """What the results of this run depend on (not --max-tokens-per-batch, --device, ...)."""
+    model = Path(args.model)
+    if not (model.is_dir() and (model / "config.json").is_file()):
+        model = (_fairseq_checkpoint(model) or model) if model.exists() else model
+    settings = {"max_steps": search_options(args)["max_steps"],
+                "start_step": args.start_step,
+                "generate": args.generate,
+                "integrated_gradient_steps": (args.integrated_gradient_steps
+                                              if "integrated_gradient" in args.method else None),
+                "dtype": args.dtype}
+    extra = {"data": str(Path(args.data).resolve())} if args.data else {}
+    return provenance.make("rationalize", args.method, model, args.tokenizer or args.model,
+                           settings, **extra)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -140,8 +228,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return summarize(records, len(inputs), time.perf_counter() - started, shard, args)
     sharding.init(shard, device, args.barrier_timeout)
     out = Path(args.out)
-    done = finished_records(out, inputs, args.method)
+    record = run_provenance(args)
+    sidecar = provenance_path(out)
+    old = None
+    if args.overwrite:
+        done: set[int] = set()
+    else:
+        done = finished_records(out, inputs, args.method)
+        has_results = any(sharding.read_records(path) for path in [out, *sharding.part_paths(out)])
+        old = provenance.read(sidecar)
+        provenance.check_resume(old, record, str(out), has_results, _flag, "--out")
     sharding.barrier(shard)  # every rank has read the files before any rank writes
+    if shard.is_main:
+        if args.overwrite:
+            for path in [out, *sharding.part_paths(out)]:
+                path.unlink(missing_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if provenance.needs_writing(old, record):
+            provenance.write(record, sidecar)
+    sharding.barrier(shard)  # the provenance is written before any result
     todo = [item for item in inputs if shard.owns(item.index) and item.index not in done]
     if todo:  # a rerun of a finished run loads no model
         model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
@@ -179,10 +284,10 @@ def finished_records(out: Path, inputs: list[Input], method: str) -> set[int]:
             index = record.get("input_index")
             if index in texts and record.get("text") != texts[index]:
                 raise fail(f"{path} holds a different input {index} ({record.get('text')!r}): "
-                           "it belongs to another run; pass a new --out")
+                           "it belongs to another run; pass a new --out or --overwrite")
             if "skipped" not in record and record.get("method") != method:
                 raise fail(f"{path} holds results of method {record.get('method')!r}, not "
-                           f"{method!r}; pass a new --out")
+                           f"{method!r}; pass a new --out or --overwrite")
             done.add(index)
     return done
 

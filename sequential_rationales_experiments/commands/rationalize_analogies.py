@@ -33,12 +33,20 @@ from sequential_rationales_experiments.hf_models import (
     output_dir,
     rationalize_lm_example,
     runner_parser,
+    runner_provenance,
 )
 from sequential_rationales_experiments.runner import run_examples
 from sequential_rationales_experiments.sharding import current_shard
 
 # The counts main() prints and returns, in this order.
 COUNTS = ("written", "existing", "not_correct", "not_sampled", "bad_tokenization")
+# Every record has these keys (what the evaluation reads).
+RECORD_KEYS = ("method", "rationalization", "all_rationales", "antecedent_positions",
+               "distractor_positions")
+
+
+def is_analogy_record(value: Any) -> bool:
+    return isinstance(value, dict) and all(key in value for key in RECORD_KEYS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,8 +126,13 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         candidates = exhaustive_sample(examples, args, out, skipped)
     else:
         candidates = [(example.name, example) for example in examples]
+    sampling = ({"seed": args.seed, "exhaustive_fraction": args.exhaustive_fraction}
+                if args.method == "exhaustive" else {})
+    record = runner_provenance(args, "analogies", "rationalize_analogies",
+                               no_filter=args.no_filter, **sampling)
     done = run_examples(candidates, out, process, desc=f"analogies/{args.method}",
-                        limit=args.max_examples)
+                        limit=args.max_examples, provenance=record, overwrite=args.overwrite,
+                        is_result=is_analogy_record)
     counts = {key: done[key] + skipped[key] for key in COUNTS}
     if current_shard().is_main:  # counts are summed over the ranks of a sharded run
         print(f"{len(examples)} candidate examples; {counts}; results in {out}")

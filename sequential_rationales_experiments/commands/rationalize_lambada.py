@@ -18,6 +18,7 @@ from sequential_rationales_experiments.hf_models import (
     output_dir,
     rationalize_lm_example,
     runner_parser,
+    runner_provenance,
 )
 from sequential_rationales_experiments.lambada import (
     LAMBADA_FILE,
@@ -31,6 +32,13 @@ from sequential_rationales_integrations.huggingface.config import model_max_posi
 
 # The counts main() prints and returns, in this order.
 COUNTS = ("written", "existing", "too_long")
+# Every record has these keys (what the evaluation reads).
+RECORD_KEYS = ("method", "rationalization", "all_rationales", "human_subword_rationale",
+               "target_positions")
+
+
+def is_lambada_record(value: Any) -> bool:
+    return isinstance(value, dict) and all(key in value for key in RECORD_KEYS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +68,9 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         return passage_record(row_number, row, tokens, log)
 
     done = run_examples([(str(n), (n, row)) for n, row in enumerate(rows)], out, process,
-                        desc=f"lambada/{args.method}", unit="passage")
+                        desc=f"lambada/{args.method}", unit="passage",
+                        provenance=runner_provenance(args, "lambada", "rationalize_lambada"),
+                        overwrite=args.overwrite, is_result=is_lambada_record)
     counts = {key: done[key] for key in COUNTS}
     if current_shard().is_main:  # counts are summed over the ranks of a sharded run
         print(f"{len(rows)} passages; {counts}; results in {out}")
