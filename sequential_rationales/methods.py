@@ -171,7 +171,7 @@ def _check_problem_fits(adapter: ModelAdapter, problem: RationalizationProblem) 
         check_token_ids(problem.target_ids, "target_ids", vocab,
                         getattr(adapter, "max_positions", None), 2)
     source_vocab = getattr(adapter, "source_vocab_size", None)
-    if problem.source_ids is not None and len(problem.source_ids) and source_vocab is not None:
+    if problem.source_ids is not None and source_vocab is not None:
         check_token_ids(problem.source_ids, "source_ids", source_vocab,
                         getattr(adapter, "max_source_positions", None), 0)
 

@@ -6,9 +6,8 @@ import torch
 from torch import Tensor
 
 
-def check_token_ids(ids: object, name: str, vocab_size: int, max_positions: int | None,
-                    min_length: int) -> Tensor:
-    """Return ``ids`` as a 1-D CPU ``LongTensor`` after checking it."""
+def check_id_tensor(ids: object, name: str, min_length: int) -> None:
+    """``ids`` must be a 1-D integer tensor of at least ``min_length`` tokens."""
     if not isinstance(ids, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
     if ids.dim() == 2 and ids.shape[0] == 1:
@@ -24,6 +23,14 @@ def check_token_ids(ids: object, name: str, vocab_size: int, max_positions: int 
             f"{name} has {ids.numel()} token(s); at least {min_length} are needed "
             "(a context token and a token to predict)" if min_length > 1 else
             f"{name} is empty")
+
+
+def check_token_ids(ids: object, name: str, vocab_size: int, max_positions: int | None,
+                    min_length: int) -> Tensor:
+    """Return ``ids`` as a 1-D CPU ``LongTensor`` after checking it."""
+    check_id_tensor(ids, name, min_length)
+    if not ids.numel():
+        return ids.detach().to("cpu", torch.long)
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
@@ -33,20 +40,6 @@ def check_token_ids(ids: object, name: str, vocab_size: int, max_positions: int 
             f"{name} has {ids.numel()} tokens but the model accepts at most {max_positions} "
             "positions")
     return ids.detach().to("cpu", torch.long)
-
-
-def check_id_tensor(ids: object, name: str, min_length: int) -> None:
-    """``ids`` must be a 1-D integer tensor of at least ``min_length`` tokens."""
-    if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
-    if ids.dim() != 1:
-        raise ValueError(f"{name} must be 1-D [seq_len], got shape {list(ids.shape)}")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-    if ids.numel() < min_length:
-        raise ValueError(f"{name} has {ids.numel()} token(s); at least {min_length} are needed"
-                         + (" (a context token and a token to predict)" if min_length > 1
-                            else ""))
 
 
 def check_positive_int(value: object, name: str) -> int:

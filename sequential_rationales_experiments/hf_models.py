@@ -168,6 +168,15 @@ def runner_parser(description: str, task: str, data_files: str) -> argparse.Argu
     return parser
 
 
+def search_settings(method: str, max_steps: int | None,
+                    integrated_gradient_steps: int | None) -> dict[str, Any]:
+    """The search settings results depend on, as a provenance record holds them (the
+    integrated-gradient steps only for the methods that use them)."""
+    return {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
+            "integrated_gradient_steps": (integrated_gradient_steps
+                                          if "integrated_gradient" in method else None)}
+
+
 def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
                       **settings: Any) -> dict[str, Any]:
     """The provenance record of a dataset run (:mod:`.provenance`): model, tokenizer, method,
@@ -175,9 +184,7 @@ def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
     from sequential_rationales_experiments import provenance
 
     path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
-    search = {"max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
-              "integrated_gradient_steps": (args.integrated_gradient_steps
-                                            if "integrated_gradient" in args.method else None)}
+    search = search_settings(args.method, args.max_steps, args.integrated_gradient_steps)
     return provenance.make(program, args.method, path, args.tokenizer or path,
                            {**search, **settings}, experiment=experiment)
 

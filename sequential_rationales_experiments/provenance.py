@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sequential_rationales.results import write_json_atomic
+
 FOLDER_FILE = "provenance.json"  # in a runner's output folder
 CONFIG_FILES = ("config.json", "generation_config.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
@@ -149,8 +151,9 @@ def explain(old: dict[str, Any], new: dict[str, Any], fields: list[str],
             ", ".join(_describe(new, f, flag) for f in fields))
 
 
-def read(path: Path) -> dict[str, Any] | None:
-    """A provenance file, ``None`` when missing; one error line when it is not one."""
+def read(path: Path, fix: str = "delete it or pass --overwrite") -> dict[str, Any] | None:
+    """A provenance file, ``None`` when missing; one error line (ending with ``fix``) when it
+    is not one."""
     if not path.exists():
         return None
     try:
@@ -158,8 +161,7 @@ def read(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         record = None
     if not isinstance(record, dict) or "method" not in record or "settings" not in record:
-        raise SystemExit(f"error: {path} is not a provenance record; delete it or pass "
-                         "--overwrite")
+        raise SystemExit(f"error: {path} is not a provenance record; {fix}")
     return record
 
 
@@ -170,9 +172,7 @@ def needs_writing(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 def write(record: dict[str, Any], path: Path) -> None:
     """Atomically (temporary file, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(record, path)
 
 
 def check_resume(old: dict[str, Any] | None, new: dict[str, Any], where: str, has_results: bool,

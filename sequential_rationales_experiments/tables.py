@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import METHOD_LABELS, markdown_table
+from sequential_rationales_experiments import provenance
 
 
 def _parse_record(text: str, path: Path, producer: str, line: int | None = None
@@ -30,15 +31,12 @@ def _parse_record(text: str, path: Path, producer: str, line: int | None = None
     return record
 
 
-PROVENANCE_FILE = "provenance.json"  # written by the runner next to the results
-
-
 def load_results(method_dir: Path) -> dict[str, dict[str, Any]]:
     """``{example name: record}`` for the JSON files of one method's folder (its provenance
     file left out)."""
     results = {}
     for path in sorted(method_dir.glob("*.json")):
-        if path.name == PROVENANCE_FILE:
+        if path.name == provenance.FOLDER_FILE:
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -71,16 +69,7 @@ def add_method_arguments(p: argparse.ArgumentParser, results_dir: Path, table: s
 
 def read_provenance(method_dir: Path) -> dict[str, Any] | None:
     """The runner's provenance record of a folder (``None`` for folders written before it)."""
-    path = method_dir / PROVENANCE_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        record = None
-    if not isinstance(record, dict):
-        raise SystemExit(f"error: {path} is not a provenance record; delete it")
-    return record
+    return provenance.read(method_dir / provenance.FOLDER_FILE, fix="delete it")
 
 
 def _model(record: dict[str, Any]) -> tuple[str, str]:

@@ -68,7 +68,7 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
             model.set_attn_implementation(impl)
 
 
-def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+def additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """A boolean 4-D mask as an additive one (0 or the dtype's minimum): transformers 5 hands a
     4-D mask to the attention function as it is, and eager attention adds it to the scores, so
     a boolean mask would silently add 1 to the allowed scores instead of hiding the others.
@@ -77,14 +77,10 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
         ~allowed, torch.finfo(dtype).min)
 
 
-def _causal_mask(valid: Tensor, dtype: torch.dtype, window: int | None = None,
-                 positions: Tensor | None = None) -> Tensor:
+def causal_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
     """``[N, 1, L, L]`` additive mask: causal, keys restricted to ``valid``, self always
-    visible so a padding query never has an empty row (which would produce NaNs); with a
-    ``window``, keys also within the window of the query on ``positions`` (default: columns).
-    """
-    return _additive(self_attention_mask(valid, window=window, positions=positions)[:, None],
-                     dtype)
+    visible so a padding query never has an empty row (which would produce NaNs)."""
+    return additive(self_attention_mask(valid)[:, None], dtype)
 
 
 def text_config(config: object) -> object:
@@ -92,6 +88,10 @@ def text_config(config: object) -> object:
     get_text_config = getattr(config, "get_text_config", None)
     return get_text_config() if callable(get_text_config) else config
 
+
+# Probe outcomes per model (the layout to use, whether a declared window applies), forgotten
+# with the model.
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # Layer types of transformers' configs whose attention a mask on original positions can serve.
 ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -121,17 +121,38 @@ class AttentionWindows:
         """The smallest window of any layer, or ``None`` when every layer attends fully."""
         return min((w for w in self.windows.values() if w is not None), default=None)
 
-    def masks(self, kept: Tensor, positions: Tensor | None, dtype: torch.dtype
-              ) -> Tensor | dict[str, Tensor]:
-        """The additive 4-D mask(s) for rows ``kept`` whose tokens sit at ``positions``
-        (default: their columns): one tensor, or a dict keyed by layer type."""
+    def allowed(self, kept: Tensor, positions: Tensor | None = None
+                ) -> Tensor | dict[str, Tensor]:
+        """The boolean causal 4-D mask(s) ``[N, 1 or H, L, L]`` of keep masks ``kept``
+        (``[N, L]`` or ``[N, H, L]``) whose tokens sit at ``positions`` (default: their
+        columns), each layer type's window applied: one tensor, or a dict keyed by layer type.
+        A model that applies its windows itself (GPT-Neo) does not get them twice."""
         windows = {key: None if self.in_model else window
                    for key, window in self.windows.items()}
-        built = {window: _causal_mask(kept, dtype, window, positions)
+        heads = kept if kept.dim() == 3 else kept[:, None]
+        built = {window: self_attention_mask(heads, window=window, positions=positions)
                  for window in set(windows.values())}
         if len(built) == 1:
             return next(iter(built.values()))
         return {key: built[window] for key, window in windows.items()}
+
+    def masks(self, kept: Tensor, positions: Tensor | None, dtype: torch.dtype
+              ) -> Tensor | dict[str, Tensor]:
+        """:meth:`allowed` as additive masks (what eager attention needs)."""
+        return additive_masks(self.allowed(kept, positions), dtype)
+
+
+def additive_masks(allowed: Tensor | dict[str, Tensor], dtype: torch.dtype
+                   ) -> Tensor | dict[str, Tensor]:
+    """:func:`additive` of a mask or of a dict of masks (layer types sharing a mask share its
+    conversion)."""
+    if not isinstance(allowed, dict):
+        return additive(allowed, dtype)
+    converted: dict[int, Tensor] = {}
+    for mask in allowed.values():
+        if id(mask) not in converted:
+            converted[id(mask)] = additive(mask, dtype)
+    return {key: converted[id(mask)] for key, mask in allowed.items()}
 
 
 def _takes_keyed_masks(model: nn.Module) -> bool:
@@ -188,8 +209,16 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
 def _applies_window(model: nn.Module) -> bool:
     """Whether the model applies the ``sliding_window`` its config declares (Moshi declares
     one and never applies it): with a window of 2 in the config, ten tokens predict
-    differently. Two forward passes."""
+    differently. Two forward passes, once per model, window and attention implementation."""
     config = text_config(model.config)
+    key = ("window", config.sliding_window, getattr(model.config, "_attn_implementation", None))
+    probed = _PROBED.setdefault(model, {})
+    if key not in probed:
+        probed[key] = _window_changes_predictions(model, config)
+    return probed[key]
+
+
+def _window_changes_predictions(model: nn.Module, config: object) -> bool:
     parameter = next(model.parameters())
     vocab = int(getattr(config, "vocab_size", 0) or 0)
     ids = torch.randint(2, max(3, min(vocab, 1000)), (1, 10),
@@ -214,6 +243,19 @@ MASKED_ATTENTION = ("eager", "sdpa", "word_dropout_flex")
 
 def family_refusal(model: nn.Module) -> str | None:
     """Why ``model``'s family cannot be rationalized exactly (one sentence), or ``None``."""
+    problem = _refusal_before_windows(model)
+    if problem is not None:
+        return problem
+    try:
+        attention_windows(model)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _refusal_before_windows(model: nn.Module) -> str | None:
+    """:func:`family_refusal` but for the attention windows (which the adapter reads anyway).
+    """
     config = text_config(model.config)
     name = type(model).__name__
     impl = getattr(model.config, "_attn_implementation", None)
@@ -238,10 +280,6 @@ def family_refusal(model: nn.Module) -> str | None:
         return (f"{name} cannot be rationalized exactly: it computes its ALiBi position bias "
                 "from the 2-D attention mask, so tokens lose their original positions once "
                 "others are dropped")
-    try:
-        attention_windows(model)
-    except ValueError as error:
-        return str(error)
     return None
 
 
@@ -308,10 +346,6 @@ def block_list(module: nn.Module) -> nn.ModuleList:
                      "`layers`, `h`, `block` and `blocks`)")
 
 
-# Probe outcomes (the layout to use) per model, forgotten with the model.
-_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _first_line(error: BaseException, limit: int = 100) -> str:
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
@@ -338,11 +372,11 @@ class HuggingFaceCausalLM:
     def __init__(self, model: nn.Module, use_position_ids: bool | None = None,
                  probe: bool = True) -> None:
         check_causal_lm(model)
-        problem = family_refusal(model)
+        problem = _refusal_before_windows(model)
         if problem is not None:
             raise ValueError(problem)
         self.model = model
-        self.windows = attention_windows(model)
+        self.windows = attention_windows(model)  # the last of family_refusal's checks
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self.sparse = self._takes_positions if use_position_ids is None else use_position_ids

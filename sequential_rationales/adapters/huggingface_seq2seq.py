@@ -34,8 +34,7 @@ from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
-from ..word_dropout import self_attention_mask
-from .huggingface import block_list, eager_attention
+from .huggingface import block_list, causal_mask, eager_attention
 
 # Encoder-decoders whose subsets this adapter cannot feed exactly: (applies?, why).
 _SEQ2SEQ_REFUSALS = {
@@ -206,10 +205,7 @@ class HuggingFaceSeq2Seq:
     def _decoder_mask(self, kept: Tensor) -> Tensor:
         """Additive ``[N, 1, L, L]`` mask: causal, kept keys only, every query sees itself (a
         padding column past a row's last position then has a defined, unused output)."""
-        dtype = next(self.model.parameters()).dtype
-        allowed = self_attention_mask(kept)[:, None]
-        return torch.zeros(allowed.shape, dtype=dtype, device=kept.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
+        return causal_mask(kept, next(self.model.parameters()).dtype)
 
     # -- forward ---------------------------------------------------------------------------
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:

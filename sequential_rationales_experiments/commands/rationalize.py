@@ -42,7 +42,11 @@ from typing import Any
 from sequential_rationales import format_rationales, list_methods
 from sequential_rationales_experiments import provenance, sharding
 from sequential_rationales_experiments.cli import HelpFormatter, positive_int
-from sequential_rationales_experiments.hf_models import DEFAULT_MAX_STEPS, default_device
+from sequential_rationales_experiments.hf_models import (
+    DEFAULT_MAX_STEPS,
+    default_device,
+    search_settings,
+)
 from sequential_rationales_experiments.rationalize_inputs import (
     DTYPES,
     Input,
@@ -196,12 +200,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model)
     if not (model.is_dir() and (model / "config.json").is_file()):
         model = (_fairseq_checkpoint(model) or model) if model.exists() else model
-    settings = {"max_steps": search_options(args)["max_steps"],
-                "start_step": args.start_step,
-                "generate": args.generate,
-                "integrated_gradient_steps": (args.integrated_gradient_steps
-                                              if "integrated_gradient" in args.method else None),
-                "dtype": args.dtype}
+    settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
+                "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     extra = {"data": str(Path(args.data).resolve())} if args.data else {}
     return provenance.make("rationalize", args.method, model, args.tokenizer or args.model,
                            settings, **extra)

@@ -58,8 +58,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from sequential_rationales.adapters.huggingface import (
     AttentionWindows,
+    additive_masks,
     attention_windows,
     family_refusal,
+    text_config,
 )
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 
@@ -129,7 +131,7 @@ def num_attention_heads(config: Any) -> int:
 def attention_dropout(config: Any) -> float:
     """Attention-probability dropout of a Hugging Face config (``attn_pdrop`` for GPT-2,
     ``attention_dropout`` for Llama and most others; 0 when the config has none)."""
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cfg = text_config(config)
     for name in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
         value = getattr(cfg, name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -160,8 +162,7 @@ def flex_attention_unavailable(device: str | torch.device) -> str | None:
 
 def flex_unsupported(config: Any) -> str | None:
     """Why the flex path cannot compute this model's attention (one clause), or ``None``."""
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(cfg, "attn_logit_softcapping", None) is not None:
+    if getattr(text_config(config), "attn_logit_softcapping", None) is not None:
         return (f"{type(config).__name__} caps its attention logits (attn_logit_softcapping), "
                 "which the flex word-dropout attention does not apply")
     return None
@@ -298,16 +299,11 @@ def word_dropout_masks(keep: Tensor, windows: AttentionWindows | None = None
                        ) -> Tensor | dict[str, Tensor]:
     """The boolean 4-D mask(s) of a ``[B, T]`` or ``[B, H, T]`` keep mask for a model with
     ``windows`` (``None``: no sliding window): one ``[B, 1 or H, T, T]`` tensor, or, for a
-    model that mixes full and sliding layers, a dict of them keyed by layer type."""
+    model that mixes full and sliding layers, a dict of them keyed by layer type
+    (:meth:`AttentionWindows.allowed`)."""
     if windows is None:
         return _dense_word_dropout_mask(keep)
-    # A model that applies its windows itself (GPT-Neo) must not get them twice.
-    per_key = {key: None if windows.in_model else window
-               for key, window in windows.windows.items()}
-    built = {window: _dense_word_dropout_mask(keep, window) for window in set(per_key.values())}
-    if len(built) == 1:
-        return next(iter(built.values()))
-    return {key: built[window] for key, window in per_key.items()}
+    return windows.allowed(keep)
 
 
 def _positions(valid: Tensor) -> Tensor:
@@ -642,12 +638,7 @@ def additive_mask(allowed: Tensor | Mapping[str, Tensor], model: Any
     eager attention adds it to the scores, so a boolean mask would shift the allowed scores by
     one instead of hiding the others."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if isinstance(allowed, Mapping):
-        converted: dict[int, Tensor] = {}  # layer types sharing a mask share its conversion
-        return {key: converted.setdefault(id(mask), additive_mask(mask, model))
-                for key, mask in allowed.items()}
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)
+    return additive_masks(dict(allowed) if isinstance(allowed, Mapping) else allowed, dtype)
 
 
 def _is_bool_4d(mask: Any) -> bool:
