@@ -15,7 +15,8 @@ so a killed run continues where it stopped. --methods picks methods (default: ev
 one; exhaustive search, limited to --exhaustive-max-steps, runs on Majority Class only).
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.compare_methods import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -19,7 +19,8 @@ rationales, and writes everything as JSON (``--out``).
     python analysis/compare_rationalization_times.py --tiny
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.compare_rationalization_times import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

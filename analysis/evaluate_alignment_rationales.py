@@ -17,7 +17,8 @@ aligned), read from the ``<method>_top_1`` runs.
         --alignments data/iwslt14.tokenized.de-en/gold_labels/bpe_alignments.jsonl
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.evaluate_alignment_rationales import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

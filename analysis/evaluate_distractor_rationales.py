@@ -19,7 +19,8 @@ forced previous token.
         --breaks generated_translations/distractors.jsonl
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.evaluate_distractor_rationales import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -17,7 +17,8 @@ every method found. Writes the table as CSV and JSON (``--out``).
     python analysis/evaluate_lambada_rationales.py --all
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.evaluate_lambada_rationales import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

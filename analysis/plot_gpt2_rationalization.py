@@ -10,7 +10,8 @@ either from a ``rationalize_lm`` log (``--log``: a JSON file, or a JSON-lines fi
     python analysis/plot_gpt2_rationalization.py --log rationales.jsonl --index 3
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.plot_gpt2_rationalization import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -12,7 +12,8 @@ and the compatible model are drawn as two series. Writes PNG, PDF and the values
         --compatible_model path/to/compatible --tokenizer gpt2-medium
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.plot_gpt2_the_repeats import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -9,7 +9,8 @@ darker for tokens added earlier. Reads one log of ``fairseq/rationalize_iwslt.py
         --log rationalization_results/iwslt/alignments/greedy/0.json --out figure6
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.plot_iwslt_rationalization import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

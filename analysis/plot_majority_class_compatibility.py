@@ -9,7 +9,8 @@ Prints and returns the mean absolute error of each model; writes PNG and PDF.
         --data data-bin/majority_class --text majority_class/test.tok
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.plot_majority_class_compatibility import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

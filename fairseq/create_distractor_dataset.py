@@ -20,9 +20,9 @@ other one. Example::
         --translations-format fairseq-generate --out-dir generated_translations
 """
 
-import sys
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.create_distractor_dataset import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program(main)

@@ -21,9 +21,9 @@ Example::
         --out data/iwslt14.tokenized.de-en/gold_labels/bpe_alignments.jsonl
 """
 
-import sys
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.map_alignments_to_bpe import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program(main)

@@ -17,9 +17,9 @@ tokenized and lowercased into ``tmp_gold.*`` and BPE'd into ``gold_bpe.*``.
 Run from the repository root: ``python fairseq/prepare_iwslt14.py [--archive de-en.tgz]``.
 """
 
-import sys
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.prepare_iwslt14 import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program(main)

@@ -13,7 +13,8 @@ reads ``data-bin/iwslt14_distractors.tokenized.de-en`` (``--task alignments``:
 Examples whose log already exists are skipped, so an interrupted run resumes where it stopped.
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.rationalize_iwslt import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -23,7 +23,8 @@ interrupted run resumes where it stopped (delete files to recompute them).
     python huggingface/rationalize_analogies.py --checkpoint_dir $CHECKPOINT_DIR --method greedy
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.rationalize_analogies import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

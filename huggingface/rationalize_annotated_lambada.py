@@ -16,7 +16,8 @@ are skipped, so an interrupted run resumes where it stopped.
         --method greedy
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.rationalize_lambada import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -55,7 +55,8 @@ args.json``. Boolean options with a ``None`` default take a value
 (``--word_dropout_per_head true``).
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.run_clm import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

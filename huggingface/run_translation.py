@@ -33,7 +33,8 @@ Arguments can also be given as a single ``.json`` file: ``python huggingface/run
 args.json``.
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.run_translation import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -24,7 +24,8 @@ Example::
     python scripts/benchmark_fairseq_word_dropout.py --only mt --device cuda --json mt.json
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.benchmark_fairseq_word_dropout import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

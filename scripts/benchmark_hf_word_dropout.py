@@ -30,7 +30,8 @@ Examples (from the repository root)::
     python scripts/benchmark_hf_word_dropout.py --device cpu --model gpt2-tiny --seq-len 128
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.benchmark_hf_word_dropout import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

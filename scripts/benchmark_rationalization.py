@@ -10,7 +10,8 @@ every column.
     python scripts/benchmark_rationalization.py --quick              # smoke run, seconds
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.benchmark_rationalization import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -20,7 +20,8 @@ Everything goes to ``--out`` (one folder per part, each with its ``summary.json`
     python scripts/demo.py --out outputs/demo --parts hf       # the Hugging Face part only
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.demo import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

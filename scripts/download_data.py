@@ -15,7 +15,8 @@ Existing files are kept unless ``--force``. Every file is checked after it is fe
     python scripts/download_data.py --source DIR    # copy from DIR
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.download_data import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

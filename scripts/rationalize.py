@@ -9,7 +9,8 @@ explains every flag. Examples:
         --input prompts.txt --out out.jsonl    # sharded: one merged out.jsonl
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.rationalize import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

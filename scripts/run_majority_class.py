@@ -22,7 +22,8 @@ of up to 64,000 tokens, warm-up 4,000: hours on a CPU, minutes on a GPU).
     python scripts/run_majority_class.py --out outputs/majority_class --quick
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.run_majority_class import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

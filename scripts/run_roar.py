@@ -14,7 +14,8 @@ is saved as it finishes and skipped by a rerun with the same settings.
     python scripts/run_roar.py --quick --methods greedy integrated_gradient random --k 25 50
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.run_roar import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -23,7 +23,8 @@ Writes ``OUT/summary.json`` with the BLEU scores and both tables.
     python scripts/run_translation_benchmark.py --out outputs/translation --quick
 """
 
+from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.run_translation_benchmark import main
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

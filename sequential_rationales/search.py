@@ -475,7 +475,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
     targets = list(problem.targets)
     positions = torch.tensor(targets, dtype=torch.long)
     goals = problem.target_ids[positions].long()
-    limits = torch.clamp(positions + problem.num_source, max=max_steps).tolist()
+    limits = (positions + problem.num_source).clamp(max=min(max_steps, problem.num_source + len(
+        problem.target_ids))).tolist()  # a Python int of any size, clamped before torch sees it
     chosen: list[list[int]] = [[] for _ in targets]
     steps: list[list[SearchStep]] = [[] for _ in targets]
     reached = [False] * len(targets)

@@ -20,7 +20,7 @@ from .adapter import ModelAdapter
 from .methods import rationalize
 from .results import SequenceRationales, conditional_log, lm_log
 from .search import RationalizationProblem
-from .validation import check_start_step, check_token_ids
+from .validation import check_decoder, check_start_step, check_token_ids
 
 Decoder = Callable[[int], str]
 # Options that cannot change the rationales are not settings worth recording.
@@ -82,6 +82,7 @@ def rationalize_sequence(adapter: ModelAdapter, input_ids: object, decode: Decod
     """Rationalize every token of ``input_ids`` after ``start_step``; returns the result and
     the seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
     :func:`~sequential_rationales.methods.rationalize`."""
+    check_decoder(decode)
     result = rationalize(adapter, lm_problem(adapter, input_ids, start_step), method, **options)
     result.extra["target_text"] = [decode(int(i)) for i in result.target_ids]
     log = lm_log(result, decode)
@@ -97,6 +98,8 @@ def rationalize_translation(adapter: ModelAdapter, source_tokens: Tensor, target
     target token; returns the result and the seed's log
     (:func:`~sequential_rationales.results.conditional_log`, whose ``source_tokens`` keep the
     final ``</s>``)."""
+    check_decoder(decode_source, "decode_source")
+    check_decoder(decode_target, "decode_target")
     problem = conditional_problem(adapter, source_tokens, target_tokens)
     result = rationalize(adapter, problem, method, **options)
     full_source = [int(i) for i in source_tokens]

@@ -2,8 +2,49 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+
+class InputError(ValueError):
+    """A problem with what the user gave (a file, a flag, a model folder), not a bug in the
+    program: the command-line programs print its message as one line, ``error: ...``, and exit
+    with status 2 (the traceback only under ``--verbose``)."""
+
+
+def _not_utf8(path: str | os.PathLike, line: int, offset: int,
+              error: UnicodeDecodeError) -> InputError:
+    return InputError(f"{path}, line {line}, byte {offset}: not UTF-8 text ({error.reason}); "
+                      "save the file as UTF-8")
+
+
+def utf8_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file, read as they are needed, without their line ends
+    (``\n`` or ``\r\n``) or a byte-order mark. Bytes that are not UTF-8 raise an
+    :class:`InputError` that names the file, the line and the byte offset."""
+    offset = 0
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, number, offset + error.start, error) from None
+            offset += len(raw)
+            yield (line.removeprefix("\ufeff") if number == 1 else line).rstrip("\r\n")
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file (a byte-order mark dropped); see :func:`utf8_lines`."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        start = error.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        raise _not_utf8(path, data.count(b"\n", 0, start) + 1, start, error) from None
 
 
 def check_id_tensor(ids: object, name: str, min_length: int) -> None:
@@ -67,6 +108,13 @@ def check_choice(value: object, name: str, choices: list[str] | tuple[str, ...])
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
     return value  # type: ignore[return-value]
+
+
+def check_decoder(decode: object, name: str = "decode") -> None:
+    """``decode`` turns a token id into its text: checked before a search whose log needs it."""
+    if not callable(decode):
+        raise TypeError(f"{name} must be a function from a token id to its text (e.g. "
+                        f"lambda i: tokenizer.decode([i])), got {type(decode).__name__}")
 
 
 def check_tokenizer(tokenizer: object, name: str = "tokenizer") -> object:

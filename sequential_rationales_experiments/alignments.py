@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sequential_rationales.validation import InputError
+
 from .iwslt14.lines import IWSLTFormatError, read_lines
 
 
@@ -132,7 +134,7 @@ def read_word_alignments(
         while lines and not lines[-1].strip():
             lines.pop()
         return [parse_pharaoh_alignment(line, one_based) for line in lines]
-    raise ValueError(f"unknown alignment format {fmt!r}; use 'rwth', 'pharaoh' or 'auto'")
+    raise InputError(f"unknown alignment format {fmt!r}; use 'rwth', 'pharaoh' or 'auto'")
 
 
 def bpe_word_index(bpe_line: str, separator: str = "@@") -> list[int]:

@@ -13,12 +13,12 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from sequential_rationales.metrics import character_spans_to_token_positions
+from sequential_rationales.validation import InputError, read_utf8, utf8_lines
 
 ANALOGIES_FILE = "questions-words.txt"
 TEMPLATES_FILE = "analogy_templates.json"
@@ -31,7 +31,7 @@ def read_analogy_pairs(path: str | os.PathLike) -> dict[str, list[tuple[str, str
     pairs ``(a, b)`` and ``(c, d)``."""
     pairs: dict[str, list[tuple[str, str]]] = {}
     category = None
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(utf8_lines(path), 1):
         line = line.strip()
         if not line:
             continue
@@ -41,12 +41,12 @@ def read_analogy_pairs(path: str | os.PathLike) -> dict[str, list[tuple[str, str
             continue
         words = line.split()
         if category is None or len(words) != 4:
-            raise ValueError(f"{path}:{number}: expected ': category' or 'a b c d', got {line!r}")
+            raise InputError(f"{path}:{number}: expected ': category' or 'a b c d', got {line!r}")
         for pair in ((words[0], words[1]), (words[2], words[3])):
             if pair not in pairs[category]:
                 pairs[category].append(pair)
     if not any(pairs.values()):
-        raise ValueError(f"{path} holds no word pairs (expected ': category' lines followed by "
+        raise InputError(f"{path} holds no word pairs (expected ': category' lines followed by "
                          "'a b c d' lines)")
     return pairs
 
@@ -69,25 +69,25 @@ def read_templates(path: str | os.PathLike) -> dict[str, Template]:
     distractor clause, and ends with the target placeholder. Errors name the file and the
     line or category."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
+        raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
                          ) from None
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path}: expected a non-empty JSON object {{category: template}}, "
+        raise InputError(f"{path}: expected a non-empty JSON object {{category: template}}, "
                          f"got {type(raw).__name__ if raw else 'nothing'}")
     templates = {}
     for category, text in raw.items():
         if not isinstance(text, str):
-            raise ValueError(f"{path}: template {category!r} must be a string, got "
+            raise InputError(f"{path}: template {category!r} must be a string, got "
                              f"{type(text).__name__}")
         if text.count("[A]") != 1 or text.count("[B]") != 1:
-            raise ValueError(f"{path}: template {category!r} needs exactly one [A] and one [B]")
+            raise InputError(f"{path}: template {category!r} needs exactly one [A] and one [B]")
         if not re.search(r"\([^()]*\)", text):
-            raise ValueError(f"{path}: template {category!r} has no parenthetical distractor")
+            raise InputError(f"{path}: template {category!r} has no parenthetical distractor")
         target = "A" if text.index("[A]") > text.index("[B]") else "B"
         if not text.rstrip().endswith(f"[{target}]"):
-            raise ValueError(f"{path}: template {category!r} must end with its target "
+            raise InputError(f"{path}: template {category!r} must end with its target "
                              f"placeholder [{target}]")
         templates[category] = Template(category, text.rstrip(), target)
     return templates

@@ -1,8 +1,9 @@
 """The console commands installed by ``pip install`` (see ``[project.scripts]``).
 
-A program's ``main()`` returns its results to Python callers (a summary, written paths); a
-console command must return an exit status instead, or the launcher would print the results
-and exit with 1.
+A program's ``main()`` returns its results to Python callers (a summary, written paths) and
+raises on bad input; a console command returns an exit status instead (see
+:func:`~sequential_rationales_experiments.cli.program_status`), or the launcher would print the
+results and exit with 1.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from .cli import program_status
+
 
 def _command(name: str) -> Callable[[], int]:
     def run() -> int:
-        result = importlib.import_module(f"{__package__}.commands.{name}").main()
-        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+        return program_status(importlib.import_module(f"{__package__}.commands.{name}").main)
 
     run.__name__ = name
     run.__doc__ = f"Run ``commands.{name}.main()`` as a console command."

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sequential_rationales.validation import InputError
+
 from .iwslt14.lines import write_lines
 
 
@@ -54,12 +56,12 @@ def make_distractor_dataset(
     ``2K`` exceeds the number of examples.
     """
     if len(sources) != len(targets):
-        raise ValueError(
+        raise InputError(
             f"sources and targets must be parallel: {len(sources)} vs {len(targets)} lines"
         )
     n = len(sources)
     if n < 2:
-        raise ValueError(f"need at least two examples to build distractors, got {n}")
+        raise InputError(f"need at least two examples to build distractors, got {n}")
     if num_pairs is None:
         import random
 
@@ -71,7 +73,7 @@ def make_distractor_dataset(
             seconds.append(j + 1 if j >= i else j)  # skip i itself, uniform over the others
     else:
         if num_pairs < 1 or 2 * num_pairs > n:
-            raise ValueError(
+            raise InputError(
                 f"num_pairs={num_pairs} needs 2*num_pairs distinct examples but there are {n}"
             )
         import numpy as np

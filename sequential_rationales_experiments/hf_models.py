@@ -22,13 +22,19 @@ from sequential_rationales import (
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.search import DEFAULT_MAX_SUBSETS
-from sequential_rationales.validation import check_tokenizer
-from sequential_rationales_experiments.cli import HelpFormatter, add_search_arguments, positive_int
+from sequential_rationales.validation import InputError, check_tokenizer
+from sequential_rationales_experiments.cli import (
+    ProgramParser,
+    add_search_arguments,
+    first_line,
+    positive_int,
+)
 from sequential_rationales_experiments.sharding import current_shard, shard_device
 from sequential_rationales_integrations.huggingface.locations import (
     check_loaded_tokenizer,
     check_model_location,
     check_tokenizer_location,
+    from_pretrained,
 )
 
 DEFAULT_DATA_DIR = Path("data")
@@ -74,6 +80,12 @@ def default_device(device: str | None) -> str:
     except RuntimeError:
         raise SystemExit(f"error: --device {device} is not a torch device (e.g. cpu, cuda, "
                          "cuda:1)") from None
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"error: --device {device}: Apple's MPS is not available on this "
+                         "machine (use --device cpu)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"error: --device {device}: the programs run on cpu, cuda or mps"
+                         + (" (a meta tensor holds no values)" if kind == "meta" else ""))
     if kind == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {device}: CUDA is not available on this machine "
                          "(use --device cpu)")
@@ -93,10 +105,13 @@ def load_causal_lm(path: str, device: str) -> Any:
     except OSError as e:
         raise SystemExit(f"error: {e}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = from_pretrained(AutoModelForCausalLM, path)
+    except InputError:
+        raise
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: could not load a causal LM from {path!r}: {e}\nPass a local "
-                         "model directory (no model hub is reachable offline).") from None
+        raise SystemExit(f"error: could not load a causal LM from {path!r}: {first_line(e)}; "
+                         "pass a local model folder (no model hub is reachable offline)"
+                         ) from None
     return model.to(device).eval()
 
 
@@ -109,8 +124,8 @@ def load_tokenizer(path: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(path)
         check_loaded_tokenizer(tokenizer, path)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: could not load a tokenizer from {path!r}: {e}\n"
-                         "Pass --tokenizer DIR (e.g. the folder of the base model).") from None
+        raise SystemExit(f"error: could not load a tokenizer from {path!r}: {first_line(e)}; "
+                         "pass --tokenizer DIR (e.g. the folder of the base model)") from None
     return tokenizer
 
 
@@ -141,8 +156,6 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     add_search_arguments(parser, None, "largest rationale size searched (default: 6 for "
                                        "exhaustive, 1024 otherwise)")
     add_max_subsets_argument(parser)
-    parser.add_argument("--verbose", action="store_true",
-                        help="print every rationale as it is found")
 
 
 def add_max_subsets_argument(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +168,8 @@ def add_max_subsets_argument(parser: argparse.ArgumentParser) -> None:
 def runner_parser(description: str, task: str, data_files: str) -> argparse.ArgumentParser:
     """The parser of a GPT-2 dataset runner: model and run flags, and ``--data_dir`` holding
     ``data_files``."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ProgramParser(description=description, verbose_help="print every rationale as it "
+                           "is found, and on an error the full traceback")
     add_model_arguments(parser)
     add_run_arguments(parser, task)
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import character_spans_to_token_positions
+from sequential_rationales.validation import InputError, utf8_lines
 
 LAMBADA_FILE = "annotated_lambada.json"
 
@@ -18,21 +19,21 @@ def read_annotated_lambada(path: str | Path) -> list[dict[str, Any]]:
     """The passages, one dict per JSON line, checked for ``text`` and ``rationale`` spans
     ``[start, end]`` inside the text; errors name the file and line."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(utf8_lines(path), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg}, column {e.colno})"
+            raise InputError(f"{path}:{number}: invalid JSON ({e.msg}, column {e.colno})"
                              ) from None
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or (
                 not isinstance(row.get("rationale"), list)):
-            raise ValueError(f"{path}:{number}: expected 'text' and a 'rationale' span list")
+            raise InputError(f"{path}:{number}: expected 'text' and a 'rationale' span list")
         _check_spans(row["rationale"], len(row["text"]), f"{path}:{number}")
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path} holds no passages")
+        raise InputError(f"{path} holds no passages")
     return rows
 
 
@@ -42,12 +43,12 @@ def _check_spans(spans: list, length: int, where: str) -> None:
     for span in spans:
         if not (isinstance(span, list) and len(span) == 2
                 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
-            raise ValueError(f"{where}: rationale span {span!r} is not [start, end]")
+            raise InputError(f"{where}: rationale span {span!r} is not [start, end]")
         start, end = span
         if start > end:
-            raise ValueError(f"{where}: rationale span {span} is inverted (start > end)")
+            raise InputError(f"{where}: rationale span {span} is inverted (start > end)")
         if start < 0 or end > length:
-            raise ValueError(f"{where}: rationale span {span} lies outside the passage of "
+            raise InputError(f"{where}: rationale span {span} lies outside the passage of "
                              f"{length} characters")
 
 
@@ -55,7 +56,7 @@ def last_word_start(text: str) -> int:
     """Character index where the last whitespace-separated word starts."""
     stripped = text.rstrip()
     if not stripped:
-        raise ValueError("empty passage")
+        raise InputError("empty passage")
     i = len(stripped)
     while i > 0 and not stripped[i - 1].isspace():
         i -= 1
@@ -73,7 +74,7 @@ def tokenize_passage(tokenizer: Any, text: str, spans: list[list[int]]) -> dict[
     start = last_word_start(text)
     target = [i for i, (s, e) in enumerate(offsets) if e > s and e > start]
     if not target or target[0] < 1:
-        raise ValueError("the last word must follow at least one token")
+        raise InputError("the last word must follow at least one token")
     return {"ids": ids, "target_positions": target,
             "human": character_spans_to_token_positions(offsets, spans)}
 

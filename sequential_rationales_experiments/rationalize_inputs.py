@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from sequential_rationales import SequenceRationales, rationalize_sequence, rationalize_translation
+from sequential_rationales.validation import InputError, utf8_lines
+
+from .cli import first_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
                    "spiece.model", "vocab.txt")
@@ -64,8 +68,8 @@ def read_inputs(texts: list[str] | None, path: str | None) -> list[Input]:
         file = Path(path or "")
         if not file.is_file():
             raise fail(f"--input {file} is not a file")
-        lines = [(number, line) for number, line in enumerate(
-            file.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+        lines = [(number, line) for number, line in enumerate(utf8_lines(file), 1)
+                 if line.strip()]
         if file.suffix == ".jsonl" or (lines and lines[0][1].lstrip().startswith("{")):
             items = [_json_input(i, line, file, number)
                      for i, (number, line) in enumerate(lines)]
@@ -104,11 +108,17 @@ def load_model(model: str, data: str | None, tokenizer: str | None, device: str,
     if not path.exists():
         raise fail(f"--model {path} does not exist")
     if path.is_dir() and (path / "config.json").is_file():
+        if data is not None:
+            raise fail(f"--data is the binarized data folder of a fairseq checkpoint; the "
+                       f"Hugging Face model {path} takes none (leave --data out)")
         return CausalLM.load(path, Path(tokenizer) if tokenizer else path, device, dtype)
     checkpoint = _fairseq_checkpoint(path)
     if checkpoint is None:
         raise fail(f"--model {path} is neither a Hugging Face model directory (no config.json) "
                    "nor a fairseq checkpoint (.pt)")
+    if tokenizer is not None:
+        raise fail(f"--tokenizer is for Hugging Face models; the fairseq checkpoint "
+                   f"{checkpoint} reads its dictionaries from --data (leave --tokenizer out)")
     if data is None:
         raise fail(f"--model {checkpoint} is a fairseq checkpoint: pass --data, its binarized "
                    "data directory (with the dictionaries)")
@@ -149,6 +159,8 @@ class CausalLM:
     def load(cls, path: Path, tokenizer_path: Path, device: str, dtype: str) -> CausalLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from sequential_rationales_integrations.huggingface.locations import from_pretrained
+
         if not tokenizer_path.is_dir():
             raise fail(f"--tokenizer {tokenizer_path} is not a directory")
         if not any((tokenizer_path / name).is_file() for name in TOKENIZER_FILES):
@@ -156,12 +168,14 @@ class CausalLM:
                        "tokenizer_config.json, vocab.json, ...): save the tokenizer there with "
                        "tokenizer.save_pretrained(DIR) or pass --tokenizer DIR")
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=DTYPES.get(dtype, "auto"))
+            model = from_pretrained(
+                AutoModelForCausalLM, path, dtype=DTYPES.get(dtype, "auto"))
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        except InputError:
+            raise
         except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise fail(f"could not load a causal LM and tokenizer from {path}: {first}") from None
+            raise fail(f"could not load a causal LM and tokenizer from {path}: "
+                       f"{first_line(e)}") from None
         return cls(model.to(device).eval(), tokenizer)
 
     def decode(self, token_id: int) -> str:
@@ -278,7 +292,25 @@ class FairseqTranslator:
         if start_step is not None:
             raise fail("--start-step is for language models; a translation model "
                        "rationalizes every target token")
+        for item in inputs:
+            if item.target is not None:
+                self._encode_target(item)  # unknown words stop the run before any work
         return [Job(item.index, item.text, None, self._runner(item, options)) for item in inputs]
+
+    def _encode_target(self, item: Input) -> Tensor:
+        """The given target as target-dictionary ids (ending with ``</s>``); a word the
+        dictionary lacks would silently become ``<unk>``, so it is an error."""
+        pieces = self.hub.apply_bpe(self.hub.tokenize(item.target))
+        ids = self.hub.tgt_dict.encode_line(pieces, add_if_not_exist=False, append_eos=True)
+        unk = self.hub.tgt_dict.unk()
+        unknown = [piece for piece, i in zip(pieces.split(), ids.tolist(), strict=False)
+                   if i == unk and piece != self.hub.tgt_dict[unk]]
+        if unknown:
+            raise fail(f"input {item.index}: the target has {len(unknown)} piece(s) outside the "
+                       f"model's target dictionary ({', '.join(map(repr, unknown[:5]))}), "
+                       "which would be read as <unk>; fix the target, or leave it out to "
+                       "rationalize the model's own translation")
+        return ids
 
     def _runner(self, item: Input, options: dict[str, Any]
                 ) -> Callable[[], tuple[SequenceRationales | None, dict[str, Any]]]:
@@ -291,8 +323,7 @@ class FairseqTranslator:
                 hypothesis = self.hub.generate([source], beam=1, max_len_a=MAX_LEN_A,
                                                max_len_b=MAX_LEN_B, verbose=False)[0][0]["tokens"]
             else:
-                hypothesis = self.hub.tgt_dict.encode_line(
-                    self.hub.apply_bpe(self.hub.tokenize(item.target)), add_if_not_exist=False)
+                hypothesis = self._encode_target(item)
             hypothesis = hypothesis.to(device)  # ends with </s>
             record: dict[str, Any] = {"input_index": item.index, "text": item.text,
                                       "target": self.hub.decode(hypothesis),

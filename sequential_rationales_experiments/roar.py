@@ -70,6 +70,7 @@ from sequential_rationales.methods import ScoreFn, get_method
 from sequential_rationales.metrics import METHOD_LABELS, markdown_table
 from sequential_rationales.perturbation import random_order
 from sequential_rationales.results import write_json_atomic
+from sequential_rationales.validation import InputError
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 from sequential_rationales_experiments.majority_class import (
     majority_class_sentences,
@@ -127,7 +128,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     registered = [m for m in list_methods() if m not in EXCLUDED_METHODS]
     bad = [m for m in methods if m not in registered]
     if bad:
-        raise ValueError(f"unknown method(s) {', '.join(bad)} for ROAR; choose from "
+        raise InputError(f"unknown method(s) {', '.join(bad)} for ROAR; choose from "
                          f"{', '.join(registered)}")
     return list(dict.fromkeys(methods))
 
@@ -136,10 +137,10 @@ def check_k(values: Sequence[int]) -> tuple[int, ...]:
     """The k grid: sorted, without repeats, 0 included (the unmasked baseline)."""
     bad = [k for k in values if not 0 <= k <= 100]
     if bad:
-        raise ValueError(f"k must be percentages in 0..100, got {bad}")
+        raise InputError(f"k must be percentages in 0..100, got {bad}")
     grid = tuple(sorted({0, *values}))
     if len(grid) < 2:
-        raise ValueError("the k grid needs a value above 0")
+        raise InputError("the k grid needs a value above 0")
     return grid
 
 

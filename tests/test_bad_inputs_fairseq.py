@@ -248,7 +248,7 @@ def test_fairseq_cli_names_a_corrupt_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0
-    assert f"ValueError: fairseq checkpoint {path} is corrupt" in proc.stderr
+    assert f"InputError: fairseq checkpoint {path} is corrupt" in proc.stderr
 
 
 # --- result files: torn JSON, malformed JSONL ---------------------------------------------------

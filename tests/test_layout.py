@@ -92,9 +92,9 @@ def test_console_commands_exit_with_a_status_not_with_the_results(monkeypatch):
     from sequential_rationales_experiments import console
     from sequential_rationales_experiments.commands import download_data, prepare_iwslt14
 
-    monkeypatch.setattr(download_data, "main", lambda: [Path("written.txt")])
+    monkeypatch.setattr(download_data, "main", lambda argv=None: [Path("written.txt")])
     assert console.download_data() == 0
-    monkeypatch.setattr(prepare_iwslt14, "main", lambda: 2)
+    monkeypatch.setattr(prepare_iwslt14, "main", lambda argv=None: 2)
     assert console.prepare_iwslt14() == 2
 
 

@@ -254,7 +254,7 @@ def test_bad_inputs_stop_with_a_clear_error(lm_dir, tmp_path):
 def test_an_error_is_one_line_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--model", str(tmp_path / "absent"),
                            "--text", "a b"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: --model {tmp_path / 'absent'} does not exist"]
 

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
+from ..validation import InputError
 from ..word_dropout import self_attention_mask
 
 
@@ -175,11 +176,11 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
     if getattr(config, "model_type", None) == "gpt_neo":
         kinds = set(config.attention_layers)
         if not kinds <= {"global", "local"}:
-            raise ValueError(f"{refuse}: unknown GPT-Neo attention types {sorted(kinds)}")
+            raise InputError(f"{refuse}: unknown GPT-Neo attention types {sorted(kinds)}")
         return AttentionWindows({k: config.window_size if k == "local" else None
                                  for k in sorted(kinds)}, in_model=True)
     if getattr(config, "attention_chunk_size", None):
-        raise ValueError(f"{refuse}: its chunked attention splits the context at fixed "
+        raise InputError(f"{refuse}: its chunked attention splits the context at fixed "
                          "positions, which this adapter does not reproduce for subsets")
     window = getattr(config, "sliding_window", None)
     window = window if isinstance(window, int) and not isinstance(window, bool) else None
@@ -187,18 +188,18 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
     if layer_types:
         other = sorted(set(layer_types) - set(ATTENTION_LAYER_TYPES))
         if other:
-            raise ValueError(f"{refuse}: it has {', '.join(other)} layers, which are not "
+            raise InputError(f"{refuse}: it has {', '.join(other)} layers, which are not "
                              "attention a mask can restrict to the subset's tokens")
         windows = {kind: window if kind == "sliding_attention" else None
                    for kind in sorted(set(layer_types))}
         if "sliding_attention" in windows and window is None:
-            raise ValueError(f"{refuse}: it has sliding-attention layers but no integer "
+            raise InputError(f"{refuse}: it has sliding-attention layers but no integer "
                              "`sliding_window` in its config")
         if window is not None and not _applies_window(model):
             return AttentionWindows(dict.fromkeys(windows))
         keyed = _takes_keyed_masks(model)
         if len(set(windows.values())) > 1 and not keyed:
-            raise ValueError(f"{refuse}: it mixes full and sliding attention but takes one "
+            raise InputError(f"{refuse}: it mixes full and sliding attention but takes one "
                              "attention mask for every layer")
         return AttentionWindows(windows, keyed=keyed)
     if window is not None and not _applies_window(model):
@@ -374,7 +375,7 @@ class HuggingFaceCausalLM:
         check_causal_lm(model)
         problem = _refusal_before_windows(model)
         if problem is not None:
-            raise ValueError(problem)
+            raise InputError(problem)
         self.model = model
         self.windows = attention_windows(model)  # the last of family_refusal's checks
         params = inspect.signature(model.forward).parameters
@@ -421,10 +422,10 @@ class HuggingFaceCausalLM:
                 first = self.model(input_ids=ids).logits.float()
                 second = self.model(input_ids=other).logits.float()
             except Exception as error:  # noqa: BLE001 - any failure: one sentence, no trace
-                raise ValueError(f"{name} cannot be rationalized: a plain forward pass "
+                raise InputError(f"{name} cannot be rationalized: a plain forward pass "
                                  f"failed ({_first_line(error)})") from None
             if (first[0, :5] - second[0, :5]).abs().max() > tolerance:
-                raise ValueError(f"{name} is not a causal language model: its predictions "
+                raise InputError(f"{name} is not a causal language model: its predictions "
                                  "change with later tokens (bidirectional attention, as in "
                                  "BERT), so rationales of next-token predictions are undefined")
             # Keep 0, 3, 4, 7 and the predicting token 9: dropped tokens lie between kept ones.
@@ -435,7 +436,7 @@ class HuggingFaceCausalLM:
             changed[0, dropped] = (ids[0, dropped] + 1).clamp(max=high - 1)
             if (masked - self._probe_log_probs(changed, kept, sparse=False)).abs().max() \
                     > tolerance:
-                raise ValueError(f"{name} cannot be rationalized exactly: its prediction from a"
+                raise InputError(f"{name} cannot be rationalized exactly: its prediction from a"
                                  " subset changes with the tokens left out (they still reach"
                                  " the model, e.g. through a recurrence)")
             if self.sparse and not explicit_layout:
@@ -451,7 +452,7 @@ class HuggingFaceCausalLM:
             return torch.log_softmax(self._forward(batch, None).float(), -1)
         except Exception as error:  # noqa: BLE001 - any failure: one sentence, no trace
             how = "sparse tokens with their position ids" if sparse else "a 4-D attention mask"
-            raise ValueError(f"{name} cannot be rationalized: feeding a subset as {how} "
+            raise InputError(f"{name} cannot be rationalized: feeding a subset as {how} "
                              f"failed ({_first_line(error)})") from None
         finally:
             self.sparse = saved
@@ -508,7 +509,7 @@ class HuggingFaceCausalLM:
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as error:  # e.g. Gemma 4 needs the token ids beside embeddings
-            raise ValueError(f"{type(self.model).__name__} cannot run on substituted input "
+            raise InputError(f"{type(self.model).__name__} cannot run on substituted input "
                              f"embeddings, which the gradient methods need "
                              f"({_first_line(error)})") from None
 

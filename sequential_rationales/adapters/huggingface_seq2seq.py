@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
 from ..search import scores_from_logits
+from ..validation import InputError
 from .huggingface import block_list, causal_mask, eager_attention
 
 # Encoder-decoders whose subsets this adapter cannot feed exactly: (applies?, why).
@@ -66,7 +67,7 @@ def check_seq2seq(model: object) -> None:
                         "with AutoModelForSeq2SeqLM rather than AutoModel")
     refusal = _SEQ2SEQ_REFUSALS.get(getattr(config, "model_type", None))
     if refusal is not None and refusal[0](config):
-        raise ValueError(f"{name} cannot be rationalized exactly: {refusal[1]}")
+        raise InputError(f"{name} cannot be rationalized exactly: {refusal[1]}")
     for key in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
         if getattr(config, key, None) is None:
             raise TypeError(f"{need}; {name}'s config has no {key}")

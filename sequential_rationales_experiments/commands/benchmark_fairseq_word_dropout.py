@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.cli import ProgramParser, positive_int
 from sequential_rationales_experiments.fairseq_tools import plugin_dir, preprocess
 from sequential_rationales_experiments.majority_class import write_majority_class_corpus
 from sequential_rationales_experiments.synthetic_translation import write_reversal_corpus
@@ -40,7 +40,7 @@ MT_SIZES = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-d
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ProgramParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--updates", type=positive_int, default=200,
                    help="measured training updates per configuration")
     p.add_argument("--warmup", type=int, default=5,

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, default_data_collator
 
 from sequential_rationales.word_dropout import WordDropout
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.timing import synchronize
 from sequential_rationales_integrations.huggingface.word_dropout import (
     WordDropoutCollator,
@@ -47,7 +48,7 @@ CONFIGURATIONS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ProgramParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="float32, or bfloat16 autocast over float32 weights")

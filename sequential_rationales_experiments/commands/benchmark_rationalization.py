@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from sequential_rationales import RationalizationProblem, rationalize
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.cli import ProgramParser, positive_int
 from sequential_rationales_experiments.timing import synchronize
 
 PAPER_MAX_TOKENS = 4096  # the paper's batch budget, in tokens
@@ -404,8 +404,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     cpu = ", ".join(c.name for c in CPU_CONFIGS)
     cuda = ", ".join(c.name for c in CUDA_CONFIGS)
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ProgramParser(description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where both implementations run; it also picks the default "
                         f"configurations (cpu: {cpu}; cuda: {cuda})")

@@ -16,6 +16,7 @@ from sequential_rationales import list_methods
 from sequential_rationales_experiments import fairseq_tools
 from sequential_rationales_experiments.cli import (
     HelpFormatter,
+    ProgramParser,
     check_writable_dir,
     non_negative_int,
     positive_int,
@@ -42,8 +43,8 @@ TRANSLATION_SKIPS = ("exhaustive",)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     methods = list_methods()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=HelpFormatter)
     p.add_argument("--out", default="outputs/compare_methods",
                    help="output folder: comparison.{md,csv,json}, results/ (one JSON per model, "
                         "method and example; a rerun skips them) and, with --quick, the "

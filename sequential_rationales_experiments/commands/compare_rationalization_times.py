@@ -27,7 +27,7 @@ from sequential_rationales_experiments.analogies import (
     read_templates,
     single_token_checker,
 )
-from sequential_rationales_experiments.cli import HelpFormatter, missing_data_error
+from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser, missing_data_error
 from sequential_rationales_experiments.hf_models import (
     DEFAULT_DATA_DIR,
     add_max_subsets_argument,
@@ -123,8 +123,8 @@ def timed(adapter: Any, ids: torch.Tensor, method: str, max_steps: int,
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=HelpFormatter)
     p.add_argument("--tiny", action="store_true",
                    help="use a small random GPT-2 and random sequences (CPU demo)")
     add_model_arguments(p, required=False)

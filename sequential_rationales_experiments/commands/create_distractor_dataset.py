@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sequential_rationales_experiments.cli import non_negative_int
+from sequential_rationales.validation import InputError
+from sequential_rationales_experiments.cli import ProgramParser, non_negative_int
 from sequential_rationales_experiments.distractors import (
     make_distractor_dataset,
     write_distractors_jsonl,
@@ -32,7 +33,7 @@ def _num_pairs(value: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ProgramParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True,
                         help="source sentences, one per line (e.g. the BPE'd test.de)")
     parser.add_argument("--translations", type=Path, required=True,
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             targets = lines
         if len(sources) != len(targets):
-            raise ValueError(
+            raise InputError(
                 f"{args.source} has {len(sources)} sentences but {args.translations} has "
                 f"{len(targets)} translations"
             )

@@ -17,7 +17,7 @@ import torch
 from sequential_rationales import read_jsonl, write_jsonl
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.render import highlight_rationale
-from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.cli import ProgramParser, positive_int
 from sequential_rationales_experiments.commands import run_clm
 from sequential_rationales_experiments.hf_models import rationalize_tokens
 from sequential_rationales_experiments.majority_class import (
@@ -32,8 +32,8 @@ PARTS = ("hf", "majority", "translation")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/demo", help="output directory")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="which parts to run")

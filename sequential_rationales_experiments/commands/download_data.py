@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from ..cli import ProgramParser
+
 PAPER_REPO = "https://raw.githubusercontent.com/keyonvafa/sequential-rationales/main"
 URLS = {
     "questions-words.txt": "https://raw.githubusercontent.com/piskvorky/gensim/develop/gensim/"
@@ -97,8 +99,8 @@ def download(name: str, timeout: float) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="data",
                    help="where the files go (default: data/, relative to the current folder)")
     p.add_argument("--source", default=None,

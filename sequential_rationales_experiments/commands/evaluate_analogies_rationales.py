@@ -13,6 +13,7 @@ from typing import Any
 from sequential_rationales.metrics import (
     analogy_table_row,
 )
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.tables import (
     add_method_arguments,
     find_results,
@@ -55,8 +56,8 @@ def evaluate(results: dict[str, dict[str, dict[str, Any]]], methods: list[str],
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_method_arguments(p, Path("rationalization_results", "analogies"), "analogies_table")
     return p.parse_args(argv)
 

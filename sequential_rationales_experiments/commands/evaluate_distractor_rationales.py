@@ -14,6 +14,7 @@ from sequential_rationales.metrics import (
     distractor_counts,
     distractor_table_row,
 )
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.tables import (
     add_method_arguments,
     find_results,
@@ -61,8 +62,8 @@ def evaluate(found: dict[str, dict[str, dict]], methods: list[str],
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_method_arguments(p, Path("rationalization_results") / "iwslt" / "distractors",
                          "distractors_table")
     p.add_argument("--breaks", default="generated_translations/distractors.jsonl",

@@ -15,6 +15,7 @@ from sequential_rationales.metrics import (
     lambada_table_row,
     word_rationale,
 )
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.tables import (
     add_method_arguments,
     find_results,
@@ -49,8 +50,8 @@ def evaluate(results: dict[str, dict[str, dict[str, Any]]], methods: list[str]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_method_arguments(p, Path("rationalization_results", "lambada"), "lambada_table")
     return p.parse_args(argv)
 

@@ -17,6 +17,7 @@ from sequential_rationales_experiments.alignments import (
     map_word_alignments_to_bpe,
     read_word_alignments,
 )
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.iwslt14 import IWSLTFormatError, read_lines, write_lines
 
 
@@ -46,7 +47,7 @@ def _check_word_counts(bpe_lines: list[str], words_path: Path | None, bpe_path: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ProgramParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True, help="BPE'd source (gold_bpe.de)")
     parser.add_argument("--target", type=Path, required=True, help="BPE'd target (gold_bpe.en)")
     parser.add_argument("--alignments", type=Path, required=True,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sequential_rationales_experiments.cli import HelpFormatter, positive_int
+from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser, positive_int
 from sequential_rationales_experiments.figures import save_figure
 from sequential_rationales_experiments.hf_models import (
     add_model_arguments,
@@ -96,8 +96,8 @@ def read_log(path: str, index: int) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=HelpFormatter)
     p.add_argument("--log", default=None,
                    help="a rationalize_lm log (JSON, or JSON lines with --index); no model is "
                         "loaded")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sequential_rationales_experiments.cli import HelpFormatter
+from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser
 from sequential_rationales_experiments.figures import save_figure
 from sequential_rationales_experiments.hf_models import (
     default_device,
@@ -56,8 +56,8 @@ def plot(series: dict[str, list[float]], word: str, out: str) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=HelpFormatter)
     compatible = p.add_mutually_exclusive_group(required=True)
     compatible.add_argument("--checkpoint_dir",
                             help="the compatible model is CHECKPOINT_DIR/compatible_gpt2 (or "

@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sequential_rationales.validation import InputError
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.figures import save_figure
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--log", required=True, help="JSON log of one rationalized translation")
     p.add_argument("--out", default="outputs/figure6_iwslt_rationalization",
                    help="output path without extension (.png and .pdf are written)")
@@ -48,7 +50,7 @@ def plot(log: dict[str, Any], out: Path, title: str | None = None) -> Path:
 
     rows, columns, labels, n_source = rationale_grid(log)
     if not rows:
-        raise ValueError("the log has no rationalized target token")
+        raise InputError("the log has no rationalized target token")
     width = max(6.0, 0.32 * len(columns) + 2)
     height = max(3.0, 0.32 * len(rows) + 1.5)
     fig, ax = plt.subplots(figsize=(width, height))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from sequential_rationales.validation import InputError
+from sequential_rationales_experiments.cli import ProgramParser
 from sequential_rationales_experiments.fairseq_tools import encode_lm_line, quiet_fairseq_logging
 from sequential_rationales_experiments.figures import save_figure
 from sequential_rationales_experiments.majority_class import majority_class_calibration
@@ -21,8 +23,8 @@ MODELS = {"standard": "standard_majority_class", "compatible": "compatible_major
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint_dir", required=True,
                    help="folder with standard_majority_class/ and compatible_majority_class/")
     p.add_argument("--checkpoint_file", default="checkpoint_best.pt", help="checkpoint name")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     quiet_fairseq_logging()
     lines = Path(args.text).read_text().splitlines()[:args.sentences]
     if not lines:
-        raise ValueError(f"{args.text} holds no sentences")
+        raise InputError(f"{args.text} holds no sentences")
     points, maes = {}, {}
     for name, folder in MODELS.items():
         checkpoint = Path(args.checkpoint_dir) / folder / args.checkpoint_file

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sequential_rationales_experiments import iwslt14
-from sequential_rationales_experiments.cli import positive_int
+from sequential_rationales_experiments.cli import ProgramParser, positive_int
 
 # Relative to the current folder: the commands are run from the repository root.
 DEFAULT_OUT = Path("data") / "iwslt14.tokenized.de-en"
@@ -33,7 +33,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ProgramParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="output folder (default: data/iwslt14.tokenized.de-en)")
     parser.add_argument("--archive", type=Path, default=None,

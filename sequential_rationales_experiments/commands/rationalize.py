@@ -41,7 +41,7 @@ from typing import Any
 
 from sequential_rationales import format_rationales, list_methods
 from sequential_rationales_experiments import provenance, sharding
-from sequential_rationales_experiments.cli import HelpFormatter, positive_int
+from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser, positive_int
 from sequential_rationales_experiments.hf_models import (
     DEFAULT_MAX_STEPS,
     default_device,
@@ -63,8 +63,9 @@ class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rationalize", description=__doc__,
-                                formatter_class=_Formatter)
+    p = ProgramParser(prog="rationalize", description=__doc__, formatter_class=_Formatter,
+                      verbose_help="print every input's rationales also when writing --out, "
+                                   "and on an error the full traceback")
     p.add_argument("--model", required=True,
                    help="a Hugging Face causal-LM directory (config.json, weights, tokenizer), "
                         "or a fairseq translation checkpoint: a .pt file or a folder with "
@@ -112,8 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "by another model, method or setting")
     p.add_argument("--html", default=None, metavar="PAGE",
                    help="also write an HTML page showing every rationale")
-    p.add_argument("--verbose", action="store_true",
-                   help="print every input's rationales also when writing --out")
     p.add_argument("--barrier-timeout", type=positive_int, default=sharding.DEFAULT_TIMEOUT_S,
                    metavar="SECONDS",
                    help="sharded runs: how long a rank that has finished waits for the others")

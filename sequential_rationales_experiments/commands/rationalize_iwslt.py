@@ -17,6 +17,7 @@ import torch
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
 from sequential_rationales_experiments.cli import (
+    ProgramParser,
     add_search_arguments,
     check_writable_dir,
     positive_int,
@@ -34,8 +35,9 @@ METHODS = ("greedy", *BASELINE_METHODS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                      verbose_help="print every rationale, and on an error the full traceback")
     p.add_argument("--checkpoint_dir", required=True,
                    help="folder holding compatible_iwslt/ (or pass --checkpoint_file)")
     p.add_argument("--checkpoint_file", default=None,
@@ -55,7 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="rationalization_results/iwslt",
                    help="output root; logs go to OUT/TASK/METHOD[_top_1]/INDEX.json")
     p.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
-    p.add_argument("--verbose", action="store_true", help="print every rationale")
     args = p.parse_args(argv)
     check_writable_dir(args.out)  # before the model loads, not at the first finished example
     return args

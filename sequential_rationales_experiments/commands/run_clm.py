@@ -26,7 +26,9 @@ from transformers import (
 )
 
 from sequential_rationales.adapters.huggingface import attention_windows, family_refusal
+from sequential_rationales.validation import InputError
 from sequential_rationales.word_dropout import WordDropout
+from sequential_rationales_experiments.cli import VERBOSE_HELP
 from sequential_rationales_integrations.huggingface.config import (
     HubArguments,
     fit_config_to_tokenizer,
@@ -38,6 +40,7 @@ from sequential_rationales_integrations.huggingface.locations import (
     check_model_location,
     check_tokenizer_location,
     check_writable_directory,
+    from_pretrained,
 )
 from sequential_rationales_integrations.huggingface.training import (
     DATA_SUFFIXES,
@@ -108,16 +111,16 @@ class ModelArguments(HubArguments):
 
     def __post_init__(self) -> None:
         if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(f"--attention_dropout must be in [0, 1), got {self.attention_dropout}")
+            raise InputError(f"--attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.model_name_or_path is None and self.config_name is None and (
                 self.model_type is None):
-            raise ValueError("give --model_name_or_path (pretrained model) or, to train from "
+            raise InputError("give --model_name_or_path (pretrained model) or, to train from "
                              "scratch, --model_type or --config_name")
         if self.config_overrides is not None and self.model_name_or_path is not None:
-            raise ValueError("--config_overrides only applies when training from scratch; it "
+            raise InputError("--config_overrides only applies when training from scratch; it "
                              "cannot be combined with --model_name_or_path")
         if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass
@@ -163,16 +166,16 @@ class DataTrainingArguments:
             if path is None:
                 continue
             if Path(path).suffix.lower() not in DATA_SUFFIXES:
-                raise ValueError(f"{flag} must be a {', '.join(DATA_SUFFIXES)} file, got {path}")
+                raise InputError(f"{flag} must be a {', '.join(DATA_SUFFIXES)} file, got {path}")
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag} {path} does not exist")
         for flag, value in (("--block_size", self.block_size),
                             ("--max_train_samples", self.max_train_samples),
                             ("--max_eval_samples", self.max_eval_samples)):
             if value is not None and value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
+                raise InputError(f"{flag} must be >= 1, got {value}")
         if not 0 < self.validation_split_percentage < 100:
-            raise ValueError("--validation_split_percentage must be in 1..99, got "
+            raise InputError("--validation_split_percentage must be in 1..99, got "
                              f"{self.validation_split_percentage}")
 
 
@@ -200,7 +203,7 @@ class WordDropoutArguments(WordDropoutFlags):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.word_dropout_attention not in WORD_DROPOUT_ATTENTION_MODES:
-            raise ValueError("--word_dropout_attention must be one of "
+            raise InputError("--word_dropout_attention must be one of "
                              f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got "
                              f"{self.word_dropout_attention!r}")
 
@@ -211,12 +214,14 @@ class WordDropoutArguments(WordDropoutFlags):
 
 @dataclass
 class ClmTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus ``--logging_dir``, which transformers 5 no longer has."""
+    """``TrainingArguments`` plus ``--logging_dir``, which transformers 5 no longer has, and
+    ``--verbose``, which every program of this project takes."""
 
     logging_dir: str | None = field(
         default=None,
         metadata={"help": "TensorBoard log directory (with --report_to tensorboard). Default: "
                           "OUTPUT_DIR/runs/DATE_HOST, or $TENSORBOARD_LOGGING_DIR if set."})
+    verbose: bool = field(default=False, metadata={"help": VERBOSE_HELP})
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[
@@ -236,15 +241,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """
     model_args, data_args, wd_args, training_args = parse_args(argv)
     if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("nothing to do: pass --do_train and/or --do_eval")
+        raise InputError("nothing to do: pass --do_train and/or --do_eval")
     if training_args.do_train and data_args.train_file is None:
-        raise ValueError("--do_train needs --train_file")
+        raise InputError("--do_train needs --train_file")
     if training_args.do_eval and data_args.validation_file is None and (
             data_args.train_file is None):
-        raise ValueError("--do_eval needs --validation_file (or a --train_file to split)")
+        raise InputError("--do_eval needs --validation_file (or a --train_file to split)")
     # Transformers reads 0 (or any value <= 0) as "train for --num_train_epochs" instead.
     if training_args.max_steps == 0 or training_args.max_steps < -1:
-        raise ValueError("--max_steps must be >= 1, or -1 (the default) to train for "
+        raise InputError("--max_steps must be >= 1, or -1 (the default) to train for "
                          f"--num_train_epochs; got {training_args.max_steps}")
     # Before anything is loaded: a missing local folder would surface as a hub error.
     check_model_location(model_args.model_name_or_path, "model")
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
     if tokenizer_name is None:
-        raise ValueError("training from scratch needs --tokenizer_name (a local tokenizer "
+        raise InputError("training from scratch needs --tokenizer_name (a local tokenizer "
                          "directory or hub name); this script does not train tokenizers")
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_name, use_fast=model_args.use_fast_tokenizer, **hub_kwargs)
@@ -285,8 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model_kwargs["dtype"] = (model_args.dtype if model_args.dtype == "auto"
                                  else getattr(torch, model_args.dtype))
     if model_args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path, config=config, **hub_kwargs, **model_kwargs)
+        model = from_pretrained(AutoModelForCausalLM, model_args.model_name_or_path,
+                                config=config, **hub_kwargs, **model_kwargs)
     else:
         fit_config_to_tokenizer(config, tokenizer, overridden_keys(model_args.config_overrides))
         if model_kwargs.get("dtype") == "auto":
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                   data_args.separate_documents_with_eos)
         train_dataset = BlockDataset(train_ids, block_size)
         if len(train_dataset) == 0:
-            raise ValueError(f"--train_file {data_args.train_file} has {train_ids.numel()} "
+            raise InputError(f"--train_file {data_args.train_file} has {train_ids.numel()} "
                              f"tokens, fewer than one block of --block_size {block_size}")
     if training_args.do_eval:
         if data_args.validation_file is not None:
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                      data_args.separate_documents_with_eos)
             eval_dataset = BlockDataset(eval_ids, block_size)
             if len(eval_dataset) == 0:
-                raise ValueError(f"--validation_file {data_args.validation_file} has "
+                raise InputError(f"--validation_file {data_args.validation_file} has "
                                  f"{eval_ids.numel()} tokens, fewer than one block of "
                                  f"--block_size {block_size}")
         else:
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             n_blocks = len(train_dataset)
             n_eval = max(1, n_blocks * data_args.validation_split_percentage // 100)
             if n_blocks - n_eval < 1:
-                raise ValueError(f"--train_file has only {n_blocks} block(s) of --block_size "
+                raise InputError(f"--train_file has only {n_blocks} block(s) of --block_size "
                                  f"{block_size}; too few to hold out an evaluation split")
             split = (n_blocks - n_eval) * block_size
             eval_dataset = BlockDataset(train_dataset.token_ids[split:], block_size)
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # A family whose masks cannot hide dropped tokens would train for nothing.
         problem = family_refusal(model)
         if problem is not None:
-            raise ValueError(problem)
+            raise InputError(problem)
         mode = word_dropout_attention_mode(wd_args.word_dropout_attention,
                                            model_args.attn_implementation,
                                            training_args.device, model.config)
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         else:
             attn = getattr(model.config, "_attn_implementation", None)
             if attn not in MASK_4D_ATTENTION:
-                raise ValueError(f"word dropout needs --attn_implementation "
+                raise InputError(f"word dropout needs --attn_implementation "
                                  f"{' or '.join(MASK_4D_ATTENTION)} (4-D attention masks), "
                                  f"the model uses {attn!r}")
         heads = num_attention_heads(model.config) if word_dropout.independent_heads else 1

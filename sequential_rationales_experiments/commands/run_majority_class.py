@@ -18,7 +18,12 @@ import torch
 from sequential_rationales import rationalize_sequence, write_jsonl
 from sequential_rationales.adapters.fairseq import FairseqLanguageModel
 from sequential_rationales_experiments import fairseq_tools
-from sequential_rationales_experiments.cli import check_writable_dir, non_negative_int, positive_int
+from sequential_rationales_experiments.cli import (
+    ProgramParser,
+    check_writable_dir,
+    non_negative_int,
+    positive_int,
+)
 from sequential_rationales_experiments.commands import plot_majority_class_compatibility
 from sequential_rationales_experiments.fairseq_tools import cli, encode_lm_line, run
 from sequential_rationales_experiments.majority_class import write_majority_class_corpus
@@ -35,8 +40,8 @@ SCHEDULES = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/majority_class", help="output directory")
     p.add_argument("--quick", action="store_true",
                    help="1,500 updates of 256 sentences per model (about 15 min on CPU)")

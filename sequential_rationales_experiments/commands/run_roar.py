@@ -13,6 +13,7 @@ from dataclasses import replace
 from sequential_rationales_experiments import roar
 from sequential_rationales_experiments.cli import (
     HelpFormatter,
+    ProgramParser,
     check_writable_dir,
     int_at_least,
     non_negative_int,
@@ -30,8 +31,8 @@ def percentage(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     full, quick = roar.Settings(), roar.QUICK
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=HelpFormatter)
     p.add_argument("--out", default="outputs/roar",
                    help="output folder (steps, table.csv, table.md, roar.json, roar.png/.pdf)")
     p.add_argument("--quick", action="store_true",

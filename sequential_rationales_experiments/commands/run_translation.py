@@ -27,6 +27,7 @@ from transformers import (
     set_seed,
 )
 
+from sequential_rationales.validation import InputError
 from sequential_rationales_experiments.commands.run_clm import ClmTrainingArguments
 from sequential_rationales_integrations.huggingface.config import HubArguments
 from sequential_rationales_integrations.huggingface.locations import (
@@ -34,6 +35,7 @@ from sequential_rationales_integrations.huggingface.locations import (
     check_model_location,
     check_tokenizer_location,
     check_writable_directory,
+    from_pretrained,
 )
 from sequential_rationales_integrations.huggingface.seq2seq_word_dropout import (
     TRANSLATION_SUFFIXES,
@@ -121,13 +123,13 @@ class DataTrainingArguments:
 
     def __post_init__(self) -> None:
         if self.source_lang == self.target_lang:
-            raise ValueError(f"--source_lang and --target_lang are both {self.source_lang!r}")
+            raise InputError(f"--source_lang and --target_lang are both {self.source_lang!r}")
         for flag, path in (("--train_file", self.train_file),
                            ("--validation_file", self.validation_file)):
             if path is None:
                 continue
             if Path(path).suffix.lower() not in TRANSLATION_SUFFIXES:
-                raise ValueError(f"{flag} must be a {' or '.join(TRANSLATION_SUFFIXES)} file of "
+                raise InputError(f"{flag} must be a {' or '.join(TRANSLATION_SUFFIXES)} file of "
                                  f'{{"translation": {{...}}}} records, got {path}')
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{flag} {path} does not exist")
@@ -138,9 +140,9 @@ class DataTrainingArguments:
                             ("--max_train_samples", self.max_train_samples),
                             ("--max_eval_samples", self.max_eval_samples)):
             if value is not None and value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
+                raise InputError(f"{flag} must be >= 1, got {value}")
         if self.max_source_length < 2:
-            raise ValueError("--max_source_length must leave room for a token and the final "
+            raise InputError("--max_source_length must leave room for a token and the final "
                              f"</s>, got {self.max_source_length}")
 
 
@@ -201,12 +203,12 @@ def tokenize_pairs(pairs: list[tuple[str, str]], tokenizer: Any, prefix: str,
     for n, (ids, mask, target) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"],
                                                 labels), 1):
         if not ids or ids[-1] != eos:
-            raise ValueError(f"{path}: pair {n}: the tokenizer did not end the source with its "
+            raise InputError(f"{path}: pair {n}: the tokenizer did not end the source with its "
                              f"end-of-sequence token ({tokenizer.eos_token!r}); word dropout "
                              "and rationalization keep that final token visible, so use a "
                              "tokenizer that appends it (Marian, BART and T5 tokenizers do)")
         if not target:
-            raise ValueError(f"{path}: pair {n}: the target tokenizes to nothing")
+            raise InputError(f"{path}: pair {n}: the target tokenizes to nothing")
         examples.append({"input_ids": ids, "attention_mask": mask, "labels": target})
     return TranslationDataset(examples)
 
@@ -241,14 +243,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """
     model_args, data_args, wd_args, training_args = parse_args(argv)
     if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("nothing to do: pass --do_train and/or --do_eval")
+        raise InputError("nothing to do: pass --do_train and/or --do_eval")
     if training_args.do_train and data_args.train_file is None:
-        raise ValueError("--do_train needs --train_file")
+        raise InputError("--do_train needs --train_file")
     if training_args.do_eval and data_args.validation_file is None:
-        raise ValueError("--do_eval needs --validation_file")
+        raise InputError("--do_eval needs --validation_file")
     # Transformers reads 0 (or any value <= 0) as "train for --num_train_epochs" instead.
     if training_args.max_steps == 0 or training_args.max_steps < -1:
-        raise ValueError("--max_steps must be >= 1, or -1 (the default) to train for "
+        raise InputError("--max_steps must be >= 1, or -1 (the default) to train for "
                          f"--num_train_epochs; got {training_args.max_steps}")
     check_model_location(model_args.model_name_or_path, "model")
     check_model_location(model_args.config_name, "config")
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
                                         **hub_kwargs)
     if not getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"run_translation needs an encoder-decoder model (AutoModelForSeq2SeqLM:"
+        raise InputError(f"run_translation needs an encoder-decoder model (AutoModelForSeq2SeqLM:"
                          f" Marian, BART, T5, ...); {model_args.model_name_or_path} is a "
                          f"{config.model_type!r} model without an encoder: for causal language "
                          "models use run_clm.py")
@@ -279,12 +281,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_kwargs: dict[str, Any] = {}
     if model_args.attn_implementation is not None:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path, config=config,
+    model = from_pretrained(AutoModelForSeq2SeqLM, model_args.model_name_or_path, config=config,
                                                   **hub_kwargs, **model_kwargs)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.decoder_start_token_id is None:
-        raise ValueError(f"{model_args.model_name_or_path}: config.decoder_start_token_id is "
+        raise InputError(f"{model_args.model_name_or_path}: config.decoder_start_token_id is "
                          "not set; the decoder needs a start token")
     prefix = data_args.source_prefix or ""
     if not prefix and model.config.model_type == "t5":
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if word_dropout is not None and training_args.do_train:
         attn = getattr(model.config, "_attn_implementation", None)
         if attn not in MASK_4D_ATTENTION:
-            raise ValueError(f"word dropout needs --attn_implementation "
+            raise InputError(f"word dropout needs --attn_implementation "
                              f"{' or '.join(MASK_4D_ATTENTION)} (4-D decoder attention masks), "
                              f"the model uses {attn!r}")
         # Each process draws its own masks.

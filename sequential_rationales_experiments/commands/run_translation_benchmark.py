@@ -16,7 +16,12 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS
 from sequential_rationales_experiments import fairseq_tools
-from sequential_rationales_experiments.cli import check_writable_dir, non_negative_int, positive_int
+from sequential_rationales_experiments.cli import (
+    ProgramParser,
+    check_writable_dir,
+    non_negative_int,
+    positive_int,
+)
 from sequential_rationales_experiments.commands import (
     evaluate_alignment_rationales,
     evaluate_distractor_rationales,
@@ -52,8 +57,8 @@ MODEL_FLAGS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ProgramParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/translation", help="output directory")
     p.add_argument("--quick", action="store_true",
                    help="short training (about 10 minutes on two CPU cores)")

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sequential_rationales.validation import InputError
+
 
 def _numpy_reconstruct():
     # numpy 2 moved numpy.core to numpy._core (numpy 1.26 has only a stub of the latter).
@@ -66,7 +68,7 @@ def verify_checkpoint_file(path: str | os.PathLike) -> None:
     bit, a torn copy) or its zip structure is broken, or the file is empty. Legacy (non-zip)
     files pass unchecked."""
     if os.path.getsize(path) == 0:
-        raise ValueError(f"fairseq checkpoint {path} is empty (0 bytes): an interrupted save or "
+        raise InputError(f"fairseq checkpoint {path} is empty (0 bytes): an interrupted save or "
                          "copy? restore or retrain it")
     if not zipfile.is_zipfile(path):
         return
@@ -74,10 +76,10 @@ def verify_checkpoint_file(path: str | os.PathLike) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as error:
-        raise ValueError(f"fairseq checkpoint {path} is corrupt or truncated: {error}"
+        raise InputError(f"fairseq checkpoint {path} is corrupt or truncated: {error}"
                          ) from error
     if bad is not None:
-        raise ValueError(f"fairseq checkpoint {path} is corrupt: the CRC of its entry {bad} "
+        raise InputError(f"fairseq checkpoint {path} is corrupt: the CRC of its entry {bad} "
                          "does not match (damaged on disk or in a copy); restore or retrain it")
 
 
@@ -119,7 +121,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as error:  # random bytes raise anything (IndexError, KeyError, ...)
         raise _load_error(path, error) from error
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+        raise InputError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     return state
 
 
@@ -161,7 +163,7 @@ def checkpoint_task(state: dict) -> str:
     args = state.get("args")
     if args is not None and getattr(args, "task", None):
         return str(args.task)
-    raise ValueError("the checkpoint names no task (neither cfg.task._name nor args.task)")
+    raise InputError("the checkpoint names no task (neither cfg.task._name nor args.task)")
 
 
 def load_hub_model(checkpoint_dir: str | os.PathLike, checkpoint_file: str = "checkpoint_best.pt",

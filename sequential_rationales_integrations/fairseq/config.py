@@ -9,6 +9,7 @@ as in the paper's code).
 """
 
 # No `from __future__ import annotations`: fairseq reads the dataclass field types at runtime.
+import argparse
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -69,3 +70,29 @@ def word_dropout_from_cfg(cfg) -> WordDropout:
         raise ValueError("--word-dropout-per-head and --word-dropout-per-example exclude each "
                          "other; pass at most one")
     return WordDropout(mixture, kind, True if per_head else False if per_example else None)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
+
+
+def check_word_dropout_flags(parser) -> None:
+    """Have the fairseq command lines reject bad word-dropout flags while they parse them
+    (``fairseq-train: error: argument --word-dropout-mixture: ...``, exit status 2) rather
+    than with a traceback once the model is built; :func:`word_dropout_from_cfg` stays the
+    check for configs that bypass the command line."""
+    actions = {action.dest: action for action in parser._actions}
+    if "word_dropout_mixture" in actions:
+        actions["word_dropout_mixture"].type = _probability
+    exclusive = [actions.get("word_dropout_per_head"), actions.get("word_dropout_per_example")]
+    if None in exclusive or any(set(exclusive) <= set(group._group_actions)
+                                for group in parser._mutually_exclusive_groups):
+        return
+    # argparse offers no public way to group options another function added.
+    parser.add_mutually_exclusive_group()._group_actions.extend(exclusive)

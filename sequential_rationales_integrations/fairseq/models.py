@@ -63,7 +63,12 @@ from torch import Tensor
 
 from sequential_rationales.word_dropout import WordDropout, word_dropout_keep_mask
 
-from .config import WordDropoutConfig, set_word_dropout_defaults, word_dropout_from_cfg
+from .config import (
+    WordDropoutConfig,
+    check_word_dropout_flags,
+    set_word_dropout_defaults,
+    word_dropout_from_cfg,
+)
 from .modules import CompatibleTransformerDecoder, CompatibleTransformerEncoder
 
 
@@ -79,6 +84,11 @@ class CompatibleTransformerLanguageModel(TransformerLanguageModel):
     def __init__(self, decoder, word_dropout: WordDropout | None = None):
         super().__init__(decoder)
         self.word_dropout = word_dropout or WordDropout()
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)  # the options of the registered dataclass
+        check_word_dropout_flags(parser)
 
     @classmethod
     def build_model(cls, args, task):
@@ -143,6 +153,7 @@ class CompatibleTransformerModel(TransformerModel):
         super().add_args(parser)
         # No defaults here, as for the stock options: architecture functions fill them.
         gen_parser_from_dataclass(parser, WordDropoutConfig(), delete_default=True)
+        check_word_dropout_flags(parser)
 
     @classmethod
     def build_model(cls, args, task):

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sequential_rationales.validation import InputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -73,7 +75,7 @@ def load_config(*, config_name: str | None, model_name_or_path: str | None,
     else:
         config = AutoConfig.for_model(model_type)
     if model_type is not None and config.model_type != model_type:
-        raise ValueError(f"--model_type {model_type} does not match the config's "
+        raise InputError(f"--model_type {model_type} does not match the config's "
                          f"model type {config.model_type}")
     if config_overrides:
         logger.info("Overriding config: %s", config_overrides)
@@ -81,7 +83,7 @@ def load_config(*, config_name: str | None, model_name_or_path: str | None,
     if attention_dropout is not None:
         names = [n for n in ("attn_pdrop", "attention_dropout") if hasattr(config, n)]
         if not names:
-            raise ValueError(f"--attention_dropout: {type(config).__name__} has no attention "
+            raise InputError(f"--attention_dropout: {type(config).__name__} has no attention "
                              "dropout setting (attn_pdrop or attention_dropout)")
         for name in names:
             setattr(config, name, attention_dropout)

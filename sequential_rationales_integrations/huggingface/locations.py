@@ -7,9 +7,12 @@ model folder without tokenizer files, so every text tokenizes to nothing.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from sequential_rationales.validation import InputError
 
 # Files one of which every saved Hugging Face tokenizer has.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
@@ -51,7 +54,7 @@ def check_tokenizer_location(name: str | None, flag: str) -> None:
 def check_loaded_tokenizer(tokenizer: Any, name: str) -> None:
     """A tokenizer with (almost) no vocabulary turns every text into no tokens."""
     if len(tokenizer) < 2:
-        raise ValueError(f"the tokenizer loaded from {name} has {len(tokenizer)} token(s); "
+        raise InputError(f"the tokenizer loaded from {name} has {len(tokenizer)} token(s); "
                          "its vocabulary files are missing or empty")
 
 
@@ -65,3 +68,59 @@ def check_writable_directory(path: str, flag: str) -> None:
     except OSError as e:
         raise PermissionError(f"{flag} {path} is not a writable directory: "
                               f"{e.strerror or e}") from None
+
+
+WEIGHT_PICKLES = ("*.bin", "*.pt", "*.pth")
+
+
+def from_pretrained(loader: Any, name: str | Path, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(name, **kwargs)``; a weight file of a local folder that it
+    cannot read is named in an :class:`InputError` (transformers' own error names none)."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except Exception as error:
+        problem = weight_file_problem(name)
+        if problem is None:
+            raise
+        raise InputError(problem) from error
+
+
+def weight_file_problem(name: str | Path) -> str | None:
+    """What is wrong with the first unreadable weight file of the local model folder
+    ``name``: empty, truncated or damaged safetensors, or a pickle that safe loading refuses
+    (it would run code) or cannot read. None when the folder's weight files read."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return None
+    again = "save or download the model again"
+    empty = "is empty (0 bytes), as an interrupted save or download leaves it"
+    for file in sorted(folder.glob("*.safetensors")):
+        if file.stat().st_size == 0:
+            return f"{file} {empty}; {again}"
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:
+            detail = str(error).rpartition(": ")[2] or type(error).__name__
+            return f"{file} is not a complete safetensors file ({detail}); {again}"
+    for file in sorted(f for pattern in WEIGHT_PICKLES for f in folder.glob(pattern)):
+        if file.stat().st_size == 0:
+            return f"{file} {empty}; {again}"
+        import torch
+
+        try:
+            torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as error:
+            refused = re.search(r"unsupported GLOBAL (\S+)", str(error))
+            if refused:
+                return (f"{file} holds code that safe loading refuses (it calls "
+                        f"{refused.group(1)}); if you trust its source, convert it to "
+                        "safetensors (load it with weights_only=False and save_pretrained)")
+            lines = str(error).strip().splitlines()
+            detail = (
+                "damaged" if "WeightsUnpickler" in str(error) or not lines
+                else lines[0].split(". ")[0])
+            return f"{file} is not a readable PyTorch weight file ({detail}); {again}"
+    return None

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from transformers import Seq2SeqTrainer
 
+from sequential_rationales.validation import InputError, read_utf8
 from sequential_rationales.word_dropout import (
     WordDropout,
     self_attention_mask,
@@ -78,13 +79,13 @@ class Seq2SeqWordDropoutCollator(WordDropoutCollator):
         input_ids, mask, labels = (batch.get(k) for k in ("input_ids", "attention_mask",
                                                           "labels"))
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
-            raise ValueError("seq2seq word dropout needs 2-D `input_ids` [batch, source_len]")
+            raise InputError("seq2seq word dropout needs 2-D `input_ids` [batch, source_len]")
         if not isinstance(mask, Tensor) or mask.shape != input_ids.shape:
-            raise ValueError("seq2seq word dropout needs a 2-D `attention_mask` shaped like "
+            raise InputError("seq2seq word dropout needs a 2-D `attention_mask` shaped like "
                              f"`input_ids` {list(input_ids.shape)}, got "
                              f"{getattr(mask, 'shape', type(mask).__name__)}")
         if not isinstance(labels, Tensor) or labels.dim() != 2:
-            raise ValueError("seq2seq word dropout needs 2-D `labels` [batch, target_len]")
+            raise InputError("seq2seq word dropout needs 2-D `labels` [batch, target_len]")
         rng = self._batch_rng()
         if not self.word_dropout.apply_to_batch(rng):
             return batch
@@ -121,15 +122,14 @@ def read_translation_pairs(path: str, source_lang: str, target_lang: str
     ``{"translation": {source_lang: "...", target_lang: "..."}}`` (JSON lines, or one JSON
     list). Errors name the file, the line and what is missing."""
     if Path(path).suffix.lower() not in TRANSLATION_SUFFIXES:
-        raise ValueError(f"{path}: translation data must be a {' or '.join(TRANSLATION_SUFFIXES)} "
+        raise InputError(f"{path}: translation data must be a {' or '.join(TRANSLATION_SUFFIXES)} "
                          'file of records {"translation": {"<src>": "...", "<tgt>": "..."}}')
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_utf8(path)
     if text.lstrip().startswith("["):
         try:
             records = [(f"{path}: record {n}", r) for n, r in enumerate(json.loads(text), 1)]
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
+            raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})"
                              ) from None
     else:
         records = list(_json_lines(text.splitlines(), path))
@@ -137,14 +137,14 @@ def read_translation_pairs(path: str, source_lang: str, target_lang: str
     for where, record in records:
         pair = record.get("translation") if isinstance(record, dict) else None
         if not isinstance(pair, dict):
-            raise ValueError(f'{where}: expected a record {{"translation": {{"{source_lang}": '
+            raise InputError(f'{where}: expected a record {{"translation": {{"{source_lang}": '
                              f'"...", "{target_lang}": "..."}}}}, got {str(record)[:80]}')
         for lang in (source_lang, target_lang):
             if not isinstance(pair.get(lang), str):
-                raise ValueError(f"{where}: the translation has no {lang!r} text (it has "
+                raise InputError(f"{where}: the translation has no {lang!r} text (it has "
                                  f"{', '.join(map(repr, pair)) or 'no keys'}); check "
                                  "--source_lang and --target_lang")
         pairs.append((pair[source_lang], pair[target_lang]))
     if not pairs:
-        raise ValueError(f"{path} contains no translation pairs")
+        raise InputError(f"{path} contains no translation pairs")
     return pairs

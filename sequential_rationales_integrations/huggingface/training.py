@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset
 
+from sequential_rationales.validation import InputError, read_utf8, utf8_lines
 from sequential_rationales.word_dropout import WORD_DROPOUT_TYPES, WordDropout
 
 from .config import model_max_positions
@@ -54,10 +55,10 @@ class WordDropoutFlags:
         if isinstance(self.word_dropout_mixture, bool) or not isinstance(
                 self.word_dropout_mixture, (int, float)) or not (
                 0.0 <= self.word_dropout_mixture <= 1.0):
-            raise ValueError("--word_dropout_mixture must be a probability in [0, 1], got "
+            raise InputError("--word_dropout_mixture must be a probability in [0, 1], got "
                              f"{self.word_dropout_mixture!r}")
         if self.word_dropout_type not in WORD_DROPOUT_TYPES:
-            raise ValueError(f"--word_dropout_type must be one of {', '.join(WORD_DROPOUT_TYPES)}"
+            raise InputError(f"--word_dropout_type must be one of {', '.join(WORD_DROPOUT_TYPES)}"
                              f", got {self.word_dropout_type!r}")
 
     def build(self, per_head: bool | None = None) -> WordDropout | None:
@@ -95,32 +96,28 @@ def read_documents(path: str, text_column: str = "text") -> Iterator[str]:
     """Yield the non-empty documents of a .txt (one per line), .json (a list of records or
     JSON Lines) or .jsonl file. Malformed JSON is an error naming the file and line."""
     suffix = Path(path).suffix.lower()
-    with open(path, encoding="utf-8") as f:
-        if suffix == ".txt":
-            for line in f:
-                if line.strip():
-                    yield line.rstrip("\n")
-            return
-        if suffix not in (".json", ".jsonl"):
-            raise ValueError(f"unsupported data file {path}; use {', '.join(DATA_SUFFIXES)}")
-        head = f.read(1)
-        while head and head.isspace():
-            head = f.read(1)
-        f.seek(0)
-        if head == "[":
-            try:
-                records = ((path, record) for record in json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column "
-                                 f"{e.colno})") from None
-        else:
-            records = _json_lines(f, path)
-        for n, (where, record) in enumerate(records, 1):
-            if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
-                raise ValueError(f"{where}: record {n} has no string field {text_column!r} "
-                                 "(set --text_column_name)")
-            if record[text_column].strip():
-                yield record[text_column]
+    if suffix == ".txt":
+        yield from (line for line in utf8_lines(path) if line.strip())
+        return
+    if suffix not in (".json", ".jsonl"):
+        raise InputError(f"unsupported data file {path}; use {', '.join(DATA_SUFFIXES)}")
+    lines = utf8_lines(path)
+    head = next((line for line in lines if line.strip()), "")
+    lines.close()
+    if head.lstrip().startswith("["):
+        try:
+            records = ((path, record) for record in json.loads(read_utf8(path)))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column "
+                             f"{e.colno})") from None
+    else:
+        records = _json_lines(utf8_lines(path), path)
+    for n, (where, record) in enumerate(records, 1):
+        if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
+            raise InputError(f"{where}: record {n} has no string field {text_column!r} "
+                             "(set --text_column_name)")
+        if record[text_column].strip():
+            yield record[text_column]
 
 
 def _json_lines(lines: Iterator[str], path: str) -> Iterator[tuple[str, Any]]:
@@ -131,7 +128,7 @@ def _json_lines(lines: Iterator[str], path: str) -> Iterator[tuple[str, Any]]:
         try:
             yield f"{path}:{number}", json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: invalid JSON line ({e.msg}, column "
+            raise InputError(f"{path}:{number}: invalid JSON line ({e.msg}, column "
                              f"{e.colno})") from None
 
 
@@ -160,7 +157,7 @@ def tokenize_file(path: str, tokenizer: PreTrainedTokenizerBase, text_column: st
     if batch:
         flush(batch)
     if not chunks:
-        raise ValueError(f"{path} contains no text")
+        raise InputError(f"{path} contains no text")
     return torch.cat(chunks)
 
 
@@ -173,7 +170,7 @@ def resolve_block_size(requested: int | None, tokenizer: PreTrainedTokenizerBase
         limits = [1024, tokenizer.model_max_length] + ([max_positions] if max_positions else [])
         return min(limits)
     if max_positions is not None and requested > max_positions:
-        raise ValueError(f"--block_size {requested} exceeds the model's {max_positions} "
+        raise InputError(f"--block_size {requested} exceeds the model's {max_positions} "
                          "positions")
     if requested > tokenizer.model_max_length:
         logger.warning("--block_size %d is larger than the tokenizer's model_max_length %d",
@@ -203,7 +200,7 @@ def word_dropout_attention_mode(requested: str, attn_implementation: str | None,
     """Resolve --word_dropout_attention to "flex" or "mask" (see the flag's help)."""
     if attn_implementation is not None and requested != "mask":
         if requested == "flex":
-            raise ValueError("--word_dropout_attention flex sets the attention implementation "
+            raise InputError("--word_dropout_attention flex sets the attention implementation "
                              f"itself; drop --attn_implementation {attn_implementation}")
         logger.info("Word-dropout attention: mask (--attn_implementation %s was given)",
                     attn_implementation)
@@ -211,7 +208,7 @@ def word_dropout_attention_mode(requested: str, attn_implementation: str | None,
     try:
         mode, reason = choose_word_dropout_attention(requested, device, config)
     except ValueError as e:
-        raise ValueError(f"--word_dropout_attention {requested}: {e}") from e
+        raise InputError(f"--word_dropout_attention {requested}: {e}") from e
     # On a GPU, falling back to dense masks costs speed: say so loudly.
     slow = requested == "auto" and mode == "mask" and torch.device(device).type == "cuda"
     (logger.warning if slow else logger.info)("Word-dropout attention: %s (%s)", mode, reason)

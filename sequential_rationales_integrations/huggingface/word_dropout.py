@@ -63,6 +63,7 @@ from sequential_rationales.adapters.huggingface import (
     family_refusal,
     text_config,
 )
+from sequential_rationales.validation import InputError
 from sequential_rationales.word_dropout import WordDropout, self_attention_mask
 
 try:
@@ -119,11 +120,11 @@ def num_attention_heads(config: Any) -> int:
             if heads is None:
                 continue
             if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-                raise ValueError(
+                raise InputError(
                     f"{type(config).__name__}.{name} must be a positive integer to draw "
                     f"per-head word-dropout masks, got {heads!r}; use per_head=False")
             return heads
-    raise ValueError(
+    raise InputError(
         f"{type(config).__name__} has neither `num_attention_heads` nor `n_head`, so per-head "
         "word-dropout masks cannot be built; use per_head=False (one mask per example)")
 
@@ -177,7 +178,7 @@ def choose_word_dropout_attention(requested: str, device: str | torch.device,
     An explicit ``flex`` that cannot run raises ``ValueError``.
     """
     if requested not in WORD_DROPOUT_ATTENTION_MODES:
-        raise ValueError(f"word-dropout attention must be one of "
+        raise InputError(f"word-dropout attention must be one of "
                          f"{', '.join(WORD_DROPOUT_ATTENTION_MODES)}, got {requested!r}")
     if requested == "mask":
         return "mask", "requested"
@@ -189,7 +190,7 @@ def choose_word_dropout_attention(requested: str, device: str | torch.device,
                    " Llama: attention_dropout)")
     if requested == "flex":
         if problem is not None:
-            raise ValueError(f"flex word-dropout attention is unavailable: {problem}; use the "
+            raise InputError(f"flex word-dropout attention is unavailable: {problem}; use the "
                              "dense-mask mode instead")
         return "flex", "requested"
     if torch.device(device).type != "cuda":
@@ -202,7 +203,7 @@ def choose_word_dropout_attention(requested: str, device: str | torch.device,
 def _check_window(window: int | None) -> None:
     if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                or window < 1):
-        raise ValueError(f"a sliding window must be a positive integer, got {window!r}")
+        raise InputError(f"a sliding window must be a positive integer, got {window!r}")
 
 
 def _keep_mask_mod(keep: Tensor, window: int | None = None) -> Callable:
@@ -279,7 +280,7 @@ def word_dropout_block_mask(keep: Tensor, block_size: int = BLOCK_SIZE,
     if flex_attention is None:
         raise RuntimeError(flex_attention_unavailable("cpu"))
     if keep.dtype != torch.bool or keep.dim() not in (2, 3):
-        raise ValueError(f"keep must be a [B, T] or [B, H, T] bool tensor, got {keep.dtype} "
+        raise InputError(f"keep must be a [B, T] or [B, H, T] bool tensor, got {keep.dtype} "
                          f"{list(keep.shape)}")
     keep = keep if keep.dim() == 3 else keep[:, None]
     partial, full = word_dropout_block_layout(keep, block_size, window)
@@ -387,7 +388,7 @@ def word_dropout_flex_attention(module: torch.nn.Module, query: Tensor, key: Ten
     """
     for name, what in (("softcap", "attention-logit softcapping"), ("s_aux", "attention sinks")):
         if kwargs.get(name) is not None:
-            raise ValueError(f"{type(module).__name__} uses {what} ({name}), which the flex "
+            raise InputError(f"{type(module).__name__} uses {what} ({name}), which the flex "
                              "word-dropout attention does not apply; use dense word-dropout "
                              "masks")
     # 0 (or False) in a config means no window, as None does.
@@ -399,14 +400,14 @@ def word_dropout_flex_attention(module: torch.nn.Module, query: Tensor, key: Ten
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if dropout > 0:
-        raise ValueError(
+        raise InputError(
             "flex word-dropout attention cannot apply attention dropout; set the model's "
             "attention dropout to 0 (GPT-2: attn_pdrop, Llama: attention_dropout) or use "
             "dense word-dropout masks")
     t = query.shape[-2]
     if not getattr(module, "is_causal", True) or (
             key.shape[-2] != t or word_dropout_keep.shape[-1] != t):
-        raise ValueError("word-dropout keep masks are for causal self-attention over the whole "
+        raise InputError("word-dropout keep masks are for causal self-attention over the whole "
                          "sequence (no cache): query length "
                          f"{t}, key length {key.shape[-2]}, keep {list(word_dropout_keep.shape)}")
     _check_window(window)
@@ -443,21 +444,21 @@ def use_word_dropout_flex(model: Any) -> Any:
     Returns ``model``.
     """
     if flex_attention is None:
-        raise ValueError(f"flex word-dropout attention is unavailable: "
+        raise InputError(f"flex word-dropout attention is unavailable: "
                          f"{flex_attention_unavailable('cpu')}")
     dropout = attention_dropout(model.config)
     if dropout > 0:
-        raise ValueError(f"flex word-dropout attention cannot apply the model's attention dropout"
+        raise InputError(f"flex word-dropout attention cannot apply the model's attention dropout"
                          f" ({dropout:g}); set it to 0 in the config (GPT-2: attn_pdrop, Llama: "
                          "attention_dropout) or use dense word-dropout masks")
     problem = flex_unsupported(model.config)
     if problem is not None:
-        raise ValueError(f"flex word-dropout attention is unavailable: {problem}; use dense "
+        raise InputError(f"flex word-dropout attention is unavailable: {problem}; use dense "
                          "word-dropout masks")
     register_word_dropout_flex()
     model.set_attn_implementation(WORD_DROPOUT_FLEX)
     if model.config._attn_implementation != WORD_DROPOUT_FLEX:
-        raise ValueError(f"{type(model).__name__} cannot switch its attention implementation "
+        raise InputError(f"{type(model).__name__} cannot switch its attention implementation "
                          "(it does not dispatch through transformers' AttentionInterface); use "
                          "dense word-dropout masks")
     return model
@@ -495,9 +496,9 @@ class WordDropoutCollator:
                  attention: str = "mask", windows: AttentionWindows | None = None,
                  position_ids: bool = False) -> None:
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+            raise InputError(f"num_heads must be an integer >= 1, got {num_heads!r}")
         if attention not in ("flex", "mask"):
-            raise ValueError(f"attention must be 'flex' or 'mask', got {attention!r}")
+            raise InputError(f"attention must be 'flex' or 'mask', got {attention!r}")
         self.base_collator = base_collator
         self.word_dropout = word_dropout
         self.num_heads = num_heads
@@ -538,14 +539,14 @@ class WordDropoutCollator:
         elif batches in self._states:
             state = self._states[batches]
         else:
-            raise ValueError(f"the generator state after {batches} batches is no longer known "
+            raise InputError(f"the generator state after {batches} batches is no longer known "
                              f"({self.batches} batches collated)")
         return {"seed": self.seed, "generator": state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue drawing from a saved generator state (main-process collation only)."""
         if int(state["seed"]) != self.seed:
-            raise ValueError(f"the saved word-dropout generator was seeded with {state['seed']}, "
+            raise InputError(f"the saved word-dropout generator was seeded with {state['seed']}, "
                              f"this collator with {self.seed}; resume with the same --seed")
         self._generator = torch.Generator()
         self._generator.set_state(state["generator"])
@@ -567,14 +568,14 @@ class WordDropoutCollator:
         batch = dict(self.base_collator(features))
         input_ids = batch.get("input_ids")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            raise ValueError("word dropout needs a batch with 2-D `input_ids` [batch, seq_len]")
+            raise InputError("word dropout needs a batch with 2-D `input_ids` [batch, seq_len]")
         mask = batch.get("attention_mask")
         if mask is None:
             valid = torch.ones(input_ids.shape, dtype=torch.bool)
         elif isinstance(mask, torch.Tensor) and mask.shape == input_ids.shape:
             valid = mask.to("cpu", torch.bool)
         else:
-            raise ValueError(
+            raise InputError(
                 "word dropout expects a 2-D `attention_mask` shaped like `input_ids` "
                 f"{list(input_ids.shape)}, got {getattr(mask, 'shape', type(mask).__name__)}")
         rng = self._batch_rng()
@@ -709,7 +710,7 @@ class WordDropoutTrainer(Trainer):
         # A model that does not use the flex attention would silently ignore the keep masks.
         attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
         if getattr(train_data_collator, "attention", None) == "flex" and attn != WORD_DROPOUT_FLEX:
-            raise ValueError(f"a flex word-dropout collator needs a model switched to "
+            raise InputError(f"a flex word-dropout collator needs a model switched to "
                              f"{WORD_DROPOUT_FLEX!r} (use_word_dropout_flex), this one uses "
                              f"{attn!r}")
         if isinstance(train_data_collator, WordDropoutCollator):
@@ -732,7 +733,7 @@ class WordDropoutTrainer(Trainer):
         turn the windows off, and OPT would read positions from a 4-D mask)."""
         problem = family_refusal(self.model)
         if problem is not None:
-            raise ValueError(problem)
+            raise InputError(problem)
         if collator.windows is None:
             windows = attention_windows(self.model)
             if windows.smallest is not None and not windows.in_model:
