@@ -20,7 +20,6 @@ other one. Example::
         --translations-format fairseq-generate --out-dir generated_translations
 """
 
-
 from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.create_distractor_dataset import main
 

@@ -21,7 +21,6 @@ Example::
         --out data/iwslt14.tokenized.de-en/gold_labels/bpe_alignments.jsonl
 """
 
-
 from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.map_alignments_to_bpe import main
 

@@ -17,7 +17,6 @@ tokenized and lowercased into ``tmp_gold.*`` and BPE'd into ``gold_bpe.*``.
 Run from the repository root: ``python fairseq/prepare_iwslt14.py [--archive de-en.tgz]``.
 """
 
-
 from sequential_rationales_experiments.cli import run_program
 from sequential_rationales_experiments.commands.prepare_iwslt14 import main
 

@@ -67,10 +67,9 @@ def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
 def missing_data_error(path: Path, data_dir: Path) -> SystemExit:
     """The error for a data file that is not there, with the command that gets it."""
     return SystemExit(
-        f"error: {path.name} not found in {data_dir}.\nGet the data with "
-        "`python scripts/download_data.py` (or copy it from a local folder: "
-        "`python scripts/download_data.py --source ../shared/data`), or point --data_dir at "
-        "a folder that has it, e.g. --data_dir ../shared/data")
+        f"error: {path.name} not found in {data_dir}; get the data with `python "
+        "scripts/download_data.py` (or from a local copy: `python scripts/download_data.py "
+        "--source ../shared/data`), or point --data_dir at a folder that has it")
 
 
 def check_writable_dir(path: str | Path, flag: str = "--out") -> Path:

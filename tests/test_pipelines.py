@@ -45,8 +45,12 @@ def test_translation_benchmark_produces_both_tables(tmp_path):
     assert set(summary["table4_alignments"]) == {"greedy", "last_attention"}
     for row in summary["table4_alignments"].values():
         assert 0.0 <= row["AER"] <= 1.0 and 0.0 <= row["Top1"] <= 1.0
-    logs = sorted((tmp_path / "rationales" / "distractors" / "greedy").glob("*.json"))
+    folder = tmp_path / "rationales" / "distractors" / "greedy"
+    logs = sorted(p for p in folder.glob("*.json") if p.name != "provenance.json")
     assert len(logs) == 2
+    record = json.loads((folder / "provenance.json").read_text())
+    assert (record["program"], record["experiment"], record["method"]) == (
+        "rationalize_iwslt", "distractors", "greedy")
     # rationalize_iwslt resumes: finished examples are not redone.
     before = [p.stat().st_mtime_ns for p in logs]
     checkpoint = tmp_path / "checkpoints" / "compatible_iwslt" / "checkpoint_best.pt"
@@ -56,4 +60,12 @@ def test_translation_benchmark_produces_both_tables(tmp_path):
                             "--method", "greedy", "--limit", "3",
                             "--out", str(tmp_path / "rationales"), "--cpu"])
     assert [p.stat().st_mtime_ns for p in logs] == before
-    assert len(list(logs[0].parent.glob("*.json"))) == 3
+    assert len(list(folder.glob("*.json"))) == 4  # three logs and the provenance
+    # A resume with another setting would mix runs: refused, nothing written.
+    with pytest.raises(SystemExit, match="max_steps"):
+        rationalize_iwslt.main(["--checkpoint_dir", str(checkpoint.parent.parent),
+                                "--checkpoint_file", str(checkpoint), "--task", "distractors",
+                                "--data", str(tmp_path / "data-bin" / "distractors.de-en"),
+                                "--method", "greedy", "--limit", "4", "--max_steps", "2",
+                                "--out", str(tmp_path / "rationales"), "--cpu"])
+    assert len(list(folder.glob("*.json"))) == 4

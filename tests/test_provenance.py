@@ -15,7 +15,9 @@ import pytest
 
 from sequential_rationales_experiments import provenance
 from sequential_rationales_experiments.commands import (
+    evaluate_alignment_rationales,
     evaluate_analogies_rationales,
+    evaluate_distractor_rationales,
     evaluate_lambada_rationales,
     rationalize,
     rationalize_analogies,
@@ -315,12 +317,24 @@ def test_analogy_runs_and_evaluation_never_mix(data_dir, word_model_dir, sister_
     assert message == (f"error: {results / 'last_attention'} holds results of the analogies "
                        "experiment, not lambada; evaluate the folders written by "
                        "huggingface/rationalize_annotated_lambada.py")
+    for evaluate, task, gold in ((evaluate_distractor_rationales, "distractors", "--breaks"),
+                                 (evaluate_alignment_rationales, "alignments", "--alignments")):
+        argv = ["--results_dir", str(results), gold, str(tmp_path / "gold.jsonl")]
+        assert error(evaluate.main, argv) == (
+            f"error: {results / 'last_attention'} holds results of the analogies experiment, "
+            f"not {task}; evaluate the folders written by fairseq/rationalize_iwslt.py --task "
+            f"{task}")
     for folder in ("greedy", "last_attention"):
         (results / folder / "provenance.json").unlink()  # older folders have none
     message = error(evaluate_lambada_rationales.main, ["--results_dir", str(results)])
     assert message == (f"error: {results / 'last_attention' / '4_0.json'} is not a lambada "
                        "result (no 'human_subword_rationale'); evaluate the folders written by "
                        "huggingface/rationalize_annotated_lambada.py")
+    message = error(evaluate_distractor_rationales.main, [
+        "--results_dir", str(results), "--breaks", str(tmp_path / "gold.jsonl")])
+    assert message == (f"error: {results / 'last_attention' / '4_0.json'} is not a distractors "
+                       "result (no 'rationalizations'); evaluate the folders written by "
+                       "fairseq/rationalize_iwslt.py --task distractors")
 
     # A folder named after one method holding another's results.
     shutil.rmtree(results / "last_attention")

@@ -326,3 +326,15 @@ def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
                           "--text", "s1 s2", "--generate", "2"])
     with pytest.raises(SystemExit, match="pass --data"):
         rationalize.main(["--model", str(checkpoints), "--device", "cpu", "--text", "s1"])
+    with pytest.raises(SystemExit, match="--tokenizer is for Hugging Face models"):
+        rationalize.main(["--model", str(checkpoints), "--data", str(data), "--tokenizer",
+                          str(data), "--device", "cpu", "--text", "s1"])
+    # A given target with words the target dictionary lacks would silently become <unk>.
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"source": "s1 s2", "target": "t2 zebra t1 quux"}) + "\n")
+    out = tmp_path / "unknown-out.jsonl"
+    with pytest.raises(SystemExit, match=r"input 0: the target has 2 piece\(s\) outside the "
+                                         r"model's target dictionary \('zebra', 'quux'\)"):
+        rationalize.main(["--model", str(checkpoints), "--data", str(data), "--device", "cpu",
+                          "--input", str(unknown), "--out", str(out)])
+    assert not out.exists()

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 from sequential_rationales.validation import InputError
-from sequential_rationales_experiments.cli import ProgramParser, non_negative_int
+from sequential_rationales_experiments.cli import (
+    ProgramParser,
+    input_error_message,
+    non_negative_int,
+)
 from sequential_rationales_experiments.distractors import (
     make_distractor_dataset,
     write_distractors_jsonl,
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         examples = make_distractor_dataset(sources, targets, seed=args.seed,
                                            num_pairs=args.num_pairs)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(input_error_message(exc) or f"error: {exc}", file=sys.stderr)
         return 2
     out, src, tgt = args.out_dir, args.source_lang, args.target_lang
     write_lines(out / f"distractors.{src}", (e.source for e in examples))

@@ -81,10 +81,10 @@ def fetch(url: str, timeout: float) -> str:
             return response.read().decode("utf-8")
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise SystemExit(
-            f"error: could not download {url}: {e}\nOffline? Copy the files from a local "
+            f"error: could not download {url}: {e}; offline? copy the files from a local "
             "folder that has them: python scripts/download_data.py --source ../shared/data "
             "(or any folder with questions-words.txt, annotated_lambada.json and "
-            "analogy_templates.json).") from None
+            "analogy_templates.json)") from None
 
 
 def download(name: str, timeout: float) -> str:

@@ -23,6 +23,7 @@ from sequential_rationales_experiments.tables import (
 )
 
 COLUMNS = ["Length", "AER", "IOU", "F1", "Top1"]
+RECORD_KEYS = ("rationalizations", "source_tokens")  # of the logs rationalize_iwslt writes
 DIGITS = {"Length": 1, "AER": 2, "IOU": 2, "F1": 2, "Top1": 2}
 
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     found, methods = find_results(results_dir, args.baseline,
-                                  "fairseq/rationalize_iwslt.py --task alignments")
+                                  "fairseq/rationalize_iwslt.py --task alignments",
+                                  experiment="alignments", required=RECORD_KEYS)
     methods = [m for m in methods if not m.endswith("_top_1")]
     rows = evaluate(found, methods, read_alignments(Path(args.alignments)), args.top_1)
     first = next(iter(rows.values()))

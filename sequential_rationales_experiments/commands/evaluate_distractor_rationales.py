@@ -23,6 +23,7 @@ from sequential_rationales_experiments.tables import (
 )
 
 COLUMNS = ["Source Mean", "Target Mean", "Source Frac.", "Target Frac."]
+RECORD_KEYS = ("rationalizations", "source_tokens")  # of the logs rationalize_iwslt writes
 DIGITS = dict.fromkeys(COLUMNS, 2)
 
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     found, methods = find_results(results_dir, args.baseline,
-                                  "fairseq/rationalize_iwslt.py --task distractors")
+                                  "fairseq/rationalize_iwslt.py --task distractors",
+                                  experiment="distractors", required=RECORD_KEYS)
     methods = [m for m in methods if not m.endswith("_top_1")]
     rows = evaluate(found, methods, read_breaks(Path(args.breaks)))
     first = next(iter(rows.values()))

@@ -17,7 +17,7 @@ from sequential_rationales_experiments.alignments import (
     map_word_alignments_to_bpe,
     read_word_alignments,
 )
-from sequential_rationales_experiments.cli import ProgramParser
+from sequential_rationales_experiments.cli import ProgramParser, input_error_message
 from sequential_rationales_experiments.iwslt14 import IWSLTFormatError, read_lines, write_lines
 
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "word_possible": sorted(map(list, word.possible)),
             })
     except (IWSLTFormatError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(input_error_message(exc) or f"error: {exc}", file=sys.stderr)
         return 2
     write_lines(args.out, (json.dumps(record) for record in records))
     print(f"Wrote BPE-level alignments of {len(records)} sentences to {args.out}")

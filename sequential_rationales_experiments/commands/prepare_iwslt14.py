@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sequential_rationales_experiments import iwslt14
-from sequential_rationales_experiments.cli import ProgramParser, positive_int
+from sequential_rationales_experiments.cli import ProgramParser, input_error_message, positive_int
 
 # Relative to the current folder: the commands are run from the repository root.
 DEFAULT_OUT = Path("data") / "iwslt14.tokenized.de-en"
@@ -72,6 +72,6 @@ def main(argv: list[str] | None = None) -> int:
                                 workers=args.workers)
     except (iwslt14.DownloadError, iwslt14.IWSLTFormatError, FileNotFoundError,
             ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(input_error_message(exc) or f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -16,6 +16,7 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
+from sequential_rationales_experiments import provenance
 from sequential_rationales_experiments.cli import (
     ProgramParser,
     add_search_arguments,
@@ -23,6 +24,7 @@ from sequential_rationales_experiments.cli import (
     positive_int,
 )
 from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
+from sequential_rationales_experiments.hf_models import search_settings
 from sequential_rationales_experiments.runner import run_examples
 from sequential_rationales_experiments.sharding import current_shard, shard_device
 from sequential_rationales_integrations.fairseq import load_hub_model
@@ -56,10 +58,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rationalize only the first N examples")
     p.add_argument("--out", default="rationalization_results/iwslt",
                    help="output root; logs go to OUT/TASK/METHOD[_top_1]/INDEX.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the logs already in the output folder and start afresh, "
+                        "instead of resuming; needed when they were written by another "
+                        "model, data or setting")
     p.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
     args = p.parse_args(argv)
     check_writable_dir(args.out)  # before the model loads, not at the first finished example
     return args
+
+
+def is_iwslt_log(value: Any) -> bool:
+    """The shape of the logs this program writes."""
+    return isinstance(value, dict) and isinstance(value.get("rationalizations"), list) and (
+        "source_tokens" in value)
+
+
+def run_provenance(args: argparse.Namespace, checkpoint: Path, data: Path) -> dict[str, Any]:
+    """What the logs depend on: checkpoint, data (its dictionaries and split), method and
+    search settings."""
+    settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
+                "top_1": args.top_1, "split": args.split}
+    dictionaries = tuple(path.name for path in data.glob("dict.*.txt"))
+    return provenance.make("rationalize_iwslt", args.method, checkpoint, data, settings,
+                           experiment=args.task, data=provenance.identity(data, dictionaries))
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -101,7 +123,9 @@ def main(argv: list[str] | None = None) -> Path:
         return log
 
     counts = run_examples(((str(index), index) for index in range(count)), out_dir, rationalize,
-                          desc=f"{args.method} ({args.task})", unit="example", total=count)
+                          desc=f"{args.method} ({args.task})", unit="example", total=count,
+                          provenance=run_provenance(args, checkpoint, Path(data)),
+                          overwrite=args.overwrite, is_result=is_iwslt_log)
     if current_shard().is_main:
         print(f"{count} logs in {out_dir} ({counts['existing']} were already there)")
     return out_dir
