@@ -9,8 +9,8 @@ explains every flag. Examples:
         --input prompts.txt --out out.jsonl    # sharded: one merged out.jsonl
 """
 
-from sequential_rationales_experiments.cli import run_program
-from sequential_rationales_experiments.commands.rationalize import main
+from sequential_rationales_integrations.cli import run_program
+from sequential_rationales_integrations.rationalize_cli import main
 
 if __name__ == "__main__":
     run_program(main)

@@ -1,5 +1,9 @@
 """sequential-rationales: rationales for sequence models (Vafa et al., EMNLP 2021).
 
+    import sequential_rationales as sr
+    out = sr.load("path/to/model").rationalize("The Supreme Court on", generate=8)
+    out.show()
+
 The core is framework-free (torch and numpy only); framework code lives in
 ``sequential_rationales_integrations`` and the paper's experiments in
 ``sequential_rationales_experiments``. Models are reached through
@@ -41,6 +45,8 @@ from .sequences import (
     rationalize_sequence,
     rationalize_translation,
 )
+from .text import Rationales, Rationalizer, load
+from .validation import InputError
 from .word_dropout import (
     WORD_DROPOUT_TYPES,
     WordDropout,
@@ -51,12 +57,12 @@ from .word_dropout import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttentionMaps", "BASELINE_METHODS", "ContextToken", "Embeddings", "ModelAdapter",
-    "RationalizationProblem", "SearchStep", "SequenceRationales", "SubsetBatch",
-    "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout", "conditional_log",
-    "conditional_problem", "eval_mode", "exhaustive_search", "format_rationales", "get_method",
-    "greedy_search", "list_methods", "lm_log", "lm_problem", "ordered_search", "rationalize",
-    "rationalize_sequence", "rationalize_translation", "read_jsonl", "register_method",
-    "render_html", "score_subsets", "self_attention_mask", "word_dropout_keep_mask", "write_html",
-    "write_json_atomic", "write_jsonl",
+    "AttentionMaps", "BASELINE_METHODS", "ContextToken", "Embeddings", "InputError",
+    "ModelAdapter", "Rationales", "RationalizationProblem", "Rationalizer", "SearchStep",
+    "SequenceRationales", "SubsetBatch", "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout",
+    "conditional_log", "conditional_problem", "eval_mode", "exhaustive_search",
+    "format_rationales", "get_method", "greedy_search", "list_methods", "lm_log", "lm_problem",
+    "load", "ordered_search", "rationalize", "rationalize_sequence", "rationalize_translation",
+    "read_jsonl", "register_method", "render_html", "score_subsets", "self_attention_mask",
+    "word_dropout_keep_mask", "write_html", "write_json_atomic", "write_jsonl"
 ]

@@ -23,7 +23,6 @@ def _command(name: str) -> Callable[[], int]:
     return run
 
 
-rationalize = _command("rationalize")
 demo = _command("demo")
 train_clm = _command("run_clm")
 train_translation = _command("run_translation")

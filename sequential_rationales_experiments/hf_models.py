@@ -29,17 +29,17 @@ from sequential_rationales_experiments.cli import (
     first_line,
     positive_int,
 )
-from sequential_rationales_experiments.sharding import current_shard, shard_device
 from sequential_rationales_integrations.huggingface.locations import (
     check_loaded_tokenizer,
     check_model_location,
     check_tokenizer_location,
     from_pretrained,
 )
+from sequential_rationales_integrations.provenance import DEFAULT_MAX_STEPS, search_settings
+from sequential_rationales_integrations.sharding import resolve_device
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RESULTS_DIR = Path("rationalization_results")
-DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -67,33 +67,6 @@ def resolve_model_path(checkpoint_dir: str | None, model_name_or_path: str | Non
         raise SystemExit(f"error: --checkpoint_dir {root} is not a directory")
     nested = root / "compatible_gpt2"
     return str(nested if (nested / "config.json").is_file() else root)
-
-
-def default_device(device: str | None) -> str:
-    """``device``, or cuda when available, else cpu; a device this machine lacks is a
-    one-line error rather than a CUDA traceback at the first tensor. In a sharded run
-    (torchrun, accelerate launch) ``cuda`` means this rank's GPU."""
-    if device is None:
-        return shard_device("cuda" if torch.cuda.is_available() else "cpu", current_shard())
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise SystemExit(f"error: --device {device} is not a torch device (e.g. cpu, cuda, "
-                         "cuda:1)") from None
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit(f"error: --device {device}: Apple's MPS is not available on this "
-                         "machine (use --device cpu)")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise SystemExit(f"error: --device {device}: the programs run on cpu, cuda or mps"
-                         + (" (a meta tensor holds no values)" if kind == "meta" else ""))
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {device}: CUDA is not available on this machine "
-                         "(use --device cpu)")
-    if kind == "cuda" and (index := torch.device(device).index) is not None and (
-            index >= torch.cuda.device_count()):
-        raise SystemExit(f"error: --device {device}: this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
-    return shard_device(device, current_shard())
 
 
 def load_causal_lm(path: str, device: str) -> Any:
@@ -134,7 +107,7 @@ def load_model_and_tokenizer(args: argparse.Namespace, need_offsets: bool = Fals
     """The model and tokenizer that :func:`add_model_arguments`' flags name (eval mode, on
     ``args.device``)."""
     path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
-    model = load_causal_lm(path, default_device(args.device))
+    model = load_causal_lm(path, resolve_device(args.device))
     tokenizer = load_tokenizer(args.tokenizer or path)
     if need_offsets and not getattr(tokenizer, "is_fast", False):
         raise SystemExit("error: this script needs a fast tokenizer (character offsets); "
@@ -182,20 +155,11 @@ def runner_parser(description: str, task: str, data_files: str) -> argparse.Argu
     return parser
 
 
-def search_settings(method: str, max_steps: int | None,
-                    integrated_gradient_steps: int | None) -> dict[str, Any]:
-    """The search settings results depend on, as a provenance record holds them (the
-    integrated-gradient steps only for the methods that use them)."""
-    return {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
-            "integrated_gradient_steps": (integrated_gradient_steps
-                                          if "integrated_gradient" in method else None)}
-
-
 def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
                       **settings: Any) -> dict[str, Any]:
     """The provenance record of a dataset run (:mod:`.provenance`): model, tokenizer, method,
     the search settings the results depend on, and the program's own ``settings``."""
-    from sequential_rationales_experiments import provenance
+    from sequential_rationales_integrations import provenance
 
     path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
     search = search_settings(args.method, args.max_steps, args.integrated_gradient_steps)

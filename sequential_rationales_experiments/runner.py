@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sequential_rationales.results import write_json_atomic
-from sequential_rationales_experiments import provenance as provenance_records
-from sequential_rationales_experiments import sharding
+from sequential_rationales_integrations import provenance as provenance_records
+from sequential_rationales_integrations import sharding
 
 Item = TypeVar("Item")
 WRITTEN, EXISTING = "written", "existing"

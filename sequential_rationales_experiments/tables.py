@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.metrics import METHOD_LABELS, markdown_table
-from sequential_rationales_experiments import provenance
+from sequential_rationales_integrations import provenance
 
 
 def _parse_record(text: str, path: Path, producer: str, line: int | None = None

@@ -17,6 +17,8 @@ from torch import nn
 from sequential_rationales import RationalizationProblem, rationalize, rationalize_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.search import count_exhaustive_subsets, exhaustive_search
+from sequential_rationales.validation import InputError
+from sequential_rationales_integrations.sharding import resolve_device
 
 from .test_determinism import clm_args, write_clm_data
 
@@ -261,14 +263,14 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, clm_data, monkeyp
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("device, problem", [
-    ("cuda", "--device cuda: CUDA is not available on this machine"),
-    ("cuda:1", "--device cuda:1: CUDA is not available"),
-    ("banana", "--device banana is not a torch device"),
+    ("cuda", "device cuda: CUDA is not available on this machine"),
+    ("cuda:1", "device cuda:1: CUDA is not available"),
+    ("banana", "device banana is not a torch device"),
 ])
 def test_unavailable_device_is_one_line(device, problem):
-    with pytest.raises(SystemExit, match=problem) as exit_info:
-        hf_models.default_device(device)
-    assert "\n" not in str(exit_info.value.code)
+    with pytest.raises(InputError, match=problem) as raised:
+        resolve_device(device)
+    assert "\n" not in str(raised.value)
 
 
 def _t5():

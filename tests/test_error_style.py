@@ -28,7 +28,9 @@ COMMANDS = ROOT / "sequential_rationales_experiments" / "commands"
 def run_program(capsys, name: str, *argv: str) -> tuple[int, list[str]]:
     """``program_status`` of a command; its exit status and its stderr's non-blank lines
     (fairseq's import-time notice aside)."""
-    main = importlib.import_module(f"sequential_rationales_experiments.commands.{name}").main
+    module = ("sequential_rationales_integrations.rationalize_cli" if name == "rationalize"
+              else f"sequential_rationales_experiments.commands.{name}")
+    main = importlib.import_module(module).main
     status = program_status(main, list(argv))
     lines = [line for line in capsys.readouterr().err.splitlines()
              if line.strip() and "tensorboardX" not in line]
@@ -42,12 +44,13 @@ def lm_dir(tmp_path_factory) -> Path:
 
 # -- the runner -----------------------------------------------------------------------------
 def test_every_program_takes_verbose():
-    names = sorted(p.stem for p in COMMANDS.glob("*.py") if p.stem != "__init__")
-    assert len(names) > 20
-    for name in names:
-        text = (COMMANDS / f"{name}.py").read_text(encoding="utf-8")
+    programs = [p for p in COMMANDS.glob("*.py") if p.stem != "__init__"]
+    programs.append(ROOT / "sequential_rationales_integrations" / "rationalize_cli.py")
+    assert len(programs) > 20
+    for path in programs:
+        text = path.read_text(encoding="utf-8")
         assert "ProgramParser(" in text or "runner_parser(" in text or (
-            "HfArgumentParser" in text), f"{name} does not build its parser with --verbose"
+            "HfArgumentParser" in text), f"{path.name} does not build its parser with --verbose"
 
 
 def test_input_error_is_one_line_with_status_2_and_verbose_keeps_the_traceback(capsys):
@@ -224,15 +227,15 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "the cat sat"}).encode() + b"\r\n")
     assert list(utf8_lines(path)) == ['{"text": "the cat sat"}']
-    from sequential_rationales_experiments.rationalize_inputs import read_inputs
+    from sequential_rationales_integrations.rationalize_cli import read_inputs
 
     assert [item.text for item in read_inputs(None, str(path))] == ["the cat sat"]
 
 
 # -- devices, flags that do not apply -----------------------------------------------------------
 @pytest.mark.parametrize("device, message", [
-    ("meta", "run on cpu, cuda or mps (a meta tensor holds no values)"),
-    ("xpu", "run on cpu, cuda or mps"),
+    ("meta", "computed on cpu, cuda or mps (a meta tensor holds no values)"),
+    ("xpu", "computed on cpu, cuda or mps"),
     ("mps", "MPS is not available"),
 ])
 def test_devices_that_cannot_run_are_one_line(capsys, lm_dir, device, message):

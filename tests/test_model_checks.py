@@ -12,7 +12,8 @@ import torch
 from sequential_rationales import RationalizationProblem, greedy_search
 from sequential_rationales.adapter import SubsetBatch
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM, attention_windows
-from sequential_rationales_experiments.commands import rationalize
+from sequential_rationales.validation import InputError
+from sequential_rationales_integrations import rationalize_cli as rationalize
 from tests.families import check_exact, reference_log_probs
 from tests.test_rationalize_cli import WORDS, save_tiny_lm
 
@@ -50,7 +51,7 @@ def test_a_bert_masked_lm_folder_stops_the_command(tmp_path):
     BertForMaskedLM(BertConfig(**{**SMALL, "vocab_size": len(tokenizer)})).save_pretrained(
         tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(SystemExit, match=r"^error: \w+ is not a causal language model[^\n]*$"):
+    with pytest.raises(InputError, match=r"^\w+ is not a causal language model[^\n]*$"):
         rationalize.main(["--model", str(tmp_path), "--device", "cpu", "--text", "the cat sat"])
 
 
@@ -152,14 +153,14 @@ def _save_with_tokenizer(tmp_path: Path, words: list[str]) -> Path:
 
 def test_a_tokenizer_of_another_vocabulary_stops_the_command(tmp_path):
     model_dir, other = _save_with_tokenizer(tmp_path, ["ein", "zwei", "drei"])
-    with pytest.raises(SystemExit, match=r"^error: input 0: every token is unknown"):
+    with pytest.raises(InputError, match=r"^input 0: every token is unknown"):
         rationalize.main(["--model", str(model_dir), "--tokenizer", str(other), "--device",
                           "cpu", "--text", "the cat sat"])
 
 
 def test_a_larger_tokenizer_than_the_vocabulary_stops_the_command(tmp_path):
     model_dir, other = _save_with_tokenizer(tmp_path, [f"w{i}" for i in range(80)])
-    with pytest.raises(SystemExit, match=r"^error: the tokenizer has \d+ tokens but the "
+    with pytest.raises(InputError, match=r"^the tokenizer has \d+ tokens but the "
                                          r"model's vocabulary only \d+"):
         rationalize.main(["--model", str(model_dir), "--tokenizer", str(other), "--device",
                           "cpu", "--text", "w1 w2 w3"])

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from sequential_rationales_experiments import provenance
+from sequential_rationales.validation import InputError
 from sequential_rationales_experiments.commands import (
     evaluate_alignment_rationales,
     evaluate_analogies_rationales,
     evaluate_distractor_rationales,
     evaluate_lambada_rationales,
-    rationalize,
     rationalize_analogies,
 )
 from sequential_rationales_experiments.runner import run_examples
+from sequential_rationales_integrations import provenance
+from sequential_rationales_integrations import rationalize_cli as rationalize
+from sequential_rationales_integrations.cli import input_error_message
 from tests import test_hf_experiments as hf
 from tests import test_rationalize_cli as cli
 
@@ -45,9 +47,9 @@ def run(model: Path, *args: str) -> dict:
 
 def error(call, *args) -> str:
     """The one-line message a call stops with."""
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises((SystemExit, InputError)) as raised:
         call(*args)
-    message = str(exit_info.value.code)
+    message = input_error_message(raised.value)
     assert message.startswith("error: ") and "\n" not in message, message
     return message
 
@@ -167,7 +169,7 @@ def test_bad_output_paths_stop_before_any_work(lm_dir, tmp_path, monkeypatch):
     def no_model(*args):
         raise AssertionError("no model is loaded for a bad output path")
 
-    monkeypatch.setattr(rationalize, "load_model", no_model)
+    monkeypatch.setattr(rationalize, "load_rationalizer", no_model)
     folder = tmp_path / "folder.jsonl"
     folder.mkdir()
     a_file = tmp_path / "file.txt"
@@ -251,17 +253,16 @@ def test_runner_folders_keep_their_provenance(tmp_path):
     assert counts == {"written": 1, "existing": 2}
     assert json.loads((out / "provenance.json").read_text()) == _record(3)  # kept as written
     before = snapshot(out)
-    with pytest.raises(SystemExit) as exit_info:
-        run_examples(_examples(4), out, lambda i: {"i": i}, desc="test", provenance=_record(5))
-    assert str(exit_info.value.code) == (
+    assert error(lambda: run_examples(_examples(4), out, lambda i: {"i": i}, desc="test",
+                                      provenance=_record(5))) == (
         f"error: {out} was written by --max_steps 3, this run has --max_steps 5: write to a "
         "new --out folder or pass --overwrite")
-    with pytest.raises(SystemExit, match="was written by --model m .*--model n"):
+    with pytest.raises(InputError, match="was written by --model m .*--model n"):
         run_examples(_examples(4), out, lambda i: {"i": i}, desc="test",
                      provenance=_record(3, "n"))
     assert snapshot(out) == before
     (out / "provenance.json").unlink()
-    with pytest.raises(SystemExit, match="without a provenance record"):
+    with pytest.raises(InputError, match="without a provenance record"):
         run_examples(_examples(4), out, lambda i: {"i": i}, desc="test", provenance=_record(5))
     counts = run_examples(_examples(1), out, lambda i: {"j": i}, desc="test",
                           provenance=_record(5), overwrite=True)

@@ -19,8 +19,10 @@ import torch
 
 from sequential_rationales import rationalize_sequence, rationalize_translation
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales_experiments import rationalize_inputs
-from sequential_rationales_experiments.commands import rationalize
+from sequential_rationales.validation import InputError
+from sequential_rationales_integrations import models
+from sequential_rationales_integrations import rationalize_cli as rationalize
+from sequential_rationales_integrations.huggingface import text as hf_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rationalize.py"
@@ -54,7 +56,7 @@ def lm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lm(lm_dir):
-    return rationalize_inputs.CausalLM.load(lm_dir, lm_dir, "cpu", "auto")
+    return hf_text.CausalLM.load(lm_dir, lm_dir, "cpu", None)
 
 
 def read(path: Path) -> list[dict]:
@@ -73,13 +75,13 @@ def run(lm_dir: Path, *args: str) -> dict:
 def count_calls(monkeypatch) -> list[int]:
     """Counts the inputs the command rationalizes (one core call each)."""
     calls: list[int] = []
-    real = rationalize_inputs.rationalize_sequence
+    real = hf_text.rationalize_sequence
 
     def counted(adapter, ids, *args, **kwargs):
         calls.append(len(ids))
         return real(adapter, ids, *args, **kwargs)
 
-    monkeypatch.setattr(rationalize_inputs, "rationalize_sequence", counted)
+    monkeypatch.setattr(hf_text, "rationalize_sequence", counted)
     return calls
 
 
@@ -176,7 +178,7 @@ def test_a_rerun_skips_the_inputs_already_written(lm_dir, tmp_path, count_calls,
     def no_model(*args):
         raise AssertionError("a finished run loads no model")
 
-    monkeypatch.setattr(rationalize, "load_model", no_model)
+    monkeypatch.setattr(rationalize, "load_rationalizer", no_model)
     assert run(lm_dir, "--text", *TEXTS, "--out", str(out))["written"] == 0
 
 
@@ -247,7 +249,7 @@ def test_bad_inputs_stop_with_a_clear_error(lm_dir, tmp_path):
         cases.append((["--model", str(lm_dir), "--text", "a b", "--device", "cuda"],
                       "CUDA is not available"))
     for argv, message in cases:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises((SystemExit, InputError), match=message):
             rationalize.main(["--device", "cpu", *argv])
 
 
@@ -307,8 +309,8 @@ def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
     assert given["source_tokens_text"] == ["s1", "s2", "s3", "</s>"]
     assert given["target_tokens_text"] == ["</s>", "t3", "t2", "t1"]
     # The known answer: the core on the same ids with the same model.
-    model = rationalize_inputs.load_model(str(checkpoints / "checkpoint_last.pt"), str(data),
-                                          None, "cpu", "auto")
+    model = models.load_text_model(str(checkpoints / "checkpoint_last.pt"), None, "cpu", None,
+                                   str(data))
     from sequential_rationales.adapters.fairseq import FairseqTranslationModel
 
     source = torch.tensor(given["source_tokens"])
@@ -321,19 +323,19 @@ def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
     assert greedy["target_tokens"][0] == given["target_tokens"][0]
     assert 1 <= len(greedy["rationalizations"]) <= 16
     assert summary["targets"] == 3 + len(greedy["rationalizations"])
-    with pytest.raises(SystemExit, match="--generate is for language models"):
+    with pytest.raises(InputError, match=r"generating \(--generate\) is for language models"):
         rationalize.main(["--model", str(checkpoints), "--data", str(data), "--device", "cpu",
                           "--text", "s1 s2", "--generate", "2"])
-    with pytest.raises(SystemExit, match="pass --data"):
+    with pytest.raises((SystemExit, InputError), match="pass --data"):
         rationalize.main(["--model", str(checkpoints), "--device", "cpu", "--text", "s1"])
-    with pytest.raises(SystemExit, match="--tokenizer is for Hugging Face models"):
+    with pytest.raises((SystemExit, InputError), match="--tokenizer is for Hugging Face models"):
         rationalize.main(["--model", str(checkpoints), "--data", str(data), "--tokenizer",
                           str(data), "--device", "cpu", "--text", "s1"])
     # A given target with words the target dictionary lacks would silently become <unk>.
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text(json.dumps({"source": "s1 s2", "target": "t2 zebra t1 quux"}) + "\n")
     out = tmp_path / "unknown-out.jsonl"
-    with pytest.raises(SystemExit, match=r"input 0: the target has 2 piece\(s\) outside the "
+    with pytest.raises(InputError, match=r"input 0: the target has 2 piece\(s\) outside the "
                                          r"model's target dictionary \('zebra', 'quux'\)"):
         rationalize.main(["--model", str(checkpoints), "--data", str(data), "--device", "cpu",
                           "--input", str(unknown), "--out", str(out)])

@@ -12,6 +12,7 @@ import torch
 from sequential_rationales import list_methods, rationalize
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.search import RationalizationProblem
+from sequential_rationales.validation import InputError
 from sequential_rationales_experiments import roar
 from sequential_rationales_experiments.commands import run_roar
 
@@ -210,5 +211,5 @@ def test_bad_flags_are_one_line_errors(flags, message, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="CUDA is not available"):
+    with pytest.raises(InputError, match="CUDA is not available"):
         run_roar.main(["--out", str(tmp_path), "--device", "cuda"])

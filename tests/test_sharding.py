@@ -1,4 +1,4 @@
-"""Sharded runs: the pieces of :mod:`sequential_rationales_experiments.sharding` by hand, then
+"""Sharded runs: the pieces of :mod:`sequential_rationales_integrations.sharding` by hand, then
 real ``torchrun --nproc_per_node 2`` runs on CPU (gloo) of the ``rationalize`` command, of the
 shared runner and of a dataset program through it, each equal to the single-process run."""
 
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sequential_rationales_experiments import sharding
-from sequential_rationales_experiments.commands import rationalize
-from sequential_rationales_experiments.sharding import Shard
+from sequential_rationales.validation import InputError
+from sequential_rationales_integrations import rationalize_cli as rationalize
+from sequential_rationales_integrations import sharding
+from sequential_rationales_integrations.sharding import Shard
 
 from .test_rationalize_cli import TEXTS, WORDS, read, save_tiny_lm, without_durations
 
@@ -58,7 +59,7 @@ def test_shard_from_the_launchers_environment(monkeypatch):
     assert sharding.current_shard() == Shard(0, 1, 0)
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "4")
-    with pytest.raises(SystemExit, match="outside WORLD_SIZE"):
+    with pytest.raises(InputError, match="outside WORLD_SIZE"):
         sharding.current_shard()
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
@@ -90,7 +91,7 @@ def test_torn_last_lines_are_cut_and_parts_merge_in_order(tmp_path):
     sharding.merge_records(out, key=lambda r: r["input_index"])
     assert out.stat().st_mtime_ns == mtime  # nothing to merge: not rewritten
     out.write_text('{"input_index": 0}\nnot json\n{"input_index": 1}\n')
-    with pytest.raises(SystemExit, match="line 2 is not valid JSON"):
+    with pytest.raises(InputError, match="line 2 is not valid JSON"):
         sharding.read_records(out)
 
 

@@ -16,12 +16,12 @@ import torch
 from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser
 from sequential_rationales_experiments.figures import save_figure
 from sequential_rationales_experiments.hf_models import (
-    default_device,
     load_causal_lm,
     load_tokenizer,
     resolve_model_path,
 )
 from sequential_rationales_integrations.huggingface.config import model_max_positions
+from sequential_rationales_integrations.sharding import resolve_device
 
 
 @torch.no_grad()
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     args = parse_args(argv)
-    device = default_device(args.device)
+    device = resolve_device(args.device)
     compatible_path = args.compatible_model or resolve_model_path(args.checkpoint_dir, None)
     tokenizer = load_tokenizer(args.tokenizer or compatible_path)
     ids = tokenizer(args.word, add_special_tokens=False)["input_ids"]

@@ -36,7 +36,7 @@ from sequential_rationales_experiments.hf_models import (
     runner_provenance,
 )
 from sequential_rationales_experiments.runner import run_examples
-from sequential_rationales_experiments.sharding import current_shard
+from sequential_rationales_integrations.sharding import current_shard
 
 # The counts main() prints and returns, in this order.
 COUNTS = ("written", "existing", "not_correct", "not_sampled", "bad_tokenization")

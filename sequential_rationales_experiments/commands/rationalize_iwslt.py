@@ -16,7 +16,6 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
-from sequential_rationales_experiments import provenance
 from sequential_rationales_experiments.cli import (
     ProgramParser,
     add_search_arguments,
@@ -24,10 +23,11 @@ from sequential_rationales_experiments.cli import (
     positive_int,
 )
 from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
-from sequential_rationales_experiments.hf_models import search_settings
 from sequential_rationales_experiments.runner import run_examples
-from sequential_rationales_experiments.sharding import current_shard, shard_device
+from sequential_rationales_integrations import provenance
 from sequential_rationales_integrations.fairseq import load_hub_model
+from sequential_rationales_integrations.provenance import search_settings
+from sequential_rationales_integrations.sharding import current_shard, shard_device
 
 DEFAULT_DATA = {
     "distractors": "data-bin/iwslt14_distractors.tokenized.de-en",

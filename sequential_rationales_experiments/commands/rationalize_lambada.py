@@ -27,8 +27,8 @@ from sequential_rationales_experiments.lambada import (
     tokenize_passage,
 )
 from sequential_rationales_experiments.runner import run_examples
-from sequential_rationales_experiments.sharding import current_shard
 from sequential_rationales_integrations.huggingface.config import model_max_positions
+from sequential_rationales_integrations.sharding import current_shard
 
 # The counts main() prints and returns, in this order.
 COUNTS = ("written", "existing", "too_long")

@@ -89,10 +89,10 @@ def settings_of(args: argparse.Namespace) -> roar.Settings:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from sequential_rationales_experiments.hf_models import default_device
+    from sequential_rationales_integrations.sharding import resolve_device
 
     args = parse_args(argv)
-    device = default_device(args.device)
+    device = resolve_device(args.device)
     out = check_writable_dir(args.out)
     settings = settings_of(args)
     start = time.perf_counter()

@@ -23,7 +23,7 @@ input order). Examples:
 
   rationalize --model path/to/gpt2 --text "The Supreme Court on Tuesday" --generate 10
   rationalize --model path/to/gpt2 --input prompts.txt --out rationales.jsonl --html page.html
-  torchrun --nproc_per_node 2 -m sequential_rationales_experiments.commands.rationalize \\
+  torchrun --nproc_per_node 2 -m sequential_rationales_integrations.rationalize_cli \\
       --model path/to/gpt2 --input prompts.txt --out rationales.jsonl
   rationalize --model checkpoints/compatible_iwslt --data data-bin/iwslt14.tokenized.de-en \\
       --input pairs.jsonl --out translations.jsonl
@@ -33,29 +33,23 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import stat
 import time
 from pathlib import Path
 from typing import Any
 
-from sequential_rationales import format_rationales, list_methods
-from sequential_rationales_experiments import provenance, sharding
-from sequential_rationales_experiments.cli import HelpFormatter, ProgramParser, positive_int
-from sequential_rationales_experiments.hf_models import (
-    DEFAULT_MAX_STEPS,
-    default_device,
-    search_settings,
-)
-from sequential_rationales_experiments.rationalize_inputs import (
-    DTYPES,
-    Input,
-    Job,
-    _fairseq_checkpoint,
-    fail,
-    load_model,
-    read_inputs,
-)
+from sequential_rationales import list_methods
+from sequential_rationales.text import Input, Job, Rationalizer, load
+from sequential_rationales.validation import InputError, utf8_lines
+
+from . import provenance, sharding
+from .cli import HelpFormatter, ProgramParser, positive_int, program_status, run_program
+from .models import fairseq_checkpoint
+from .provenance import DEFAULT_MAX_STEPS, search_settings
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -122,14 +116,54 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.method not in list_methods():
-        raise fail(f"unknown --method {args.method!r}; choose one of: "
-                   f"{', '.join(list_methods())}")
+        raise InputError(f"unknown --method {args.method!r}; choose one of: "
+                         f"{', '.join(list_methods())}")
     if args.html is not None and importlib.util.find_spec("sequential_rationales.html") is None:
-        raise fail("--html needs sequential_rationales.html, which this installation lacks")
+        raise InputError("--html needs sequential_rationales.html, which this installation lacks")
     if args.out is not None and not args.out.endswith(".jsonl"):
-        raise fail(f"--out {args.out} must end with .jsonl (one JSON record per line)")
+        raise InputError(f"--out {args.out} must end with .jsonl (one JSON record per line)")
     check_output_paths(args)
     return args
+
+
+def read_inputs(texts: list[str] | None, path: str | None) -> list[Input]:
+    """``--text`` values, or the lines of ``--input``: JSONL (``.jsonl`` or a first line that
+    starts with ``{``) with ``text`` or ``source`` (and optional ``target``) fields, else plain
+    text, one input per non-blank line."""
+    if texts is not None:
+        items = [Input(i, text) for i, text in enumerate(texts)]
+    else:
+        file = Path(path or "")
+        if not file.is_file():
+            raise InputError(f"--input {file} is not a file")
+        lines = [(number, line) for number, line in enumerate(utf8_lines(file), 1)
+                 if line.strip()]
+        if file.suffix == ".jsonl" or (lines and lines[0][1].lstrip().startswith("{")):
+            items = [_json_input(i, line, file, number)
+                     for i, (number, line) in enumerate(lines)]
+        else:
+            items = [Input(i, line.strip()) for i, (_, line) in enumerate(lines)]
+    empty = [item.index for item in items if not item.text.strip()]
+    if not items:
+        raise InputError("no input: pass --text TEXT or --input FILE with at least one "
+                         "non-blank line")
+    if empty:
+        raise InputError(f"input {empty[0]} is empty")
+    return items
+
+
+def _json_input(index: int, line: str, file: Path, number: int) -> Input:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{file}:{number} is not valid JSON ({e.msg})") from None
+    text = row.get("text", row.get("source")) if isinstance(row, dict) else None
+    if not isinstance(text, str):
+        raise InputError(f"{file}:{number} has no string field 'text' (or 'source')")
+    target = row.get("target")
+    if target is not None and not isinstance(target, str):
+        raise InputError(f"{file}:{number}: 'target' must be a string")
+    return Input(index, text, target)
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
@@ -142,32 +176,33 @@ def check_output_paths(args: argparse.Namespace) -> None:
     if args.out is not None:
         sidecar = provenance_path(Path(args.out))
         if sidecar.exists() and not sidecar.is_file():
-            raise fail(f"--out {args.out}: its provenance file {sidecar} is not a regular file")
+            raise InputError(f"--out {args.out}: its provenance file {sidecar} is not a "
+                             "regular file")
     files = [("--input", args.input), *named]
     for i, (flag, value) in enumerate(files):
         for other, other_value in files[i + 1:]:
             if value is not None and other_value is not None and _same_file(value, other_value):
-                raise fail(f"{flag} and {other} name the same file {other_value}: the "
-                           f"{other.lstrip('-')} would overwrite the {flag.lstrip('-')}; "
-                           "pass another path")
+                raise InputError(f"{flag} and {other} name the same file {other_value}: the "
+                                 f"{other.lstrip('-')} would overwrite the {flag.lstrip('-')}; "
+                                 "pass another path")
 
 
 def _check_output_path(flag: str, path: Path) -> None:
     if path.is_dir():
-        raise fail(f"{flag} {path} is a folder; pass a file path")
+        raise InputError(f"{flag} {path} is a folder; pass a file path")
     if path.exists() or path.is_symlink():
         try:
             mode = path.stat().st_mode
         except OSError as error:
-            raise fail(f"{flag} {path} cannot be read ({error.strerror})") from None
+            raise InputError(f"{flag} {path} cannot be read ({error.strerror})") from None
         if not stat.S_ISREG(mode):
-            raise fail(f"{flag} {path} is not a regular file (a pipe, socket or device); "
-                       "pass a file path")
+            raise InputError(f"{flag} {path} is not a regular file (a pipe, socket or device); "
+                             "pass a file path")
         return
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
-                raise fail(f"{flag} {path}: {parent} is a file, not a folder")
+                raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
             return
 
 
@@ -198,7 +233,7 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     """What the results of this run depend on (not --max-tokens-per-batch, --device, ...)."""
     model = Path(args.model)
     if not (model.is_dir() and (model / "config.json").is_file()):
-        model = (_fairseq_checkpoint(model) or model) if model.exists() else model
+        model = (fairseq_checkpoint(model) or model) if model.exists() else model
     settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     extra = {"data": str(Path(args.data).resolve())} if args.data else {}
@@ -216,12 +251,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     shard = sharding.current_shard()
     if shard.distributed and args.out is None:
-        raise fail("a sharded run (torchrun / accelerate launch) needs --out FILE.jsonl")
-    device = default_device(args.device)  # this rank's GPU in a sharded CUDA run
+        raise InputError("a sharded run (torchrun / accelerate launch) needs --out FILE.jsonl")
+    device = sharding.resolve_device(args.device)  # this rank's GPU in a sharded CUDA run
     inputs = read_inputs(args.text, args.input)
     if args.out is None:
-        model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
-        jobs = model.jobs(inputs, args.start_step, args.generate, search_options(args))
+        model = load_rationalizer(args, device)
+        jobs = model.jobs(inputs, start_step=args.start_step, generate=args.generate,
+                          options=search_options(args))
         records = [_run(job, model, True)[1] for job in jobs]
         write_page(records, args.html)
         return summarize(records, len(inputs), time.perf_counter() - started, shard, args)
@@ -248,8 +284,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sharding.barrier(shard)  # the provenance is written before any result
     todo = [item for item in inputs if shard.owns(item.index) and item.index not in done]
     if todo:  # a rerun of a finished run loads no model
-        model = load_model(args.model, args.data, args.tokenizer, device, args.dtype)
-        jobs = model.jobs(todo, args.start_step, args.generate, search_options(args))
+        model = load_rationalizer(args, device)
+        jobs = model.jobs(todo, start_step=args.start_step, generate=args.generate,
+                          options=search_options(args))
         own = sharding.part_path(out, shard.rank, shard.world) if shard.distributed else out
         with sharding.open_for_append(own) as f:
             for _, record in _run_all(jobs, model, args.verbose, shard):
@@ -282,26 +319,30 @@ def finished_records(out: Path, inputs: list[Input], method: str) -> set[int]:
         for record in sharding.read_records(path):
             index = record.get("input_index")
             if index in texts and record.get("text") != texts[index]:
-                raise fail(f"{path} holds a different input {index} ({record.get('text')!r}): "
-                           "it belongs to another run; pass a new --out or --overwrite")
+                raise InputError(f"{path} holds a different input {index} "
+                                 f"({record.get('text')!r}): it belongs to another run; pass a "
+                                 "new --out or --overwrite")
             if "skipped" not in record and record.get("method") != method:
-                raise fail(f"{path} holds results of method {record.get('method')!r}, not "
-                           f"{method!r}; pass a new --out or --overwrite")
+                raise InputError(f"{path} holds results of method {record.get('method')!r}, not "
+                                 f"{method!r}; pass a new --out or --overwrite")
             done.add(index)
     return done
 
 
-def _run(job: Job, model: Any, show: bool) -> tuple[Any, dict[str, Any]]:
+def load_rationalizer(args: argparse.Namespace, device: str) -> Rationalizer:
+    return load(args.model, args.tokenizer, device=device,
+                dtype=None if args.dtype == "auto" else args.dtype, data=args.data)
+
+
+def _run(job: Job, model: Rationalizer, show: bool) -> tuple[Any, dict[str, Any]]:
     result, record = job.run()
     if show and result is not None:
-        decode_source = getattr(model, "decode_source", None)
-        decode = getattr(model, "decode_target", None) or model.decode
         print(f"[input {job.index}] {job.text}")
-        print(format_rationales(result, decode, decode_source))
+        print(model.describe(result))
     return result, record
 
 
-def _run_all(jobs: list[Job], model: Any, show: bool, shard: sharding.Shard):
+def _run_all(jobs: list[Job], model: Rationalizer, show: bool, shard: sharding.Shard):
     """Run ``jobs`` with a progress bar over targets when their number is known in advance
     (language models), else over inputs."""
     from tqdm import tqdm
@@ -360,5 +401,10 @@ def summarize(records: list[dict[str, Any]], inputs: int, seconds: float, shard:
     return summary
 
 
+def console() -> int:
+    """The ``rationalize`` console command: ``main`` with an exit status."""
+    return program_status(main)
+
+
 if __name__ == "__main__":
-    main()
+    run_program(main)

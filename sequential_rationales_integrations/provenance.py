@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales.results import write_json_atomic
+from sequential_rationales.validation import InputError
 
 FOLDER_FILE = "provenance.json"  # in a runner's output folder
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -34,6 +35,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "tokenizer.model", "spiece.model", "vocab.txt", "special_tokens_map.json",
                    "added_tokens.json")
 EDGE = 1 << 20  # bytes hashed at each end of a weights file
+DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
 
 
 def package_version() -> str:
@@ -89,6 +91,15 @@ def identity(path: str | os.PathLike, small_files: tuple[str, ...] = CONFIG_FILE
     local = Path(path)
     return {"path": str(local.resolve()) if local.exists() else str(path),
             "fingerprint": fingerprint(local, small_files)}
+
+
+def search_settings(method: str, max_steps: int | None,
+                    integrated_gradient_steps: int | None) -> dict[str, Any]:
+    """The search settings results depend on, as a provenance record holds them (the
+    integrated-gradient steps only for the methods that use them)."""
+    return {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
+            "integrated_gradient_steps": (integrated_gradient_steps
+                                          if "integrated_gradient" in method else None)}
 
 
 def make(program: str, method: str, model: str | os.PathLike, tokenizer: str | os.PathLike,
@@ -161,7 +172,7 @@ def read(path: Path, fix: str = "delete it or pass --overwrite") -> dict[str, An
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         record = None
     if not isinstance(record, dict) or "method" not in record or "settings" not in record:
-        raise SystemExit(f"error: {path} is not a provenance record; {fix}")
+        raise InputError(f"{path} is not a provenance record; {fix}")
     return record
 
 
@@ -182,11 +193,11 @@ def check_resume(old: dict[str, Any] | None, new: dict[str, Any], where: str, ha
     if not has_results:
         return
     if old is None:
-        raise SystemExit(f"error: {where} holds results written without a provenance record "
+        raise InputError(f"{where} holds results written without a provenance record "
                          f"(an older version): cannot tell which run they belong to; write to "
                          f"a new {new_out} or pass --overwrite")
     fields = differences(old, new)
     if fields:
         before, after = explain(old, new, fields, flag)
-        raise SystemExit(f"error: {where} was written by {before}, this run has {after}: "
+        raise InputError(f"{where} was written by {before}, this run has {after}: "
                          f"write to a new {new_out} or pass --overwrite")

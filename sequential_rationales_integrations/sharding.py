@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from sequential_rationales.validation import InputError
+
 DEFAULT_TIMEOUT_S = 6 * 3600  # ranks wait at most this long for the slowest one
 
 
@@ -62,7 +64,7 @@ def current_shard() -> Shard:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     if not 0 <= rank < world:
-        raise SystemExit(f"error: RANK={rank} is outside WORLD_SIZE={world}")
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}")
     return Shard(rank, world, local_rank)
 
 
@@ -143,7 +145,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines):  # only the unterminated last line may be torn
-                raise SystemExit(f"error: {path}: line {number} is not valid JSON") from None
+                raise InputError(f"{path}: line {number} is not valid JSON") from None
     return records
 
 
@@ -187,3 +189,29 @@ def merge_records(out: str | os.PathLike, key: Callable[[dict[str, Any]], int]) 
     for part in parts:
         part.unlink()
     return len(ordered)
+
+
+def resolve_device(device: str | None) -> str:
+    """``device``, or cuda when available, else cpu; a device this machine lacks is a
+    one-line error rather than a CUDA traceback at the first tensor. In a sharded run
+    (torchrun, accelerate launch) ``cuda`` means this rank's GPU."""
+    if device is None:
+        return shard_device("cuda" if torch.cuda.is_available() else "cpu", current_shard())
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise InputError(f"device {device} is not a torch device (e.g. cpu, cuda, cuda:1)"
+                         ) from None
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device}: Apple's MPS is not available on this machine "
+                         "(use cpu)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device}: rationales are computed on cpu, cuda or mps"
+                         + (" (a meta tensor holds no values)" if kind == "meta" else ""))
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device}: CUDA is not available on this machine (use cpu)")
+    if kind == "cuda" and (index := torch.device(device).index) is not None and (
+            index >= torch.cuda.device_count()):
+        raise InputError(f"device {device}: this machine has {torch.cuda.device_count()} "
+                         "CUDA device(s)")
+    return shard_device(device, current_shard())

@@ -1,0 +1,143 @@
+"""The Hugging Face causal LM as a text model of :mod:`sequential_rationales.text`: a model
+and its tokenizer, every token after the start step of a text (or of its greedy continuation)
+a target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sequential_rationales import SequenceRationales, rationalize_sequence
+from sequential_rationales.text import Input, Job
+from sequential_rationales.validation import InputError
+
+from ..cli import first_line
+from .locations import TOKENIZER_FILES, from_pretrained
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(path: Path) -> Any:
+    """``AutoTokenizer`` from a local folder that has tokenizer files."""
+    from transformers import AutoTokenizer
+
+    if not path.is_dir():
+        raise InputError(f"--tokenizer {path} is not a directory")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"no tokenizer files in {path} (tokenizer.json, "
+                         "tokenizer_config.json, vocab.json, ...): save the tokenizer there "
+                         "with tokenizer.save_pretrained(DIR) or pass --tokenizer DIR")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"could not load a tokenizer from {path}: {first_line(e)}") from None
+
+
+class CausalLM:
+    """A Hugging Face causal LM and its tokenizer: every token after ``--start-step`` of a
+    text (or of its greedy continuation) is a target."""
+
+    kind = "language model"
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+
+        self.model, self.tokenizer = model, tokenizer
+        try:
+            self.adapter = HuggingFaceCausalLM(model)
+        except TypeError as error:
+            raise InputError(str(error)) from None
+        size = len(tokenizer)
+        if size > self.adapter.vocab_size:
+            raise InputError(f"the tokenizer has {size:,} tokens but the model's vocabulary only "
+                             f"{self.adapter.vocab_size:,}: they do not belong together; pass the "
+                             "model's own tokenizer with --tokenizer")
+
+    @classmethod
+    def load(cls, path: Path, tokenizer: Path | Any, device: str, dtype: str | None
+             ) -> CausalLM:
+        """The model folder ``path`` with ``tokenizer`` (a folder or a loaded tokenizer)."""
+        from transformers import AutoModelForCausalLM
+
+        if isinstance(tokenizer, Path):
+            tokenizer = load_tokenizer(tokenizer)
+        try:
+            model = from_pretrained(AutoModelForCausalLM, path,
+                                    dtype=DTYPES.get(dtype or "auto", "auto"))
+        except InputError:
+            raise
+        except (OSError, ValueError) as e:
+            raise InputError(f"could not load a causal LM from {path}: {first_line(e)}"
+                             ) from None
+        return cls(model.to(device).eval(), tokenizer)
+
+    def decode(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def jobs(self, inputs: list[Input], start_step: int | None, generate: int | None,
+             options: dict[str, Any]) -> list[Job]:
+        """Tokenize every input and check it fits: the errors come before any work."""
+        limit = self.adapter.max_positions
+        jobs = []
+        for item in inputs:
+            if item.target is not None:
+                raise InputError(f"input {item.index} has a 'target': targets are for translation "
+                                 "models, a language model rationalizes its text")
+            ids = [int(i) for i in self.tokenizer(item.text)["input_ids"]]
+            self._check_known(item, ids)
+            length = len(ids) + (generate or 0)
+            if limit is not None and length > limit:
+                raise InputError(f"input {item.index} needs {length} positions, more than the "
+                                 f"model's {limit}")
+            start = (len(ids) - 1 if generate else 0) if start_step is None else start_step
+            if length < 2:
+                raise InputError(f"input {item.index} is one token: nothing to rationalize (the "
+                                 "first token has no context); add text or use --generate")
+            if not 0 <= start <= length - 2:
+                raise InputError(f"input {item.index} has {length} tokens: --start-step must "
+                                 f"be in [0, {length - 2}] (got {start}); nothing to "
+                                 "rationalize otherwise")
+            jobs.append(Job(item.index, item.text, length - 1 - start,
+                            self._runner(item, ids, start, generate, options)))
+        return jobs
+
+    def _check_known(self, item: Input, ids: list[int]) -> None:
+        """Stop when the tokenizer knows none of an input's words: the model would explain a
+        row of unknown-token markers (a tokenizer of another vocabulary)."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
+        words = [i for i in ids if i not in special]
+        if unk is not None and words and all(i == unk for i in words):
+            raise InputError(f"input {item.index}: every token is unknown to the tokenizer "
+                             f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
+
+    def _runner(self, item: Input, ids: list[int], start: int, generate: int | None,
+                options: dict[str, Any]) -> Callable[[], tuple[SequenceRationales, dict]]:
+        def run() -> tuple[SequenceRationales, dict[str, Any]]:
+            full = self.continue_greedily(ids, generate) if generate else ids
+            result, log = rationalize_sequence(self.adapter, torch.tensor(full), self.decode,
+                                               start_step=start, **options)
+            record = {"input_index": item.index, "text": item.text, **log}
+            if generate:
+                record["prompt_length"] = len(ids)
+                record["generated_text"] = self.tokenizer.decode(full[len(ids):])
+            return result, record
+
+        return run
+
+    def continue_greedily(self, ids: list[int], new_tokens: int) -> list[int]:
+        """``ids`` and the model's greedy continuation of at most ``new_tokens`` tokens (it
+        stops early at the end-of-sequence token)."""
+        device = self.adapter.device
+        prompt = torch.tensor([ids], device=device)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        with torch.no_grad():
+            out = self.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                      max_new_tokens=new_tokens,
+                                      do_sample=False, num_beams=1, pad_token_id=pad)
+        return [int(i) for i in out[0]]
