@@ -130,7 +130,21 @@ def _describe(log: dict[str, Any]) -> dict[str, Any]:
     infos = [_target_info(e, target, conditional) for e in entries]
     return {"kind": "translation" if conditional else "lm", "source": source, "target": target,
             "method": log.get("method"), "duration": _finite(log.get("duration")),
-            "targets": {str(info["position"]): info for info in infos}}
+            "targets": {str(info["position"]): info for info in infos},
+            "turns": _turns(log, len(target))}
+
+
+def _turns(log: dict[str, Any], length: int) -> list[tuple[str, int]] | None:
+    """``(role, first token)`` of each turn of a chat record (``rationalize --chat``), when
+    the template let every turn's first token be found."""
+    chat, starts = log.get("chat"), log.get("chat_starts")
+    if not isinstance(chat, list) or not isinstance(starts, list) or len(chat) != len(starts):
+        return None
+    roles = [str(m.get("role", "")) if isinstance(m, dict) else "" for m in chat]
+    if not all(isinstance(b, int) and 0 <= b <= length for b in starts) or (
+            starts != sorted(starts)):
+        return None
+    return list(zip(roles, starts, strict=True))
 
 
 def log_from_result(result: SequenceRationales) -> dict[str, Any]:
@@ -172,6 +186,9 @@ _CSS = """
 .sr-viewer .sr-pair{display:grid;grid-template-columns:1fr 1fr;gap:1.2em}
 .sr-viewer .sr-label{font-size:.7em;text-transform:uppercase;letter-spacing:.06em;color:#888}
 .sr-viewer .sr-tokens{line-height:2.3}
+.sr-viewer .sr-turn{margin:.15em 0}
+.sr-viewer .sr-role{display:inline-block;min-width:5.5em;font-size:.75em;font-weight:600;
+  text-transform:uppercase;letter-spacing:.04em;color:#5f6368}
 .sr-viewer .sr-tok{position:relative;white-space:pre;padding:.15em .25em;margin:0 1px;
  border-radius:4px;border-bottom:2px solid transparent}
 .sr-viewer .sr-target{cursor:pointer;border-bottom:2px dotted #9aa3ad}
@@ -302,22 +319,32 @@ def _token(stream: str, position: int, text: str, info: dict[str, Any] | None,
     return f"<span {rendered}>{html.escape(display_token(text), quote=True)}</span>"
 
 
-def _row(stream: str, texts: list[str], targets: dict[str, Any], element_id: str) -> str:
-    spans = "".join(_token(stream, i, t, targets.get(str(i)) if stream == TARGET_KEY else None,
-                           element_id) for i, t in enumerate(texts))
-    return f'<div class="sr-tokens">{spans}</div>'
+def _row(stream: str, texts: list[str], targets: dict[str, Any], element_id: str,
+         turns: list[tuple[str, int]] | None = None) -> str:
+    spans = [_token(stream, i, t, targets.get(str(i)) if stream == TARGET_KEY else None,
+                    element_id) for i, t in enumerate(texts)]
+    if not turns:
+        return f'<div class="sr-tokens">{"".join(spans)}</div>'
+    ends = [start for _, start in turns[1:]] + [len(spans)]
+    blocks = "".join(
+        f'<div class="sr-turn"><span class="sr-role">{html.escape(role)}</span>'
+        f'{"".join(spans[start:end])}</div>'
+        for (role, start), end in zip(turns, ends, strict=True))
+    lead = "".join(spans[:turns[0][1]])  # tokens before the first turn (a BOS)
+    return f'<div class="sr-tokens">{lead}{blocks}</div>'
 
 
 def _section(index: int, seq: dict[str, Any], root_id: str) -> str:
     element_id = f"{root_id}-{index}"
-    kind = "Translation" if seq["kind"] == "translation" else "Sequence"
+    kind = ("Translation" if seq["kind"] == "translation" else
+            "Chat" if seq["turns"] else "Sequence")
     head = [f"<b>{kind} {index + 1}</b>"]
     if seq["method"]:
         head.append(f"method {html.escape(str(seq['method']))}")
     if seq["duration"] is not None:
         head.append(f"{seq['duration']:.2f} s")
     head.append(f"{len(seq['targets'])} target token{'s' if len(seq['targets']) != 1 else ''}")
-    target_row = _row(TARGET_KEY, seq["target"], seq["targets"], element_id)
+    target_row = _row(TARGET_KEY, seq["target"], seq["targets"], element_id, seq["turns"])
     if seq["kind"] == "translation":
         source_row = _row(SOURCE_KEY, seq["source"], {}, element_id)
         body = ('<div class="sr-pair">'

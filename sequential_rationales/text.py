@@ -153,9 +153,11 @@ class Rationalizer:
         return self.text_model.kind
 
     def jobs(self, inputs: list[Input], *, start_step: int | None = None,
-             generate: int | None = None, options: dict[str, Any] | None = None) -> list[Job]:
+             generate: int | None = None, options: dict[str, Any] | None = None,
+             chat: bool = False, system: str | None = None) -> list[Job]:
         """One job per input, every input checked before any runs."""
-        return self.text_model.jobs(inputs, start_step, generate, dict(options or {}))
+        return self.text_model.jobs(inputs, start_step, generate, dict(options or {}),
+                                    chat=chat, system=system)
 
     def describe(self, result: SequenceRationales) -> str:
         """One line per target: the predicted token and its rationale."""
@@ -165,15 +167,19 @@ class Rationalizer:
 
     def rationalize(self, texts: str | dict[str, str] | Iterable[str | dict[str, str]], *,
                     generate: int | None = None, method: str = "greedy",
-                    start_step: int | None = None, **options: Any) -> Rationales:
+                    start_step: int | None = None, chat: bool = False,
+                    system: str | None = None, **options: Any) -> Rationales:
         """Rationalize every token of each text after ``start_step`` (default: the first
         token's successor; with ``generate=N``, the N tokens the model continues the text
-        with, greedily). A translation model takes source texts, or records with ``source``
-        and ``target``, and rationalizes the target (its own greedy translation when none is
-        given). ``options`` go to :func:`~sequential_rationales.methods.rationalize`
-        (``max_steps``, ``max_tokens_per_batch``, ``progress``, ...)."""
+        with, greedily). ``chat=True``: each text is the user turn of the tokenizer's chat
+        template (after the ``system`` turn when given) and the answer the model generates
+        (``generate=N`` tokens at most) is rationalized. A translation model takes source
+        texts, or records with ``source`` and ``target``, and rationalizes the target (its own
+        greedy translation when none is given). ``options`` go to
+        :func:`~sequential_rationales.methods.rationalize` (``max_steps``,
+        ``max_tokens_per_batch``, ``progress``, ...)."""
         jobs = self.jobs(as_inputs(texts), start_step=start_step, generate=generate,
-                         options={"method": method, **options})
+                         options={"method": method, **options}, chat=chat, system=system)
         results, records = [], []
         for job in jobs:
             result, record = job.run()

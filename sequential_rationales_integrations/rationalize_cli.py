@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generate", type=positive_int, default=None, metavar="N",
                    help="language models: first continue each input greedily by up to N tokens "
                         "(stopping at end-of-sequence), then rationalize the continuation")
+    p.add_argument("--chat", action="store_true",
+                   help="chat models: put each input as the user turn into the tokenizer's "
+                        "chat template, let the model answer (--generate N tokens at most) "
+                        "and rationalize the answer's tokens only")
+    p.add_argument("--system", default=None, metavar="TEXT",
+                   help="--chat: a system turn before each input")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available; "
                         "sharded runs on CUDA use cuda:LOCAL_RANK)")
@@ -236,6 +242,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
         model = (fairseq_checkpoint(model) or model) if model.exists() else model
     settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
+    if args.chat:  # absent otherwise: files written before --chat existed still resume
+        settings.update(chat=True, system=args.system)
     extra = {"data": str(Path(args.data).resolve())} if args.data else {}
     return provenance.make("rationalize", args.method, model, args.tokenizer or args.model,
                            settings, **extra)
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out is None:
         model = load_rationalizer(args, device)
         jobs = model.jobs(inputs, start_step=args.start_step, generate=args.generate,
-                          options=search_options(args))
+                          options=search_options(args), chat=args.chat, system=args.system)
         records = [_run(job, model, True)[1] for job in jobs]
         write_page(records, args.html)
         return summarize(records, len(inputs), time.perf_counter() - started, shard, args)
@@ -286,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if todo:  # a rerun of a finished run loads no model
         model = load_rationalizer(args, device)
         jobs = model.jobs(todo, start_step=args.start_step, generate=args.generate,
-                          options=search_options(args))
+                          options=search_options(args), chat=args.chat, system=args.system)
         own = sharding.part_path(out, shard.rank, shard.world) if shard.distributed else out
         with sharding.open_for_append(own) as f:
             for _, record in _run_all(jobs, model, args.verbose, shard):

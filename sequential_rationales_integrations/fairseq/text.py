@@ -61,7 +61,11 @@ class FairseqTranslator:
         return cls(hub.eval())
 
     def jobs(self, inputs: list[Input], start_step: int | None, generate: int | None,
-             options: dict[str, Any]) -> list[Job]:
+             options: dict[str, Any], chat: bool = False, system: str | None = None
+             ) -> list[Job]:
+        if chat or system is not None:
+            raise InputError("chat templates (--chat, --system) are for causal language "
+                             "models; a translation model takes source sentences")
         if generate:
             raise InputError("generating (--generate) is for language models; a translation "
                              "model translates each source greedily when the input gives no "

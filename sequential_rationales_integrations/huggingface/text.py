@@ -78,15 +78,26 @@ class CausalLM:
         return self.tokenizer.decode([token_id])
 
     def jobs(self, inputs: list[Input], start_step: int | None, generate: int | None,
-             options: dict[str, Any]) -> list[Job]:
-        """Tokenize every input and check it fits: the errors come before any work."""
+             options: dict[str, Any], chat: bool = False, system: str | None = None
+             ) -> list[Job]:
+        """Tokenize every input and check it fits: the errors come before any work. With
+        ``chat`` each input is the user turn (after ``system``) of the tokenizer's chat
+        template, and only the answer the model generates is rationalized."""
+        if chat:
+            self._check_chat(generate, start_step)
+        elif system is not None:
+            raise InputError("a system turn (--system) belongs to a chat (--chat)")
         limit = self.adapter.max_positions
         jobs = []
         for item in inputs:
             if item.target is not None:
-                raise InputError(f"input {item.index} has a 'target': targets are for translation "
-                                 "models, a language model rationalizes its text")
-            ids = [int(i) for i in self.tokenizer(item.text)["input_ids"]]
+                raise InputError(f"input {item.index} has a 'target': targets are for "
+                                 "translation models, a language model rationalizes its text")
+            turns = None
+            if chat:
+                ids, turns = self._chat_prompt(item.text, system)
+            else:
+                ids = [int(i) for i in self.tokenizer(item.text)["input_ids"]]
             self._check_known(item, ids)
             length = len(ids) + (generate or 0)
             if limit is not None and length > limit:
@@ -101,8 +112,48 @@ class CausalLM:
                                  f"be in [0, {length - 2}] (got {start}); nothing to "
                                  "rationalize otherwise")
             jobs.append(Job(item.index, item.text, length - 1 - start,
-                            self._runner(item, ids, start, generate, options)))
+                            self._runner(item, ids, start, generate, options, turns)))
         return jobs
+
+    def _check_chat(self, generate: int | None, start_step: int | None) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InputError(f"the tokenizer ({type(self.tokenizer).__name__}) has no chat "
+                             "template: --chat needs a chat model's tokenizer (or set "
+                             "tokenizer.chat_template)")
+        if not generate:
+            raise InputError("--chat rationalizes the model's answer: pass --generate N, the "
+                             "most answer tokens to generate")
+        if start_step is not None:
+            raise InputError("--start-step does not apply to --chat: the answer's tokens are "
+                             "the targets")
+
+    def _template(self, messages: list[dict[str, str]], answer_follows: bool) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=answer_follows, tokenize=True, return_dict=True)
+        return [int(i) for i in encoded["input_ids"]]
+
+    def _chat_prompt(self, text: str, system: str | None
+                     ) -> tuple[list[int], list[tuple[dict[str, str], int]]]:
+        """The templated prompt and, per turn, its message and where its tokens start (the
+        answer's turn starts at the generation prompt). A template whose shorter
+        conversations are not prefixes of the longer ones gets no turn boundaries (-1)."""
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": text}]
+        try:
+            ids = self._template(messages, answer_follows=True)
+        except Exception as error:  # jinja raises its own errors for bad conversations
+            raise InputError(f"the chat template refused the conversation: {error}") from None
+        starts, start = [], 0
+        for k in range(len(messages)):
+            starts.append(start)
+            try:
+                part = self._template(messages[: k + 1], answer_follows=False)
+            except Exception:
+                part = None
+            start = len(part) if part is not None and ids[: len(part)] == part else -1
+            if start < 0:
+                return ids, [(m, -1) for m in messages] + [({"role": "assistant"}, -1)]
+        return ids, [*zip(messages, starts, strict=True), ({"role": "assistant"}, start)]
 
     def _check_known(self, item: Input, ids: list[int]) -> None:
         """Stop when the tokenizer knows none of an input's words: the model would explain a
@@ -115,7 +166,8 @@ class CausalLM:
                              f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
 
     def _runner(self, item: Input, ids: list[int], start: int, generate: int | None,
-                options: dict[str, Any]) -> Callable[[], tuple[SequenceRationales, dict]]:
+                options: dict[str, Any], turns: list[tuple[dict[str, str], int]] | None
+                ) -> Callable[[], tuple[SequenceRationales, dict]]:
         def run() -> tuple[SequenceRationales, dict[str, Any]]:
             full = self.continue_greedily(ids, generate) if generate else ids
             result, log = rationalize_sequence(self.adapter, torch.tensor(full), self.decode,
@@ -123,7 +175,12 @@ class CausalLM:
             record = {"input_index": item.index, "text": item.text, **log}
             if generate:
                 record["prompt_length"] = len(ids)
-                record["generated_text"] = self.tokenizer.decode(full[len(ids):])
+                record["generated_text"] = self.tokenizer.decode(full[len(ids):],
+                                                                 skip_special_tokens=bool(turns))
+            if turns:
+                answer = {"role": "assistant", "content": record["generated_text"]}
+                record["chat"] = [message for message, _ in turns[:-1]] + [answer]
+                record["chat_starts"] = [begin for _, begin in turns]
             return result, record
 
         return run
