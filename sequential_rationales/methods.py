@@ -68,9 +68,9 @@ def get_method(name: str) -> Method:
 
 @register_method("greedy", "greedy rationalization (the paper's method)")
 def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), reuse_prefix=True, **_):
+            top_1_skip_source=(), reuse_prefix=True, progress=None, **_):
     return greedy_search(adapter, problem, max_steps, max_tokens_per_batch, top_1,
-                         top_1_skip_source, reuse_prefix=reuse_prefix)
+                         top_1_skip_source, reuse_prefix=reuse_prefix, progress=progress)
 
 
 @register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
@@ -190,8 +190,11 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     ``max_tokens_per_batch``: tokens per forward pass (``None``: 2,048 on CPU, 32,768 on CUDA);
     ``reuse_prefix``: let greedy and ordered search reuse the keys and values of rationale
     prefixes where the adapter supports it. Neither changes the results.
-    ``max_subsets`` and ``progress``: exhaustive search only, see
-    :func:`~sequential_rationales.search.exhaustive_search`.
+    ``max_subsets``: exhaustive search only, see
+    :func:`~sequential_rationales.search.exhaustive_search`. ``progress``: greedy search
+    reports ``(targets finished, targets)`` after every step, exhaustive search ``(subsets
+    scored, upper bound)``; ``True`` prints a line on stderr, ``None`` (the default) only when
+    stderr is a terminal.
     ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
     random_order`); the same seed gives the same rationales in every run.
     """

@@ -54,6 +54,8 @@ DEFAULT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
 # Rows whose codes are materialized at once on the host (memory bound for long sequences).
 _ROWS_ELEMENTS = 1 << 22
 
+Progress = Callable[[int, int], None]  # (done, total)
+
 
 # Exhaustive search refuses to start above this many subsets (``max_subsets`` raises it) and
 # warns above the lower threshold. A tiny GPT-2 on the 2-core CPU scored about 700 subsets of
@@ -466,10 +468,11 @@ Proposer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
           max_steps: int, max_tokens_per_batch: int | None, top_1: bool,
-          top_1_skip_source: frozenset[int], group_by_length: bool, reuse_prefix: bool
-          ) -> list[TargetRationale]:
+          top_1_skip_source: frozenset[int], group_by_length: bool, reuse_prefix: bool,
+          report: Progress | None = None) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
-    its proposed candidates and keeps the one with the highest ``log p(y_t)``."""
+    its proposed candidates and keeps the one with the highest ``log p(y_t)``; ``report``
+    hears ``(targets finished, targets)`` after every step."""
     check_positive_int(max_steps, "max_steps")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
     targets = list(problem.targets)
@@ -506,6 +509,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
         keep = torch.tensor(still_active, dtype=torch.long)
         base = torch.sort(torch.cat([base, added[:, None]], 1), dim=1).values[keep]
         active = active[keep]
+        if report is not None:
+            report(len(targets) - len(active), len(targets))
     return [
         TargetRationale(target_position=t, goal_id=int(goals[i]),
                         rationale=[problem.decode_code(c) for c in chosen[i]],
@@ -517,7 +522,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
 def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 1024,
                   max_tokens_per_batch: int | None = None, top_1: bool = False,
                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
-                  reuse_prefix: bool = True) -> list[TargetRationale]:
+                  reuse_prefix: bool = True, progress: bool | Progress | None = False
+                  ) -> list[TargetRationale]:
     """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
 
     Args:
@@ -531,6 +537,8 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
         group_by_length: batch only rows of equal length together (no padding or masks).
         reuse_prefix: reuse the keys and values of rationale prefixes where the adapter can
             (:meth:`SubsetScorer.extensions`).
+        progress: a ``(targets finished, targets)`` callback called after every step,
+            ``True`` for a line on stderr, ``None`` for one only when stderr is a terminal.
     """
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
@@ -544,7 +552,8 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
         return owners, candidates
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
-                 frozenset(top_1_skip_source), group_by_length, reuse_prefix)
+                 frozenset(top_1_skip_source), group_by_length, reuse_prefix,
+                 _progress_callback(progress, "greedy", "targets"))
 
 
 def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
@@ -598,24 +607,30 @@ def check_exhaustive_size(problem: RationalizationProblem, max_steps: int,
     return total
 
 
-Progress = Callable[[int, int], None]
+class _StderrLine:
+    """A progress line on stderr, rewritten in place (the core does not depend on tqdm); for
+    greedy search each call is one step."""
+
+    def __init__(self, search: str, unit: str) -> None:
+        self.search, self.unit, self.calls = search, unit, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls += 1
+        step = f"step {self.calls}, " if self.search == "greedy" else ""
+        end = "\n" if done >= total else ""
+        print(f"\r{self.search} search: {step}{done:,}/{total:,} {self.unit} "
+              f"({100 * done / max(total, 1):.0f}%)", end=end, file=sys.stderr, flush=True)
 
 
-def _stderr_progress(done: int, total: int) -> None:
-    """Plain progress line on stderr (the core does not depend on tqdm)."""
-    end = "\n" if done >= total else ""
-    print(f"\rexhaustive search: {done:,}/{total:,} subsets ({100 * done / max(total, 1):.0f}%)",
-          end=end, file=sys.stderr, flush=True)
-
-
-def _progress_callback(progress: bool | Progress | None) -> Progress | None:
+def _progress_callback(progress: bool | Progress | None, search: str, unit: str
+                       ) -> Progress | None:
     """``progress``: a ``(done, total)`` callback, ``True`` for a line on stderr, ``False`` for
     nothing, ``None`` for a line on stderr only when stderr is a terminal."""
     if callable(progress):
         return progress
     if progress is None:
         progress = sys.stderr.isatty()
-    return _stderr_progress if progress else None
+    return _StderrLine(search, unit) if progress else None
 
 
 def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 6,
@@ -635,7 +650,7 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
     check_positive_int(max_steps, "max_steps")
     check_positive_int(max_subsets, "max_subsets")
     total = check_exhaustive_size(problem, max_steps, max_subsets)
-    report = _progress_callback(progress)
+    report = _progress_callback(progress, "exhaustive", "subsets")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
     scored = [0]
     if report is not None:  # after every forward pass, so the batches stay as they are

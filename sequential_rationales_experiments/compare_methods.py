@@ -77,7 +77,7 @@ def measure(adapter: ModelAdapter, problem: RationalizationProblem, method: str,
     models) also runs the search stopped at the first source token, for Top1; exhaustive
     search has no such run."""
     settings = options.for_method(method)
-    result = rationalize(adapter, problem, method, **settings)
+    result = rationalize(adapter, problem, method, progress=False, **settings)
     scores = faithfulness(adapter, problem, result, options.max_tokens_per_batch)
     record: dict[str, Any] = {"seconds": result.duration, "num_source": problem.num_source,
                               "targets": [
@@ -86,7 +86,7 @@ def measure(adapter: ModelAdapter, problem: RationalizationProblem, method: str,
          "reached_argmax": r.reached_argmax, **scores[r.target_position]}
         for r in result.rationales]}
     if top_1 and method != "exhaustive":
-        first = rationalize(adapter, problem, method, top_1=True, **settings)
+        first = rationalize(adapter, problem, method, top_1=True, progress=False, **settings)
         record["top_1_source"] = {str(r.target_position): r.source_rationale
                                   for r in first.rationales}
     return record

@@ -185,6 +185,7 @@ def rationalize_tokens(model: Any, tokenizer: Any, ids: torch.Tensor, method: st
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
+    options.setdefault("progress", False)  # the runner's bar counts examples
     result, log = rationalize_sequence(HuggingFaceCausalLM(model), ids, decode, method,
                                        start_step, **options)
     if verbose:

@@ -314,7 +314,7 @@ def bit_ranking(method: str, adapter: Any, ids: Tensor, seed: int,
             raise ValueError(f"the {method} scores contain NaN values")
         order = importance_order(problem, LABEL, scores)
     else:
-        result = rationalize(adapter, problem, method, seed=seed,
+        result = rationalize(adapter, problem, method, seed=seed, progress=False,
                              integrated_gradient_steps=integrated_gradient_steps)
         first = [c.position for c in result.rationales[0].rationale]
         order = first + [c for c in random_order(problem, LABEL, seed) if c not in first]

@@ -222,11 +222,12 @@ def _same_file(a: str, b: str) -> bool:
     return first.resolve() == second.resolve()
 
 
-def search_options(args: argparse.Namespace) -> dict[str, Any]:
+def search_options(args: argparse.Namespace, steps: StepReport) -> dict[str, Any]:
     return {"method": args.method,
             "max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
             "max_tokens_per_batch": args.max_tokens_per_batch,
-            "integrated_gradient_steps": args.integrated_gradient_steps}
+            "integrated_gradient_steps": args.integrated_gradient_steps,
+            "progress": steps if args.method == "greedy" else False}
 
 
 def provenance_path(out: Path) -> Path:
@@ -264,9 +265,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     inputs = read_inputs(args.text, args.input)
     if args.out is None:
         model = load_rationalizer(args, device)
+        steps = StepReport()
         jobs = model.jobs(inputs, start_step=args.start_step, generate=args.generate,
-                          options=search_options(args), chat=args.chat, system=args.system)
-        records = [_run(job, model, True)[1] for job in jobs]
+                          options=search_options(args, steps), chat=args.chat,
+                          system=args.system)
+        records = [record for _, record in _run_all(jobs, model, True, shard, steps)]
         write_page(records, args.html)
         return summarize(records, len(inputs), time.perf_counter() - started, shard, args)
     sharding.init(shard, device, args.barrier_timeout)
@@ -293,11 +296,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     todo = [item for item in inputs if shard.owns(item.index) and item.index not in done]
     if todo:  # a rerun of a finished run loads no model
         model = load_rationalizer(args, device)
+        steps = StepReport()
         jobs = model.jobs(todo, start_step=args.start_step, generate=args.generate,
-                          options=search_options(args), chat=args.chat, system=args.system)
+                          options=search_options(args, steps), chat=args.chat,
+                          system=args.system)
         own = sharding.part_path(out, shard.rank, shard.world) if shard.distributed else out
         with sharding.open_for_append(own) as f:
-            for _, record in _run_all(jobs, model, args.verbose, shard):
+            for _, record in _run_all(jobs, model, args.verbose, shard, steps):
                 sharding.append_record(f, record)
     sharding.barrier(shard)
     if shard.is_main:
@@ -342,17 +347,29 @@ def load_rationalizer(args: argparse.Namespace, device: str) -> Rationalizer:
                 dtype=None if args.dtype == "auto" else args.dtype, data=args.data)
 
 
-def _run(job: Job, model: Rationalizer, show: bool) -> tuple[Any, dict[str, Any]]:
-    result, record = job.run()
-    if show and result is not None:
-        print(f"[input {job.index}] {job.text}")
-        print(model.describe(result))
-    return result, record
+class StepReport:
+    """Greedy search's ``(targets finished, targets)`` after every step, moved onto the
+    command's progress bar (the targets done, the step of the current input, the rate)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.done = self.steps = 0
+
+    def start(self, bar: Any) -> None:
+        self.bar, self.done, self.steps = bar, 0, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.steps += 1
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+            self.bar.set_postfix_str(f"step {self.steps}")
+        self.done = done
 
 
-def _run_all(jobs: list[Job], model: Rationalizer, show: bool, shard: sharding.Shard):
+def _run_all(jobs: list[Job], model: Rationalizer, show: bool, shard: sharding.Shard,
+             steps: StepReport):
     """Run ``jobs`` with a progress bar over targets when their number is known in advance
-    (language models), else over inputs."""
+    (language models; greedy search moves it step by step), else over inputs."""
     from tqdm import tqdm
 
     by_target = all(job.targets is not None for job in jobs)
@@ -360,9 +377,12 @@ def _run_all(jobs: list[Job], model: Rationalizer, show: bool, shard: sharding.S
     with tqdm(total=total, unit="target" if by_target else "input", disable=not shard.is_main,
               desc="rationalizing" + shard.label(), dynamic_ncols=True) as bar:
         for number, job in enumerate(jobs, 1):
-            result, record = _run(job, model, show)
+            steps.start(bar if by_target else None)
+            result, record = job.run()
+            if show and result is not None:
+                bar.write(f"[input {job.index}] {job.text}\n{model.describe(result)}")
             if by_target:
-                bar.update(job.targets)
+                bar.update(max(job.targets - steps.done, 0))  # a continuation may end early
                 bar.set_postfix_str(f"input {number}/{len(jobs)}", refresh=False)
             else:
                 targets = len(result.rationales) if result is not None else 0

@@ -243,7 +243,7 @@ def ours_rationalize(adapter: HuggingFaceCausalLM, ids: Tensor, targets: Sequenc
     budget = {} if max_tokens_per_batch is None else {"max_tokens_per_batch": max_tokens_per_batch}
     result = rationalize(adapter, RationalizationProblem(ids, targets=list(targets)), method,
                          max_steps=max_steps, integrated_gradient_steps=ig_steps,
-                         reuse_prefix=reuse_prefix, **budget)
+                         reuse_prefix=reuse_prefix, progress=False, **budget)
     return [r.target_rationale for r in result.rationales]
 
 

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
         result, log = rationalize_translation(
             adapter, source, target, decode_source, decode_target, method=args.method,
             max_steps=args.max_steps, max_tokens_per_batch=args.max_tokens_per_batch,
-            top_1=args.top_1, integrated_gradient_steps=args.integrated_gradient_steps)
+            top_1=args.top_1, integrated_gradient_steps=args.integrated_gradient_steps,
+            progress=False)  # the runner's bar counts examples
         if args.verbose:
             print(format_rationales(result, decode_target, decode_source))
         log["example_index"] = index

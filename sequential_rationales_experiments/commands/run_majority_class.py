@@ -108,7 +108,7 @@ def rationalize_labels(checkpoint: Path, data_bin: Path, text_dir: Path, n: int,
         # fairseq LM inputs start with </s>: bits at 1..17, "=" at 18, the label at 19.
         ids = encode_lm_line(dictionary, sentence)
         _, log = rationalize_sequence(adapter, ids, dictionary.__getitem__, "greedy",
-                                      start_step=NUM_BITS + 1)
+                                      start_step=NUM_BITS + 1, progress=False)
         rationales = log["all_rationales"]
         logs.append(log)
         label = sentence.split()[-1]
