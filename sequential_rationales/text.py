@@ -190,12 +190,15 @@ class Rationalizer:
 
 def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
          device: str | None = None, dtype: str | None = None,
-         data: str | os.PathLike | None = None) -> Rationalizer:
+         data: str | os.PathLike | None = None,
+         base_model: str | os.PathLike | None = None) -> Rationalizer:
     """A :class:`Rationalizer` for ``model``: a Hugging Face causal LM folder (with its
-    tokenizer, or ``tokenizer`` a folder or a loaded tokenizer), a loaded Hugging Face model
-    with its ``tokenizer``, or a fairseq translation checkpoint of the plugin (a ``.pt`` file
-    or a folder of them) with ``data``, its binarized data folder. ``device``: ``cpu``,
-    ``cuda``, ``cuda:1`` ... (default: CUDA when available; a loaded model stays where it is);
+    tokenizer, or ``tokenizer`` a folder or a loaded tokenizer), a PEFT adapter folder (its
+    base model the one its ``adapter_config.json`` names, or ``base_model``; the adapter is
+    merged into the weights), a loaded Hugging Face model with its ``tokenizer`` (a PEFT model
+    too, left as it is), or a fairseq translation checkpoint of the plugin (a ``.pt`` file or
+    a folder of them) with ``data``, its binarized data folder. ``device``: ``cpu``, ``cuda``,
+    ``cuda:1`` ... (default: CUDA when available; a loaded model stays where it is);
     ``dtype``: ``float32``, ``bfloat16``, ``float16`` (default: the checkpoint's)."""
     if isinstance(model, nn.Module):
         if hasattr(model, "config"):
@@ -208,6 +211,8 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
                 from sequential_rationales_integrations.huggingface.text import load_tokenizer
 
                 tokenizer = load_tokenizer(Path(tokenizer))
+            if callable(getattr(model, "get_base_model", None)):  # a PEFT model
+                model = model.get_base_model()  # the transformers model, its adapters active
             return Rationalizer(CausalLM(model.eval(), tokenizer))
         raise TypeError(f"sr.load takes a model folder or a loaded Hugging Face model, got "
                         f"{type(model).__name__}")
@@ -216,4 +221,4 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
                         f"{type(model).__name__}")
     from sequential_rationales_integrations.models import load_text_model
 
-    return Rationalizer(load_text_model(model, tokenizer, device, dtype, data))
+    return Rationalizer(load_text_model(model, tokenizer, device, dtype, data, base_model))

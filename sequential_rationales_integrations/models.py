@@ -24,22 +24,36 @@ def fairseq_checkpoint(path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def is_adapter(path: Path) -> bool:
+    """Whether ``path`` is a PEFT adapter folder."""
+    return (path / "adapter_config.json").is_file()
+
+
 def load_text_model(model: str | os.PathLike, tokenizer: Any, device: str | None,
-                    dtype: str | None, data: str | os.PathLike | None) -> Any:
+                    dtype: str | None, data: str | os.PathLike | None,
+                    base_model: str | os.PathLike | None = None) -> Any:
     """The text model of ``model`` (see :func:`sequential_rationales.text.load`)."""
     path = Path(model).expanduser()
     device = resolve_device(device)
     if not path.exists():
         raise InputError(f"--model {path} does not exist")
-    if path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir() and ((path / "config.json").is_file() or is_adapter(path)):
+        from .huggingface.locations import TOKENIZER_FILES
+        from .huggingface.lora import adapter_base
         from .huggingface.text import CausalLM
 
         if data is not None:
             raise InputError(f"--data is the binarized data folder of a fairseq checkpoint; "
                              f"the Hugging Face model {path} takes none (leave --data out)")
+        base = adapter_base(path, None if base_model is None else str(base_model))
+        if tokenizer is None and base is not None and not any(
+                (path / name).is_file() for name in TOKENIZER_FILES):
+            tokenizer = base  # an adapter saved without its tokenizer: the base model's
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = Path(tokenizer or path).expanduser()
-        return CausalLM.load(path, tokenizer, device, dtype)
+        return CausalLM.load(path, tokenizer, device, dtype, base)
+    if base_model is not None:
+        raise InputError(f"--base-model is for adapter folders; {path} is none")
     checkpoint = fairseq_checkpoint(path)
     if checkpoint is None:
         raise InputError(f"--model {path} is neither a Hugging Face model directory (no "

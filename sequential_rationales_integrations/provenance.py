@@ -29,7 +29,7 @@ from sequential_rationales.results import write_json_atomic
 from sequential_rationales.validation import InputError
 
 FOLDER_FILE = "provenance.json"  # in a runner's output folder
-CONFIG_FILES = ("config.json", "generation_config.json")
+CONFIG_FILES = ("config.json", "generation_config.json", "adapter_config.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "spiece.model", "vocab.txt", "special_tokens_map.json",

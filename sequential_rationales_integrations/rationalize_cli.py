@@ -46,6 +46,7 @@ from sequential_rationales.validation import InputError, utf8_lines
 
 from . import provenance, sharding
 from .cli import HelpFormatter, ProgramParser, positive_int, program_status, run_program
+from .huggingface.lora import adapter_base
 from .models import fairseq_checkpoint
 from .provenance import DEFAULT_MAX_STEPS, search_settings
 
@@ -62,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and on an error the full traceback")
     p.add_argument("--model", required=True,
                    help="a Hugging Face causal-LM directory (config.json, weights, tokenizer), "
+                        "a PEFT adapter directory (adapter_config.json; see --base-model), "
                         "or a fairseq translation checkpoint: a .pt file or a folder with "
                         "checkpoint_best.pt / checkpoint_last.pt (needs --data)")
+    p.add_argument("--base-model", default=None, metavar="DIR",
+                   help="an adapter's base model (default: the one its adapter_config.json "
+                        "names); the adapter is merged into its weights")
     p.add_argument("--data", default=None,
                    help="the fairseq checkpoint's binarized data directory (its dictionaries)")
     p.add_argument("--tokenizer", default=None,
@@ -245,7 +250,10 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
-    extra = {"data": str(Path(args.data).resolve())} if args.data else {}
+    extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}
+    base = adapter_base(model, args.base_model) if model.is_dir() else None
+    if base is not None:  # an adapter: its base's weights matter as much as its own
+        extra["base_model"] = provenance.identity(base)
     return provenance.make("rationalize", args.method, model, args.tokenizer or args.model,
                            settings, **extra)
 
@@ -344,7 +352,8 @@ def finished_records(out: Path, inputs: list[Input], method: str) -> set[int]:
 
 def load_rationalizer(args: argparse.Namespace, device: str) -> Rationalizer:
     return load(args.model, args.tokenizer, device=device,
-                dtype=None if args.dtype == "auto" else args.dtype, data=args.data)
+                dtype=None if args.dtype == "auto" else args.dtype, data=args.data,
+                base_model=args.base_model)
 
 
 class StepReport:

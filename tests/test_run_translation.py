@@ -397,3 +397,26 @@ def test_bad_flags_without_files(data, tmp_path):
         run_translation.main(no_train + ["--do_train"])
     with pytest.raises(FileNotFoundError, match="model directory .* does not exist"):
         run_translation.main(args(data, "nowhere", tmp_path / "out", "--do_train"))
+
+
+def test_lora_on_marian_saves_an_adapter_that_evaluates_as_merged(data, tmp_path):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+
+    out = tmp_path / "lora"
+    run_translation.main(args(data, "marian", out, "--do_train", "--max_steps", "4",
+                              "--use_peft", "--lora_r", "4", "--word_dropout_mixture", "0.5"))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_2_SEQ_LM" and not (out / "model.safetensors").exists()
+    assert config["base_model_name_or_path"] == str((data / "marian").resolve())
+    def evaluate(model: Path, where: str) -> dict:
+        argv = args(data, "marian", tmp_path / where, "--do_eval")
+        return run_translation.main([argv[0], str(model), *argv[2:]])
+
+    evaluated = evaluate(out, "eval")  # the adapter folder as the model
+    merged = PeftModel.from_pretrained(transformers.MarianMTModel.from_pretrained(
+        data / "marian"), str(out)).merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    word_tokenizer().save_pretrained(tmp_path / "merged")
+    expected = evaluate(tmp_path / "merged", "eval2")
+    assert evaluated["eval_loss"] == pytest.approx(expected["eval_loss"], rel=1e-5)

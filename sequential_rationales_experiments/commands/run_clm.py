@@ -42,6 +42,13 @@ from sequential_rationales_integrations.huggingface.locations import (
     check_writable_directory,
     from_pretrained,
 )
+from sequential_rationales_integrations.huggingface.lora import (
+    LoraArguments,
+    adapter_base,
+    add_lora,
+    attach_adapter,
+    check_base,
+)
 from sequential_rationales_integrations.huggingface.training import (
     DATA_SUFFIXES,
     MASK_4D_ATTENTION,
@@ -67,8 +74,9 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass
-class ModelArguments(HubArguments):
-    """Which model, config and tokenizer to use (pretrained or trained from scratch)."""
+class ModelArguments(LoraArguments, HubArguments):
+    """Which model, config and tokenizer to use (pretrained or trained from scratch), and
+    LoRA (:class:`LoraArguments`)."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -110,6 +118,7 @@ class ModelArguments(HubArguments):
                           "which cannot drop attention probabilities. Default: the config's."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
             raise InputError(f"--attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.model_name_or_path is None and self.config_name is None and (
@@ -269,8 +278,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     set_seed(training_args.seed)
     hub_kwargs = model_args.hub_kwargs()
+    # An adapter folder: the base model is loaded, the adapter goes on after word dropout.
+    adapter_of = (adapter_base(model_args.model_name_or_path, model_args.base_model)
+                  if model_args.model_name_or_path else None)
+    if adapter_of is not None:
+        check_model_location(adapter_of, "base model")
+        check_base(adapter_of)
+    pretrained = adapter_of or model_args.model_name_or_path
     config = load_config(config_name=model_args.config_name,
-                         model_name_or_path=model_args.model_name_or_path,
+                         model_name_or_path=pretrained,
                          model_type=model_args.model_type,
                          config_overrides=model_args.config_overrides,
                          attention_dropout=model_args.attention_dropout, hub_kwargs=hub_kwargs)
@@ -289,9 +305,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model_args.dtype is not None:
         model_kwargs["dtype"] = (model_args.dtype if model_args.dtype == "auto"
                                  else getattr(torch, model_args.dtype))
-    if model_args.model_name_or_path:
-        model = from_pretrained(AutoModelForCausalLM, model_args.model_name_or_path,
-                                config=config, **hub_kwargs, **model_kwargs)
+    if pretrained:
+        model = from_pretrained(AutoModelForCausalLM, pretrained, config=config, **hub_kwargs,
+                                **model_kwargs)
     else:
         fit_config_to_tokenizer(config, tokenizer, overridden_keys(model_args.config_overrides))
         if model_kwargs.get("dtype") == "auto":
@@ -374,6 +390,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                              position_ids=takes_position_ids(model))
         logger.info("Word dropout on training batches: %s (per-head: %s, attention: %s)",
                     word_dropout, word_dropout.independent_heads, mode)
+
+    if adapter_of is not None:
+        model = attach_adapter(model, model_args.model_name_or_path,
+                               trainable=training_args.do_train)
+    elif model_args.use_peft:
+        model = add_lora(model, model_args, "CAUSAL_LM", model_args.model_name_or_path)
 
     # TrainingArguments lost --logging_dir in transformers 5; the TensorBoard callback (built in
     # Trainer.__init__) reads TENSORBOARD_LOGGING_DIR instead.

@@ -37,6 +37,13 @@ from sequential_rationales_integrations.huggingface.locations import (
     check_writable_directory,
     from_pretrained,
 )
+from sequential_rationales_integrations.huggingface.lora import (
+    LoraArguments,
+    adapter_base,
+    add_lora,
+    attach_adapter,
+    check_base,
+)
 from sequential_rationales_integrations.huggingface.seq2seq_word_dropout import (
     TRANSLATION_SUFFIXES,
     Seq2SeqWordDropoutCollator,
@@ -53,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments(HubArguments):
-    """Which pretrained encoder-decoder model, config and tokenizer to fine-tune."""
+class ModelArguments(LoraArguments, HubArguments):
+    """Which pretrained encoder-decoder model, config and tokenizer to fine-tune, and LoRA
+    (:class:`LoraArguments`)."""
 
     model_name_or_path: str = field(
         metadata={"help": "Pretrained encoder-decoder model (AutoModelForSeq2SeqLM: Marian, "
@@ -268,8 +276,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     set_seed(training_args.seed)
     hub_kwargs = model_args.hub_kwargs()
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
-                                        **hub_kwargs)
+    # An adapter folder: the base model is loaded, the adapter goes on after word dropout.
+    adapter_of = adapter_base(model_args.model_name_or_path, model_args.base_model)
+    if adapter_of is not None:
+        check_model_location(adapter_of, "base model")
+        check_base(adapter_of)
+    pretrained = adapter_of or model_args.model_name_or_path
+    config = AutoConfig.from_pretrained(model_args.config_name or pretrained, **hub_kwargs)
     if not getattr(config, "is_encoder_decoder", False):
         raise InputError(f"run_translation needs an encoder-decoder model (AutoModelForSeq2SeqLM:"
                          f" Marian, BART, T5, ...); {model_args.model_name_or_path} is a "
@@ -281,8 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_kwargs: dict[str, Any] = {}
     if model_args.attn_implementation is not None:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
-    model = from_pretrained(AutoModelForSeq2SeqLM, model_args.model_name_or_path, config=config,
-                                                  **hub_kwargs, **model_kwargs)
+    model = from_pretrained(AutoModelForSeq2SeqLM, pretrained, config=config, **hub_kwargs,
+                            **model_kwargs)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.decoder_start_token_id is None:
@@ -325,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             collator, word_dropout, seed=training_args.seed + training_args.process_index,
             label_pad_token_id=label_pad)
         logger.info("Word dropout on training batches: %s", word_dropout)
+
+    if adapter_of is not None:
+        model = attach_adapter(model, model_args.model_name_or_path,
+                               trainable=training_args.do_train)
+    elif model_args.use_peft:
+        model = add_lora(model, model_args, "SEQ_2_SEQ_LM", model_args.model_name_or_path)
 
     # TrainingArguments lost --logging_dir in transformers 5; the TensorBoard callback (built in
     # Trainer.__init__) reads TENSORBOARD_LOGGING_DIR instead.

@@ -7,5 +7,7 @@ and encoder-decoders.
 * :mod:`.training` -- block datasets from text files, and how word-dropout masks reach a model;
 * :mod:`.config` -- model configs: loading, fitting to a tokenizer, context size;
 * :mod:`.locations` -- model, tokenizer and output folders checked before anything loads;
+* :mod:`.lora` -- LoRA fine-tuning flags, and PEFT adapter folders loaded on their base;
+* :mod:`.text` -- the causal LM as a text model of :mod:`sequential_rationales.text`;
 * :mod:`.word_level_tokenizer` -- a word-level tokenizer for synthetic data.
 """

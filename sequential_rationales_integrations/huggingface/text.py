@@ -16,6 +16,7 @@ from sequential_rationales.validation import InputError
 
 from ..cli import first_line
 from .locations import TOKENIZER_FILES, from_pretrained
+from .lora import load_with_adapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,21 +58,23 @@ class CausalLM:
                              "model's own tokenizer with --tokenizer")
 
     @classmethod
-    def load(cls, path: Path, tokenizer: Path | Any, device: str, dtype: str | None
-             ) -> CausalLM:
-        """The model folder ``path`` with ``tokenizer`` (a folder or a loaded tokenizer)."""
+    def load(cls, path: Path, tokenizer: Path | Any, device: str, dtype: str | None,
+             base: str | None = None) -> CausalLM:
+        """The model folder ``path`` (an adapter folder on the model ``base``) with
+        ``tokenizer`` (a folder or a loaded tokenizer)."""
         from transformers import AutoModelForCausalLM
 
         if isinstance(tokenizer, Path):
             tokenizer = load_tokenizer(tokenizer)
+        dtypes = {"dtype": DTYPES.get(dtype or "auto", "auto")}
         try:
-            model = from_pretrained(AutoModelForCausalLM, path,
-                                    dtype=DTYPES.get(dtype or "auto", "auto"))
+            model = (from_pretrained(AutoModelForCausalLM, path, **dtypes) if base is None else
+                     load_with_adapter(AutoModelForCausalLM, path, base, **dtypes))
         except InputError:
             raise
         except (OSError, ValueError) as e:
-            raise InputError(f"could not load a causal LM from {path}: {first_line(e)}"
-                             ) from None
+            raise InputError(f"could not load a causal LM from {base or path}: "
+                             f"{first_line(e)}") from None
         return cls(model.to(device).eval(), tokenizer)
 
     def decode(self, token_id: int) -> str:
