@@ -154,3 +154,32 @@ def test_lora_needs_a_pretrained_model(data_dir, tmp_path):  # noqa: F811
                       "--block_size", "32", "--do_train", "--max_steps", "1", "--use_cpu",
                       "--report_to", "none", "--output_dir", str(tmp_path / "o"),
                       "--use_peft"])
+
+
+def test_the_compatibility_experiment_runs_and_counts_what_it_trains(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from sequential_rationales_experiments.commands import lora_compatibility
+
+    out = tmp_path / "lora"
+    summary = lora_compatibility.main([
+        "--out", str(out), "--bits", "5", "--train-sentences", "300", "--rationalize", "20",
+        "--base-steps", "8", "--steps", "4", "--batch-size", "16", "--dim", "16",
+        "--lora-r", "2"])
+    rows = summary["rows"]
+    assert list(rows) == ["standard base", "full + word dropout", "LoRA + word dropout",
+                          "LoRA, no word dropout"]
+    base = AutoModelForCausalLM.from_pretrained(out / "base")
+    everything = sum(p.numel() for p in base.state_dict().values())
+    # all-linear: every Linear of the blocks gets r * (in + out) weights; the head gets none.
+    adapters = sum(2 * (m.in_features + m.out_features) for name, m in base.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name != "lm_head")
+    assert rows["standard base"]["trained_parameters"] == everything
+    assert rows["full + word dropout"]["trained_parameters"] == everything
+    assert rows["LoRA + word dropout"]["trained_parameters"] == adapters
+    assert rows["LoRA, no word dropout"]["trained_parameters"] == adapters
+    for index in (1, 2):
+        assert (out / f"run{index}" / "adapter_config.json").is_file()
+    for row in rows.values():
+        assert 0.0 <= row["calibration_mae"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
+    assert json.loads((out / "summary.json").read_text())["rows"] == rows
