@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo methods test lint clean
+.PHONY: setup demo methods test lint clean gpu-check
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ methods: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# On a machine with CUDA: the tests marked cuda, then the benchmark's CUDA configurations.
+# GPU_PY: an interpreter whose torch is a CUDA build (.venv pins the CPU wheel).
+GPU_PY ?= $(PY)
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py $(GPU_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
