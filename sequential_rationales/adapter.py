@@ -44,6 +44,18 @@ import torch
 from torch import Tensor, nn
 
 
+def input_device(model: nn.Module, first: nn.Module | None = None) -> torch.device:
+    """Where ``model``'s inputs go: the execution device that accelerate's dispatch gave the
+    module taking them (``first``, else the model) when it was loaded with ``device_map``, whose
+    weights may sit on other devices or be offloaded (on ``meta`` until used); else the device
+    of its first parameter."""
+    for module in (first, model):
+        device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return next(model.parameters()).device
+
+
 def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
     """``tensor`` on ``device``; a host-to-GPU copy is asynchronous (through pinned memory), so
     the host goes on building the next batch while the GPU works."""

@@ -88,6 +88,7 @@ from torch.overrides import TorchFunctionMode
 from .adapter import Embeddings, ModelAdapter, SubsetBatch
 from .baselines import _full_context_subset, _input_scale, _unpad
 from .search import RationalizationProblem, build_batch, default_token_budget, token_budget_chunks
+from .validation import InputError
 
 Scores = dict[int, Tensor]
 
@@ -572,6 +573,10 @@ def lrp_scores(adapter: ModelAdapter, problem: RationalizationProblem, targets: 
     if variant not in ATTENTION_SCALES:
         raise ValueError(f"unknown LRP variant {variant!r}; expected one of {LRP_VARIANTS}")
     model = _model_of(adapter)
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise InputError(f"LRP reads {type(model).__name__}'s weights as its layers run, but "
+                         "some are offloaded (device_map with disk or CPU offload, on the meta "
+                         "device until used); load the model without offloading for lrp")
     budget = max_tokens_per_batch or default_token_budget(adapter.device, gradients=True)
     targets = list(targets)
     lengths = [problem.context_size(t) for t in targets]

@@ -191,14 +191,17 @@ class Rationalizer:
 def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
          device: str | None = None, dtype: str | None = None,
          data: str | os.PathLike | None = None,
-         base_model: str | os.PathLike | None = None) -> Rationalizer:
+         base_model: str | os.PathLike | None = None,
+         device_map: str | dict | None = None) -> Rationalizer:
     """A :class:`Rationalizer` for ``model``: a Hugging Face causal LM folder (with its
     tokenizer, or ``tokenizer`` a folder or a loaded tokenizer), a PEFT adapter folder (its
     base model the one its ``adapter_config.json`` names, or ``base_model``; the adapter is
     merged into the weights), a loaded Hugging Face model with its ``tokenizer`` (a PEFT model
     too, left as it is), or a fairseq translation checkpoint of the plugin (a ``.pt`` file or
     a folder of them) with ``data``, its binarized data folder. ``device``: ``cpu``, ``cuda``,
-    ``cuda:1`` ... (default: CUDA when available; a loaded model stays where it is);
+    ``cuda:1`` ... (default: CUDA when available; a loaded model stays where it is), or
+    ``device_map`` (``auto``, ``balanced``, a dict): accelerate spreads a Hugging Face model over
+    the devices it names (a model loaded with ``device_map`` yourself works as well);
     ``dtype``: ``float32``, ``bfloat16``, ``float16`` (default: the checkpoint's)."""
     if isinstance(model, nn.Module):
         if hasattr(model, "config"):
@@ -221,4 +224,5 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
                         f"{type(model).__name__}")
     from sequential_rationales_integrations.models import load_text_model
 
-    return Rationalizer(load_text_model(model, tokenizer, device, dtype, data, base_model))
+    return Rationalizer(load_text_model(model, tokenizer, device, dtype, data, base_model,
+                                        device_map))

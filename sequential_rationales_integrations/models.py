@@ -31,7 +31,8 @@ def is_adapter(path: Path) -> bool:
 
 def load_text_model(model: str | os.PathLike, tokenizer: Any, device: str | None,
                     dtype: str | None, data: str | os.PathLike | None,
-                    base_model: str | os.PathLike | None = None) -> Any:
+                    base_model: str | os.PathLike | None = None,
+                    device_map: str | dict | None = None) -> Any:
     """The text model of ``model`` (see :func:`sequential_rationales.text.load`)."""
     path = Path(model).expanduser()
     device = resolve_device(device)
@@ -51,9 +52,12 @@ def load_text_model(model: str | os.PathLike, tokenizer: Any, device: str | None
             tokenizer = base  # an adapter saved without its tokenizer: the base model's
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = Path(tokenizer or path).expanduser()
-        return CausalLM.load(path, tokenizer, device, dtype, base)
+        return CausalLM.load(path, tokenizer, device, dtype, base, device_map)
     if base_model is not None:
         raise InputError(f"--base-model is for adapter folders; {path} is none")
+    if device_map is not None:
+        raise InputError("--device-map is for Hugging Face models; a fairseq checkpoint runs "
+                         "on one --device")
     checkpoint = fairseq_checkpoint(path)
     if checkpoint is None:
         raise InputError(f"--model {path} is neither a Hugging Face model directory (no "

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available; "
                         "sharded runs on CUDA use cuda:LOCAL_RANK)")
+    p.add_argument("--device-map", default=None, metavar="MAP",
+                   help="spread a Hugging Face model too large for one device over several "
+                        "with accelerate (auto, balanced, balanced_low_0, sequential); "
+                        "instead of --device")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="model weights' dtype; auto keeps the checkpoint's")
     p.add_argument("--max-tokens-per-batch", type=positive_int, default=None,
@@ -353,7 +357,7 @@ def finished_records(out: Path, inputs: list[Input], method: str) -> set[int]:
 def load_rationalizer(args: argparse.Namespace, device: str) -> Rationalizer:
     return load(args.model, args.tokenizer, device=device,
                 dtype=None if args.dtype == "auto" else args.dtype, data=args.data,
-                base_model=args.base_model)
+                base_model=args.base_model, device_map=args.device_map)
 
 
 class StepReport:

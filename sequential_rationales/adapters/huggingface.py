@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode, input_device
 from ..search import scores_from_logits
 from ..validation import InputError
 from ..word_dropout import self_attention_mask
@@ -324,6 +324,8 @@ def absolute_position_embedding(model: nn.Module) -> Callable[[Tensor], Tensor] 
             if table is None:
                 continue
             offset = getattr(table, "offset", 0)
+            if type(table) is nn.Embedding:  # called, so an offloaded table loads its weights
+                return table
             if (isinstance(table, nn.Embedding) and isinstance(offset, int)
                     and getattr(holder, "project_in", None) is None):
                 return lambda positions: F.embedding(positions + offset, table.weight)
@@ -391,7 +393,7 @@ class HuggingFaceCausalLM:
         self.max_positions = next(
             (int(v) for k in ("n_positions", "max_position_embeddings", "n_ctx")
              if (v := getattr(config, k, None))), None)
-        self.device = next(model.parameters()).device
+        self.device = input_device(model, model.get_input_embeddings())
         self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                           torch.float32)
         if probe:
@@ -530,8 +532,8 @@ class HuggingFaceCausalLM:
         else:
             full = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1]))
             kwargs["inputs_embeds"] = full * kept[..., None]
-        logits = self.model(**kwargs).logits
-        return logits[rows, last]
+        logits = self.model(**kwargs).logits  # on the last device of a dispatched model
+        return logits[rows.to(logits.device), last.to(logits.device)]
 
     # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
     def prefix_cache(self, batch: SubsetBatch) -> object | None:
@@ -560,8 +562,9 @@ class HuggingFaceCausalLM:
         sliced.layers = []
         for layer in cache.layers:
             part = copy.copy(layer)
-            part.keys = layer.keys[rows, :, :prefix_length]
-            part.values = layer.values[rows, :, :prefix_length]
+            on = rows.to(layer.keys.device)  # each layer's device in a dispatched model
+            part.keys = layer.keys[on, :, :prefix_length]
+            part.values = layer.values[on, :, :prefix_length]
             sliced.layers.append(part)
         ids = batch.target_ids
         mask = torch.ones(ids.shape[0], prefix_length + ids.shape[1], dtype=ids.dtype,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
+from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode, input_device
 from ..search import scores_from_logits
 from ..validation import InputError
 from .huggingface import block_list, causal_mask, eager_attention
@@ -110,7 +110,7 @@ def _last_positions_only(head: nn.Module, last: Tensor) -> contextlib.AbstractCo
     def hook(_module: nn.Module, args: tuple) -> tuple:
         hidden = args[0]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return (hidden[rows, last][:, None], *args[1:])
+        return (hidden[rows, last.to(hidden.device)][:, None], *args[1:])
 
     return _hooked(head, hook, pre=True)
 
@@ -175,7 +175,7 @@ class HuggingFaceSeq2Seq:
         self.source_vocab_size = int(self.encoder_embeddings.num_embeddings)
         self.max_positions = _max_positions(config)
         self.max_source_positions = _max_positions(config)
-        self.device = next(model.parameters()).device
+        self.device = input_device(model, model.get_input_embeddings())
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         """Run the model in eval mode (dropout off) for the duration."""

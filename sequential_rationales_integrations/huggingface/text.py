@@ -59,23 +59,26 @@ class CausalLM:
 
     @classmethod
     def load(cls, path: Path, tokenizer: Path | Any, device: str, dtype: str | None,
-             base: str | None = None) -> CausalLM:
+             base: str | None = None, device_map: str | dict | None = None) -> CausalLM:
         """The model folder ``path`` (an adapter folder on the model ``base``) with
-        ``tokenizer`` (a folder or a loaded tokenizer)."""
+        ``tokenizer`` (a folder or a loaded tokenizer), on ``device``, or spread by
+        accelerate's ``device_map`` (``auto``, ...) over the devices it names."""
         from transformers import AutoModelForCausalLM
 
         if isinstance(tokenizer, Path):
             tokenizer = load_tokenizer(tokenizer)
-        dtypes = {"dtype": DTYPES.get(dtype or "auto", "auto")}
+        options: dict[str, Any] = {"dtype": DTYPES.get(dtype or "auto", "auto")}
+        if device_map is not None:
+            options["device_map"] = device_map
         try:
-            model = (from_pretrained(AutoModelForCausalLM, path, **dtypes) if base is None else
-                     load_with_adapter(AutoModelForCausalLM, path, base, **dtypes))
+            model = (from_pretrained(AutoModelForCausalLM, path, **options) if base is None else
+                     load_with_adapter(AutoModelForCausalLM, path, base, **options))
         except InputError:
             raise
         except (OSError, ValueError) as e:
             raise InputError(f"could not load a causal LM from {base or path}: "
                              f"{first_line(e)}") from None
-        return cls(model.to(device).eval(), tokenizer)
+        return cls((model if device_map is not None else model.to(device)).eval(), tokenizer)
 
     def decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
