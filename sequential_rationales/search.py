@@ -53,6 +53,9 @@ Subset = tuple[int, ...]
 DEFAULT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
 # Rows whose codes are materialized at once on the host (memory bound for long sequences).
 _ROWS_ELEMENTS = 1 << 22
+# Logits of one CPU forward pass, at most (rows x vocabulary): 32 MiB of float32, so a step of
+# a 50,257-token vocabulary never holds gigabytes of logits in host memory.
+_HOST_LOGITS = 1 << 23
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -252,6 +255,10 @@ class SubsetScorer:
         # off. On CPU, budget / 8 opened too few groups to gain; /32 and /128 did about equally
         # well, /128 once changed a near-tied rationale: /64 sits between them.
         self.pass_cost = self.budget // 64
+        vocab = getattr(adapter, "vocab_size", None)
+        self.max_rows = (max(1, _HOST_LOGITS // vocab)
+                         if isinstance(vocab, int) and torch.device(adapter.device).type == "cpu"
+                         else None)
 
     def __call__(self, codes: Tensor, goals: Tensor) -> Tensor:
         """``[R, 3]`` float64 host scores (see :func:`scores_from_logits`) of rows ``codes``
@@ -397,7 +404,8 @@ class SubsetScorer:
         halve the chunk and retry."""
         start = 0
         while start < len(rows):
-            stop = min(len(rows), start + max(1, self.budget // width))
+            stop = min(len(rows), start + max(1, self.budget // width),
+                       start + (self.max_rows or len(rows)))
             try:
                 pending.append((rows[start:stop], run(slice(start, stop))))
             except torch.OutOfMemoryError:

@@ -150,8 +150,8 @@ def test_quick_run_reports_every_configuration(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["rows"] == rows and report["quick"] and report["max_tokens_per_batch"] == "auto"
     for row in rows:
-        assert row["targets"] == bench.quick_config(bench.ALL_CONFIGS[row["config"]]).length - \
-            bench.PROMPT_TOKENS
+        config = bench.quick_config(bench.ALL_CONFIGS[row["config"]])
+        assert row["targets"] == (config.targets or config.length - bench.PROMPT_TOKENS)
         assert row["identical"] == row["targets"]
         assert row["identical_of"] == f"{row['targets']}/{row['targets']}"
         assert row["paper_s"] > 0 and row["ours_s"] > 0
@@ -170,3 +170,26 @@ def test_dtypes_and_configurations_select_the_rows():
         ("gpt2-small-100", "float32"), ("gpt2-small-100", "bfloat16"),
         ("exhaustive-2x128-v500-40", "float32"), ("exhaustive-2x128-v500-40", "bfloat16")]
     assert [r["max_steps"] for r in rows] == [10, 10, 3, 3]
+
+
+def test_long_rationale_configurations_use_random_text_and_the_last_targets():
+    (config,) = [c for c in bench.CPU_CONFIGS if c.name == "long-2x128-v500-400"]
+    assert (config.text, config.targets, config.max_steps) == ("random", 8, 16)
+    rows = bench.main(["--configs", "long-2x128-v500-400", "--threads", "1", "--sequences",
+                       "1", "--max-steps", "3"])
+    assert rows[0]["targets"] == 8 and rows[0]["identical"] == 8
+    assert rows[0]["mean_size"] == 3.0  # random text: every search runs to max_steps
+
+
+def test_scaling_rows_and_their_processes(capsys):
+    row = bench.scaling_row(48, bench.parse_args(["--threads", "1", "--max-steps", "3"]))
+    assert (row["length"], row["targets"], row["max_steps"]) == (48, 8, 3)
+    assert row["identical_of"] == "8/8" and row["ratio"] == pytest.approx(
+        row["paper_s"] / row["ours_s"])
+    assert row["peak_mib"] >= row["before_mib"] > 0
+    rows = bench.main(["--scaling", "--lengths", "40", "64", "--paper-up-to", "50",
+                       "--max-steps", "2", "--threads", "1"])
+    assert [r["length"] for r in rows] == [40, 64]
+    assert "paper_s" in rows[0] and "paper_s" not in rows[1]
+    printed = capsys.readouterr().out
+    assert "peak MiB" in printed and "search MiB" in printed

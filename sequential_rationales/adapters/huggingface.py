@@ -545,8 +545,10 @@ class HuggingFaceCausalLM:
         if not (self.sparse and batch.equal_lengths) or (
                 window is not None and int(batch.target_positions.max()) >= window):
             return None
-        with self.evaluating():
-            out = self.model(**self._sparse_inputs(batch, None), use_cache=True)
+        inputs = self._sparse_inputs(batch, None)
+        inputs.pop("logits_to_keep", None)
+        with self.evaluating():  # the body alone: the keys and values, no vocabulary logits
+            out = self.model.base_model(**inputs, use_cache=True)
         cache = getattr(out, "past_key_values", None)
         layers = getattr(cache, "layers", None)
         if not layers or any(type(layer).__name__ != "DynamicLayer"

@@ -60,6 +60,8 @@ from sequential_rationales_experiments.cli import ProgramParser, positive_int
 from sequential_rationales_experiments.timing import synchronize
 
 PAPER_MAX_TOKENS = 4096  # the paper's batch budget, in tokens
+SCALING_LENGTHS = (256, 1024, 4096)
+
 PROMPT_TOKENS = 4
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 METHODS = {"greedy": "greedy", "integrated_gradient": "IG", "exhaustive": "exhaustive"}
@@ -78,6 +80,8 @@ class Config:
     sequences: int
     dtypes: tuple[str, ...] = ("float32",)
     max_steps: int | None = None  # None: up to the whole context
+    text: str = "generated"  # or "random": uniformly random tokens (long rationales)
+    targets: int | None = None  # the last N positions; None: every generated token
 
     @property
     def heads(self) -> int:
@@ -93,6 +97,11 @@ CPU_CONFIGS = (
     Config("ig-2x128-v500-40", "integrated_gradient", 2, 128, 500, 40, sequences=8),
     Config("exhaustive-2x128-v500-40", "exhaustive", 2, 128, 500, 40, sequences=50,
            max_steps=3),
+    # Long rationales: random text, the last 8 tokens, 16 steps each.
+    Config("long-2x128-v500-400", "greedy", 2, 128, 500, 400, sequences=1, max_steps=16,
+           text="random", targets=8),
+    Config("long-2x128-v50257-200", "greedy", 2, 128, 50257, 200, sequences=1, max_steps=16,
+           text="random", targets=8),
 )
 GPU_DTYPES = ("float32", "bfloat16")
 # Not measured here (no GPU); estimated at a few minutes on an H100, within ten.
@@ -107,6 +116,8 @@ CUDA_CONFIGS = (
            max_steps=3),
 )
 ALL_CONFIGS = {c.name: c for c in CPU_CONFIGS + CUDA_CONFIGS}
+SCALING = Config("scaling", "greedy", 2, 128, 50257, 0, sequences=1, max_steps=8,
+                 text="random", targets=8)  # a tiny GPT-2 with GPT-2's vocabulary
 
 
 # -- the paper's algorithm, written plainly ---------------------------------------------------
@@ -319,7 +330,8 @@ def generate(model: nn.Module, vocab: int, length: int, generator: torch.Generat
 def quick_config(config: Config) -> Config:
     """The same setting shrunk for a smoke run."""
     return replace(config, layers=2, dim=32, vocab=min(config.vocab, 96),
-                   length=min(config.length, 12), sequences=1)
+                   length=min(config.length, 12), sequences=1,
+                   targets=None if config.targets is None else min(config.targets, 4))
 
 
 # -- the benchmark ----------------------------------------------------------------------------
@@ -329,9 +341,15 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[
     model = build_model(config, dtype, device, args.seed)
     adapter = HuggingFaceCausalLM(model)
     generator = torch.Generator().manual_seed(args.seed)
-    sequences = [generate(model, config.vocab, config.length, generator)
-                 for _ in range(args.sequences or config.sequences)]
-    targets = list(range(PROMPT_TOKENS, config.length))
+    count = args.sequences or config.sequences
+    if config.text == "random":
+        sequences = [torch.randint(config.vocab, (config.length,), generator=generator)
+                     .to(device) for _ in range(count)]
+    else:
+        sequences = [generate(model, config.vocab, config.length, generator)
+                     for _ in range(count)]
+    first = config.length - config.targets if config.targets else PROMPT_TOKENS
+    targets = list(range(first, config.length))
     if config.method == "exhaustive":
         max_steps = args.exhaustive_max_steps or config.max_steps
     else:
@@ -436,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefix-reuse", action="store_true",
                    help="ours without reusing the keys and values of rationale prefixes "
                         "(to measure what that reuse gains)")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead of the configurations: how time and memory grow with the "
+                        "context (see --lengths), each length in its own process")
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=list(SCALING_LENGTHS),
+                   help="--scaling: context lengths (random tokens; the last 8 are the "
+                        "targets, searched for --max-steps steps, default 8)")
+    p.add_argument("--paper-up-to", type=positive_int, default=1024, metavar="LENGTH",
+                   help="--scaling: also time the paper's algorithm up to this length")
+    p.add_argument("--scaling-child", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompts")
     p.add_argument("--json", type=Path, default=None, help="also write the table here as JSON")
     return p
@@ -451,8 +478,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def scaling_row(length: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One length of the scaling run, in this process: seconds and peak memory of ours (and
+    the paper's algorithm's seconds up to ``--paper-up-to``)."""
+    import resource
+
+    device = torch.device(args.device)
+    config = replace(SCALING, length=length)
+    model = build_model(config, "float32", device, args.seed)
+    adapter = HuggingFaceCausalLM(model)
+    ids = torch.randint(config.vocab, (length,),
+                        generator=torch.Generator().manual_seed(args.seed)).to(device)
+    targets = list(range(length - config.targets, length))
+    max_steps = args.max_steps or config.max_steps
+    warm = min(length, 64)
+    ours_rationalize(adapter, ids[:warm].cpu(), [warm - 2, warm - 1], "greedy", 2, 1, None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ours, seconds = timed(device, lambda: ours_rationalize(
+        adapter, ids.cpu(), targets, "greedy", max_steps, 1, args.max_tokens_per_batch))
+    row = {"length": length, "targets": len(targets), "max_steps": max_steps,
+           "mean_size": sum(map(len, ours)) / len(ours), "ours_s": seconds,
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "before_mib": before}
+    if device.type == "cuda":
+        row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if length <= args.paper_up_to:
+        paper, row["paper_s"] = timed(device, lambda: paper_rationalize(
+            model, ids, targets, "greedy", max_steps, 1))
+        row["ratio"] = row["paper_s"] / seconds
+        row["identical_of"] = f"{sum(p == o for p, o in zip(paper, ours))}/{len(targets)}"
+    return row
+
+
+def scaling(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every length of ``--lengths`` in a fresh process (peak memory is per process)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for length in args.lengths:
+        print(f"length {length} ...", end=" ", flush=True)
+        child = [f"--{k.replace('_', '-')}={v}" for k, v in (
+            ("device", args.device), ("threads", args.threads), ("seed", args.seed),
+            ("paper_up_to", args.paper_up_to), ("max_steps", args.max_steps),
+            ("max_tokens_per_batch", args.max_tokens_per_batch)) if v is not None]
+        code = (f"import json; from {__name__} import scaling_row, parse_args; "
+                f"print(json.dumps(scaling_row({length}, parse_args({child!r}))))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the scaling run of length {length} failed: "
+                               f"{done.stderr.strip().splitlines()[-1:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{rows[-1]['ours_s']:.1f} s", flush=True)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"cpu, {args.threads} threads"
+    print(f"\nScaling on {device}: 2x128 GPT-2 with a 50,257-token vocabulary, random text, "
+          f"the last {SCALING.targets} tokens, at most {args.max_steps or SCALING.max_steps} "
+          "steps each; memory: the process's peak RSS, and its growth during the search")
+    memory = "cuda MiB" if args.device == "cuda" else "search MiB"
+    print(f"{'length':>7} {'size':>5} {'ours s':>8} {'peak MiB':>9} {memory:>10} "
+          f"{'paper s':>8} {'ratio':>6} {'identical':>9}")
+    for row in rows:
+        grown = row.get("cuda_peak_mib", row["peak_mib"] - row["before_mib"])
+        paper = (f"{row['paper_s']:>8.1f} {row['ratio']:>6.2f} {row['identical_of']:>9}"
+                 if "paper_s" in row else f"{'-':>8} {'-':>6} {'-':>9}")
+        print(f"{row['length']:>7} {row['mean_size']:>5.1f} {row['ours_s']:>8.1f} "
+              f"{row['peak_mib']:>9.0f} {grown:>10.0f} {paper}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    if args.scaling:
+        torch.set_num_threads(args.threads)
+        return scaling(args)
     defaults = CUDA_CONFIGS if args.device == "cuda" else CPU_CONFIGS
     configs = [ALL_CONFIGS[n] for n in args.configs] if args.configs else list(defaults)
     if args.quick:
