@@ -493,15 +493,23 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
     reached = [False] * len(targets)
     active = torch.arange(len(targets))
     base = torch.zeros(len(targets), 0, dtype=torch.long)  # sorted rationale of each active
+    # Targets propose their candidates a slice at a time, so a step over many targets of a
+    # long context never holds every (target, candidate) pair at once.
+    per_slice = max(1, _ROWS_ELEMENTS // (problem.num_source + len(problem.target_ids)))
     while len(active):
-        owners, candidates = propose(active, base)
-        table = scorer.extensions(base, owners, candidates, goals[active][owners])
-        _check_finite(table)
-        _, best = _first_best(table[:, 0], owners, len(active))
-        added = candidates[best]
+        added_parts, best_parts = [], []
+        for part in torch.arange(len(active)).split(per_slice):
+            owners, candidates = propose(active[part], base[part])
+            table = scorer.extensions(base[part], owners, candidates,
+                                      goals[active[part]][owners])
+            _check_finite(table)
+            _, best = _first_best(table[:, 0], owners, len(part))
+            added_parts.append(candidates[best])
+            best_parts.append(table[best])
+        added, best_rows = torch.cat(added_parts), torch.cat(best_parts)
         still_active = []
         for j, (i, code) in enumerate(zip(active.tolist(), added.tolist())):
-            goal_lp, prediction, prediction_lp = table[best[j]].tolist()
+            goal_lp, prediction, prediction_lp = best_rows[j].tolist()
             chosen[i].append(code)
             reached[i] = int(prediction) == int(goals[i])
             steps[i].append(SearchStep(

@@ -174,6 +174,23 @@ def test_budget_and_prefix_reuse_never_change_lm_rationales(model_name, request)
     assert any(len(r[0]) > 3 for r in expected)  # targets that needed several steps
 
 
+@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
+def test_slices_of_targets_and_capped_rows_never_change_rationales(model_name, request,
+                                                                   monkeypatch):
+    # Tiny limits make every step propose its candidates a few targets at a time and run a
+    # few rows per pass; the rationales must be those of one slice and unbounded passes.
+    import sequential_rationales.search as search
+
+    adapter = HuggingFaceCausalLM(request.getfixturevalue(model_name))
+    ids = torch.randint(0, VOCAB, (12,), generator=torch.Generator().manual_seed(6))
+    problem = RationalizationProblem(ids)
+    expected = summary(greedy_search(adapter, problem))
+    monkeypatch.setattr(search, "_ROWS_ELEMENTS", 30)  # 30 // 12: two targets per slice
+    monkeypatch.setattr(search, "_HOST_LOGITS", 3 * VOCAB)  # three rows per pass
+    assert summary(greedy_search(adapter, problem)) == expected
+    assert search.SubsetScorer(adapter, problem).max_rows == 3
+
+
 def test_grouping_and_budget_never_change_conditional_rationales(toy_seq2seq):
     gen = torch.Generator().manual_seed(5)
     for _ in range(2):
