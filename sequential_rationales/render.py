@@ -6,20 +6,29 @@ from collections.abc import Callable
 
 from .results import SOURCE, SequenceRationales, TargetRationale
 
+# ANSI styles for terminals: the predicted token bold, rationale tokens cyan.
+BOLD, CYAN, RESET = "\033[1m", "\033[36m", "\033[0m"
 
-def _context_text(r: TargetRationale, target_text: list[str], source_text: list[str] | None
-                  ) -> str:
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"{style}{text}{RESET}" if color else text
+
+
+def _context_text(r: TargetRationale, target_text: list[str], source_text: list[str] | None,
+                  color: bool = False) -> str:
     parts = []
     for c in sorted(r.rationale, key=lambda c: (c.stream != SOURCE, c.position)):
         side = "src:" if c.stream == SOURCE and source_text is not None else ""
         text = (source_text if c.stream == SOURCE else target_text)[c.position]  # type: ignore[index]
-        parts.append(f"{side}{text!r}@{c.position}")
+        parts.append(f"{side}{_paint(repr(text), CYAN, color)}@{c.position}")
     return ", ".join(parts)
 
 
 def format_rationales(result: SequenceRationales, decode_target: Callable[[int], str],
-                      decode_source: Callable[[int], str] | None = None) -> str:
-    """One line per target: the predicted token, then its rationale in position order."""
+                      decode_source: Callable[[int], str] | None = None,
+                      color: bool = False) -> str:
+    """One line per target: the predicted token, then its rationale in position order
+    (``color``: with ANSI styles, for a terminal)."""
     target_text = [decode_target(i) for i in result.target_ids]
     source_text = None
     lines = [f"method: {result.method}  ({result.duration:.2f}s)"]
@@ -30,9 +39,9 @@ def format_rationales(result: SequenceRationales, decode_target: Callable[[int],
     lines.append("target: " + " ".join(target_text))
     for r in result.rationales:
         mark = "" if r.reached_argmax else "  (argmax not reached)"
-        lines.append(f"  [{r.target_position:>3}] {target_text[r.target_position]!r:>14} <- "
-                     f"{len(r.rationale)} token(s): "
-                     f"{_context_text(r, target_text, source_text)}{mark}")
+        predicted = _paint(f"{target_text[r.target_position]!r:>14}", BOLD, color)
+        lines.append(f"  [{r.target_position:>3}] {predicted} <- {len(r.rationale)} token(s): "
+                     f"{_context_text(r, target_text, source_text, color)}{mark}")
     return "\n".join(lines)
 
 

@@ -79,8 +79,8 @@ class Rationales:
     skipped). ``len``, indexing and iteration give the records."""
 
     def __init__(self, records: list[dict[str, Any]],
-                 results: list[SequenceRationales | None], describe: Callable[[Any], str]
-                 ) -> None:
+                 results: list[SequenceRationales | None],
+                 describe: Callable[..., str]) -> None:
         self.records, self.results = records, results
         self._describe = describe
 
@@ -94,11 +94,15 @@ class Rationales:
         return iter(self.records)
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, color: bool = False) -> str:
+        """Every input and, per target, its rationale (``color``: ANSI styles)."""
         parts = []
         for record, result in zip(self.records, self.results, strict=True):
             head = f"[input {record['input_index']}] {record['text']}"
             body = (f"skipped: {record['skipped']}" if result is None
-                    else self._describe(result))
+                    else self._describe(result, color=color))
             parts.append(f"{head}\n{body}")
         return "\n\n".join(parts)
 
@@ -115,13 +119,14 @@ class Rationales:
         return [record for record in self.records if "skipped" not in record]
 
     def show(self) -> None:
-        """The interactive viewer in a notebook; the rationales as text elsewhere."""
+        """The interactive viewer in a notebook; the rationales as text elsewhere (coloured on a
+        terminal)."""
         if _in_notebook():
             from IPython.display import HTML, display
 
             display(HTML(self._repr_html_()))
         else:
-            print(self)
+            print(self.text(color=sys.stdout.isatty()))
 
     def to_json(self) -> str:
         """The records as JSON lines (one per input), as ``rationalize --out`` writes them."""
@@ -159,11 +164,12 @@ class Rationalizer:
         return self.text_model.jobs(inputs, start_step, generate, dict(options or {}),
                                     chat=chat, system=system)
 
-    def describe(self, result: SequenceRationales) -> str:
+    def describe(self, result: SequenceRationales, color: bool = False) -> str:
         """One line per target: the predicted token and its rationale."""
         model = self.text_model
         decode_target = getattr(model, "decode_target", None) or model.decode
-        return format_rationales(result, decode_target, getattr(model, "decode_source", None))
+        return format_rationales(result, decode_target, getattr(model, "decode_source", None),
+                                 color)
 
     def rationalize(self, texts: str | dict[str, str] | Iterable[str | dict[str, str]], *,
                     generate: int | None = None, method: str = "greedy",

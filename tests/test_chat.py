@@ -13,7 +13,7 @@ import sequential_rationales as sr
 from sequential_rationales import rationalize_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 
-from .test_rationalize_cli import WORDS, read
+from .test_rationalize_cli import read, save_tiny_lm
 
 transformers = pytest.importorskip("transformers")
 
@@ -23,23 +23,8 @@ TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
 
 def save_chat_lm(path: Path, template: str | None = TEMPLATE) -> Path:
     """A random GPT-2 whose word-level tokenizer knows the roles, with a chat template."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from sequential_rationales_integrations.huggingface.word_level_tokenizer import (
-        build_word_level_tokenizer,
-    )
-
-    tokenizer = build_word_level_tokenizer([" ".join(
-        [*WORDS, "<system>", "<user>", "<assistant>", "be", "brief"])])
-    if template is not None:
-        tokenizer.chat_template = template
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer),
-                        n_positions=64, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    GPT2LMHeadModel(config).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_lm(path, extra_words=("<system>", "<user>", "<assistant>", "be", "brief"),
+                        chat_template=template)
 
 
 @pytest.fixture(scope="module")

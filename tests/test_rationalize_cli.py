@@ -30,15 +30,19 @@ WORDS = "the cat sat on a mat and dog ran to big red house".split()
 TEXTS = ["the cat sat on a mat", "a dog ran to the big red house", "the red cat ran"]
 
 
-def save_tiny_lm(path: Path, seed: int = 0) -> Path:
-    """A random GPT-2 (2 layers) with a word-level tokenizer, saved as a model directory."""
+def save_tiny_lm(path: Path, seed: int = 0, extra_words: tuple[str, ...] = (),
+                 chat_template: str | None = None) -> Path:
+    """A random GPT-2 (2 layers) with a word-level tokenizer (``WORDS``, ``extra_words`` and
+    an optional chat template), saved as a model directory."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from sequential_rationales_integrations.huggingface.word_level_tokenizer import (
         build_word_level_tokenizer,
     )
 
-    tokenizer = build_word_level_tokenizer([" ".join(WORDS)])
+    tokenizer = build_word_level_tokenizer([" ".join([*WORDS, *extra_words])])
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     torch.manual_seed(seed)
     config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer),
                         n_positions=64, bos_token_id=tokenizer.bos_token_id,

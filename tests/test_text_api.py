@@ -131,3 +131,13 @@ def test_importing_the_api_loads_no_framework():
     code = ("import sys, sequential_rationales as sr; sr.load; sr.Rationales; "
             "sys.exit(1 if {'transformers', 'fairseq'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_terminal_text_can_be_coloured(rationalizer):
+    from sequential_rationales.render import BOLD, CYAN, RESET
+
+    out = rationalizer.rationalize("the cat sat", max_steps=2)
+    plain, coloured = out.text(), out.text(color=True)
+    assert BOLD not in plain and CYAN not in plain
+    assert coloured.count(BOLD) == len(out[0]["rationalization"])
+    assert coloured.replace(BOLD, "").replace(CYAN, "").replace(RESET, "") == plain
