@@ -219,7 +219,7 @@ def test_fairseq_seed_functions(fairseq_rationalization, method):
 
 @pytest.mark.parametrize("method", ["occlusion", "random"])
 def test_the_rationalize_command(tmp_path, method):
-    from sequential_rationales_experiments.commands import rationalize as command
+    from sequential_rationales_integrations import rationalize_cli as command
 
     from .test_rationalize_cli import save_tiny_lm
 
