@@ -187,7 +187,7 @@ _CSS = """
 .sr-viewer .sr-label{font-size:.7em;text-transform:uppercase;letter-spacing:.06em;color:#888}
 .sr-viewer .sr-tokens{line-height:2.3}
 .sr-viewer .sr-turn{margin:.15em 0}
-.sr-viewer .sr-role{display:inline-block;min-width:5.5em;font-size:.75em;font-weight:600;
+.sr-viewer .sr-role{display:inline-block;min-width:7.5em;font-size:.75em;font-weight:600;
   text-transform:uppercase;letter-spacing:.04em;color:#5f6368}
 .sr-viewer .sr-tok{position:relative;white-space:pre;padding:.15em .25em;margin:0 1px;
  border-radius:4px;border-bottom:2px solid transparent}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sequential_rationales.validation import InputError
 from sequential_rationales_experiments.commands import (
     rationalize_iwslt,
     run_majority_class,
@@ -62,7 +63,7 @@ def test_translation_benchmark_produces_both_tables(tmp_path):
     assert [p.stat().st_mtime_ns for p in logs] == before
     assert len(list(folder.glob("*.json"))) == 4  # three logs and the provenance
     # A resume with another setting would mix runs: refused, nothing written.
-    with pytest.raises(SystemExit, match="max_steps"):
+    with pytest.raises(InputError, match="max_steps"):
         rationalize_iwslt.main(["--checkpoint_dir", str(checkpoint.parent.parent),
                                 "--checkpoint_file", str(checkpoint), "--task", "distractors",
                                 "--data", str(tmp_path / "data-bin" / "distractors.de-en"),
