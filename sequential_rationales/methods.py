@@ -16,8 +16,10 @@ from .perturbation import occlusion_scores, random_orders
 from .results import SequenceRationales, TargetRationale
 from .search import (
     DEFAULT_MAX_SUBSETS,
+    PRECISIONS,
     Progress,
     RationalizationProblem,
+    bfloat16_twin,
     exhaustive_search,
     greedy_search,
     ordered_search,
@@ -68,9 +70,10 @@ def get_method(name: str) -> Method:
 
 @register_method("greedy", "greedy rationalization (the paper's method)")
 def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), reuse_prefix=True, progress=None, **_):
+            top_1_skip_source=(), reuse_prefix=True, progress=None, precision="fp32", **_):
     return greedy_search(adapter, problem, max_steps, max_tokens_per_batch, top_1,
-                         top_1_skip_source, reuse_prefix=reuse_prefix, progress=progress)
+                         top_1_skip_source, reuse_prefix=reuse_prefix, progress=progress,
+                         precision=precision)
 
 
 @register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
@@ -182,7 +185,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 top_1_skip_source: Iterable[int] = (),
                 integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
                 max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None,
-                seed: int = 0) -> SequenceRationales:
+                seed: int = 0, precision: str = "fp32") -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
     ``integrated_gradient_steps``: ``None`` takes the adapter's default
@@ -195,6 +198,10 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     reports ``(targets finished, targets)`` after every step, exhaustive search ``(subsets
     scored, upper bound)``; ``True`` prints a line on stderr, ``None`` (the default) only when
     stderr is a terminal.
+    ``precision``: ``"fp32"`` (the model's own precision), ``"bf16-exact"`` (greedy only so far:
+    candidates screened by the adapter's bfloat16 twin and decided in full precision, the same
+    rationales; :class:`~sequential_rationales.search.Screen`) or ``"bf16"`` (the whole method
+    on the twin: faster, not exact).
     ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
     random_order`); the same seed gives the same rationales in every run.
     """
@@ -213,13 +220,19 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if top_1 and not adapter.is_conditional:
         raise ValueError("top_1 only applies to conditional (source-target) models")
+    check_choice(precision, "precision", PRECISIONS)
+    if precision == "bf16-exact" and method != "greedy":
+        raise ValueError(f"precision='bf16-exact' is implemented for greedy search; run "
+                         f"{method} with precision='fp32' or 'bf16'")
+    if precision == "bf16":
+        adapter, precision = bfloat16_twin(adapter, precision), "fp32"
     start = time.perf_counter()
     rationales = chosen.run(adapter, problem, max_steps=max_steps,
                             max_tokens_per_batch=max_tokens_per_batch, top_1=top_1,
                             top_1_skip_source=tuple(top_1_skip_source),
                             integrated_gradient_steps=integrated_gradient_steps,
                             reuse_prefix=reuse_prefix, max_subsets=max_subsets,
-                            progress=progress, seed=seed)
+                            progress=progress, seed=seed, precision=precision)
     return SequenceRationales(
         method=method,
         target_ids=[int(i) for i in problem.target_ids],

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, SubsetBatch, to_device
 from .results import SOURCE, TARGET, ContextToken, SearchStep, TargetRationale
-from .validation import check_id_tensor, check_positive_int
+from .validation import check_choice, check_id_tensor, check_positive_int
 
 Subset = tuple[int, ...]
 
@@ -468,6 +468,65 @@ def _first_best(values: Tensor, owners: Tensor, num_owners: int) -> tuple[Tensor
     return best, first
 
 
+PRECISIONS = ("fp32", "bf16-exact", "bf16")
+
+
+class Screen:
+    """``precision="bf16-exact"``: a greedy step scores every candidate with the adapter's
+    bfloat16 twin, re-scores in the adapter's own precision only the candidates within
+    ``delta`` of their target's best, and decides among those exactly as the full-precision
+    search would (the same scores, ties to the earliest candidate, the stop condition).
+
+    The full-precision best is a contender whenever every bfloat16 score is within
+    ``delta / 2`` of its full-precision value. The errors are measured on every re-scored
+    contender; when one exceeds ``delta / 4`` (a safety factor of two), ``delta`` widens to
+    eight times it and the step is decided again with the wider margin.
+    """
+
+    def __init__(self, rough: SubsetScorer, exact: SubsetScorer, delta: float = 0.05) -> None:
+        self.rough, self.exact, self.delta = rough, exact, delta
+        self.scored = self.rescored = 0  # candidates: all, and re-scored in full precision
+        self.largest_error = 0.0
+
+    def choose(self, base: Tensor, owners: Tensor, candidates: Tensor, goals: Tensor,
+               num_owners: int) -> tuple[Tensor, Tensor]:
+        """Per owner, the chosen candidate and its full-precision ``[3]`` scores."""
+        rough = self.rough.extensions(base, owners, candidates, goals)
+        _check_finite(rough)
+        self.scored += len(rough)
+        exact: dict[int, Tensor] = {}  # row -> full-precision scores, kept across widenings
+        while True:
+            top, _ = _first_best(rough[:, 0], owners, num_owners)
+            rows = (rough[:, 0] >= top[owners] - self.delta).nonzero()[:, 0]
+            new = [int(r) for r in rows if int(r) not in exact]
+            if new:
+                index = torch.tensor(new, dtype=torch.long)
+                codes = torch.sort(torch.cat([base[owners[index]], candidates[index, None]], 1),
+                                   dim=1).values
+                table = self.exact(codes, goals[index])
+                _check_finite(table)
+                exact.update(zip(new, table, strict=True))
+                self.rescored += len(new)
+            scores = torch.stack([exact[int(r)] for r in rows])
+            error = float((scores[:, 0] - rough[rows, 0]).abs().max())
+            self.largest_error = max(self.largest_error, error)
+            if error <= self.delta / 4:
+                break
+            self.delta = 8 * error  # a contender came close to the margin: widen, decide again
+        _, best = _first_best(scores[:, 0], owners[rows], num_owners)
+        return candidates[rows[best]], scores[best]
+
+
+def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
+    """The adapter's bfloat16 twin (``with_dtype``), or a one-sentence refusal."""
+    with_dtype = getattr(adapter, "with_dtype", None)
+    if with_dtype is None:
+        raise ValueError(f"precision={precision!r} needs an adapter with a bfloat16 twin "
+                         f"(with_dtype; Hugging Face causal LMs have one), not "
+                         f"{type(adapter).__name__}; use precision='fp32'")
+    return with_dtype(torch.bfloat16)
+
+
 # A proposal strategy: (active target indices [A], their sorted rationales [A, k]) ->
 # (owner rows [R] indexing the active targets, candidate codes [R]), owners ascending and,
 # within an owner, codes in the order ties are broken (earliest first).
@@ -477,12 +536,18 @@ Proposer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
           max_steps: int, max_tokens_per_batch: int | None, top_1: bool,
           top_1_skip_source: frozenset[int], group_by_length: bool, reuse_prefix: bool,
-          report: Progress | None = None) -> list[TargetRationale]:
+          report: Progress | None = None, precision: str = "fp32"
+          ) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
     its proposed candidates and keeps the one with the highest ``log p(y_t)``; ``report``
     hears ``(targets finished, targets)`` after every step."""
     check_positive_int(max_steps, "max_steps")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
+    screen = None
+    if precision == "bf16-exact":
+        rough = SubsetScorer(bfloat16_twin(adapter, precision), problem, max_tokens_per_batch,
+                             group_by_length, reuse_prefix)
+        screen = Screen(rough, scorer)
     targets = list(problem.targets)
     positions = torch.tensor(targets, dtype=torch.long)
     goals = problem.target_ids[positions].long()
@@ -500,8 +565,14 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
         added_parts, best_parts = [], []
         for part in torch.arange(len(active)).split(per_slice):
             owners, candidates = propose(active[part], base[part])
-            table = scorer.extensions(base[part], owners, candidates,
-                                      goals[active[part]][owners])
+            owner_goals = goals[active[part]][owners]
+            if screen is not None:
+                chosen_codes, chosen_scores = screen.choose(base[part], owners, candidates,
+                                                            owner_goals, len(part))
+                added_parts.append(chosen_codes)
+                best_parts.append(chosen_scores)
+                continue
+            table = scorer.extensions(base[part], owners, candidates, owner_goals)
             _check_finite(table)
             _, best = _first_best(table[:, 0], owners, len(part))
             added_parts.append(candidates[best])
@@ -538,8 +609,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
 def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 1024,
                   max_tokens_per_batch: int | None = None, top_1: bool = False,
                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
-                  reuse_prefix: bool = True, progress: bool | Progress | None = False
-                  ) -> list[TargetRationale]:
+                  reuse_prefix: bool = True, progress: bool | Progress | None = False,
+                  precision: str = "fp32") -> list[TargetRationale]:
     """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
 
     Args:
@@ -555,7 +626,13 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
             (:meth:`SubsetScorer.extensions`).
         progress: a ``(targets finished, targets)`` callback called after every step,
             ``True`` for a line on stderr, ``None`` for one only when stderr is a terminal.
+        precision: ``"fp32"`` (the adapter's own precision), ``"bf16-exact"`` (candidates
+            screened by a bfloat16 twin, decided in full precision: the same rationales, see
+            :class:`Screen`) or ``"bf16"`` (everything on the twin: faster, not exact).
     """
+    check_choice(precision, "precision", PRECISIONS)
+    if precision == "bf16":
+        adapter, precision = bfloat16_twin(adapter, precision), "fp32"
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
     def propose(active: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
@@ -569,7 +646,7 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
                  frozenset(top_1_skip_source), group_by_length, reuse_prefix,
-                 _progress_callback(progress, "greedy", "targets"))
+                 _progress_callback(progress, "greedy", "targets"), precision)
 
 
 def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available; "
                         "sharded runs on CUDA use cuda:LOCAL_RANK)")
+    p.add_argument("--precision", choices=("fp32", "bf16-exact", "bf16"), default="fp32",
+                   help="greedy search: fp32 (the model's own precision); bf16-exact (screen "
+                        "the candidates with a bfloat16 copy of the model, decide in full "
+                        "precision: the same rationales); bf16 (all in bfloat16: faster, not "
+                        "exact)")
     p.add_argument("--device-map", default=None, metavar="MAP",
                    help="spread a Hugging Face model too large for one device over several "
                         "with accelerate (auto, balanced, balanced_low_0, sequential); "
@@ -236,7 +241,8 @@ def search_options(args: argparse.Namespace, steps: StepReport) -> dict[str, Any
             "max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
             "max_tokens_per_batch": args.max_tokens_per_batch,
             "integrated_gradient_steps": args.integrated_gradient_steps,
-            "progress": steps if args.method == "greedy" else False}
+            "progress": steps if args.method == "greedy" else False,
+            "precision": args.precision}
 
 
 def provenance_path(out: Path) -> Path:
@@ -254,6 +260,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
+    if args.precision != "fp32":  # likewise
+        settings["precision"] = args.precision
     extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}
     base = adapter_base(model, args.base_model) if model.is_dir() else None
     if base is not None:  # an adapter: its base's weights matter as much as its own

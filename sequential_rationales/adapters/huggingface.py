@@ -396,6 +396,7 @@ class HuggingFaceCausalLM:
         self.device = input_device(model, model.get_input_embeddings())
         self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                           torch.float32)
+        self._twins: dict[torch.dtype, HuggingFaceCausalLM] = {}
         if probe:
             # Probed once per model, attention implementation and layout: the seed functions
             # build an adapter per sequence.
@@ -534,6 +535,19 @@ class HuggingFaceCausalLM:
             kwargs["inputs_embeds"] = full * kept[..., None]
         logits = self.model(**kwargs).logits  # on the last device of a dispatched model
         return logits[rows.to(logits.device), last.to(logits.device)]
+
+    def with_dtype(self, dtype: torch.dtype) -> HuggingFaceCausalLM:
+        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
+        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``."""
+        if dtype == self.dtype:
+            return self
+        if dtype not in self._twins:
+            if getattr(self.model, "hf_device_map", None) is not None:
+                raise InputError("a lower-precision twin of a model spread by device_map is not "
+                                 "made; use precision='fp32'")
+            twin = copy.deepcopy(self.model).to(dtype)
+            self._twins[dtype] = HuggingFaceCausalLM(twin, use_position_ids=self.sparse)
+        return self._twins[dtype]
 
     # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
     def prefix_cache(self, batch: SubsetBatch) -> object | None:

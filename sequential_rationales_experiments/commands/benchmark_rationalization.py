@@ -249,12 +249,13 @@ def paper_rationalize(model: nn.Module, ids: Tensor, targets: Sequence[int], met
 
 def ours_rationalize(adapter: HuggingFaceCausalLM, ids: Tensor, targets: Sequence[int],
                      method: str, max_steps: int, ig_steps: int, max_tokens_per_batch: int | None,
-                     reuse_prefix: bool = True) -> list[list[int]]:
+                     reuse_prefix: bool = True, precision: str = "fp32") -> list[list[int]]:
     # Without --max-tokens-per-batch the package's own default budget applies.
     budget = {} if max_tokens_per_batch is None else {"max_tokens_per_batch": max_tokens_per_batch}
     result = rationalize(adapter, RationalizationProblem(ids, targets=list(targets)), method,
                          max_steps=max_steps, integrated_gradient_steps=ig_steps,
-                         reuse_prefix=reuse_prefix, progress=False, **budget)
+                         reuse_prefix=reuse_prefix, progress=False, precision=precision,
+                         **budget)
     return [r.target_rationale for r in result.rationales]
 
 
@@ -336,7 +337,8 @@ def quick_config(config: Config) -> Config:
 
 # -- the benchmark ----------------------------------------------------------------------------
 
-def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[str, Any]:
+def benchmark_row(config: Config, dtype: str, args: argparse.Namespace,
+                  precision: str = "fp32") -> dict[str, Any]:
     device = torch.device(args.device)
     model = build_model(config, dtype, device, args.seed)
     adapter = HuggingFaceCausalLM(model)
@@ -361,7 +363,7 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[
     def ours(ids: Tensor, chosen: Sequence[int]) -> list[list[int]]:
         return ours_rationalize(adapter, ids.cpu(), chosen, config.method, max_steps,
                                 args.ig_steps, args.max_tokens_per_batch,
-                                not args.no_prefix_reuse)
+                                not args.no_prefix_reuse, precision)
 
     paper(sequences[0], targets[:2])  # warm-up
     ours(sequences[0], targets[:2])
@@ -385,7 +387,7 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[
         total += len(targets)
         size += sum(len(o) for o in out["ours"])
     return {
-        "config": config.name, "method": config.method, "dtype": dtype,
+        "config": config.name, "method": config.method, "dtype": dtype, "precision": precision,
         "layers": config.layers, "dim": config.dim, "vocab": config.vocab,
         "length": config.length, "sequences": len(sequences), "targets": total,
         "max_steps": max_steps, "mean_size": size / total, "paper_s": sum(paper_s),
@@ -397,7 +399,8 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace) -> dict[
     }
 
 
-COLUMNS = [("config", "{}", 26), ("method", "{}", 10), ("dtype", "{}", 8), ("targets", "{}", 7),
+COLUMNS = [("config", "{}", 26), ("method", "{}", 10), ("dtype", "{}", 8),
+           ("precision", "{}", 10), ("targets", "{}", 7),
            ("mean_size", "{:.2f}", 5), ("paper_s", "{:.2f}", 8), ("ours_s", "{:.2f}", 8),
            ("ratio", "{:.2f}x", 7), ("median_ratio", "{:.2f}x", 9), ("identical_of", "{}", 9),
            ("forward_share", "{:.0%}", 9)]
@@ -408,7 +411,7 @@ HEADERS = {"mean_size": "size", "paper_s": "paper s", "ours_s": "ours s",
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
                          for i, (c, (_, _, w)) in enumerate(zip(cells, COLUMNS)))
 
     out = [line([HEADERS.get(key, key) for key, _, _ in COLUMNS])]
@@ -454,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefix-reuse", action="store_true",
                    help="ours without reusing the keys and values of rationale prefixes "
                         "(to measure what that reuse gains)")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16-exact", "bf16"],
+                   default=["fp32"],
+                   help="our greedy search's precision, one row each (float32 models): fp32, "
+                        "bf16-exact (bfloat16 screening, float32 decisions) or bf16")
     p.add_argument("--scaling", action="store_true",
                    help="instead of the configurations: how time and memory grow with the "
                         "context (see --lengths), each length in its own process")
@@ -567,10 +574,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     try:
         for config in configs:
             for dtype in args.dtype or config.dtypes:
-                print(f"{config.name} ({dtype}) ...", end=" ", flush=True)
-                row_start = time.perf_counter()
-                rows.append(benchmark_row(config, dtype, args))
-                print(f"{time.perf_counter() - row_start:.0f} s", flush=True)
+                # Only greedy screens in bfloat16 so far; a bf16 model has nothing to screen.
+                for precision in (args.precision if config.method == "greedy"
+                                  and dtype == "float32" else ["fp32"]):
+                    print(f"{config.name} ({dtype}, {precision}) ...", end=" ", flush=True)
+                    row_start = time.perf_counter()
+                    rows.append(benchmark_row(config, dtype, args, precision))
+                    print(f"{time.perf_counter() - row_start:.0f} s", flush=True)
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (tests)
     seconds = time.perf_counter() - start
