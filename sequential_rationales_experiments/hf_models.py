@@ -29,13 +29,12 @@ from sequential_rationales_experiments.cli import (
     first_line,
     positive_int,
 )
+from sequential_rationales_integrations import provenance
 from sequential_rationales_integrations.huggingface.locations import (
     check_loaded_tokenizer,
     check_model_location,
-    check_tokenizer_location,
     from_pretrained,
 )
-from sequential_rationales_integrations.provenance import DEFAULT_MAX_STEPS, search_settings
 from sequential_rationales_integrations.sharding import resolve_device
 
 DEFAULT_DATA_DIR = Path("data")
@@ -90,11 +89,10 @@ def load_causal_lm(path: str, device: str) -> Any:
 
 def load_tokenizer(path: str) -> Any:
     """``AutoTokenizer`` from ``path``; a failure names the ``--tokenizer`` flag."""
-    from transformers import AutoTokenizer
+    from sequential_rationales_integrations.huggingface.text import load_tokenizer as load
 
     try:
-        check_tokenizer_location(path, "--tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load(path)
         check_loaded_tokenizer(tokenizer, path)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: could not load a tokenizer from {path!r}: {first_line(e)}; "
@@ -159,10 +157,8 @@ def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
                       **settings: Any) -> dict[str, Any]:
     """The provenance record of a dataset run (:mod:`.provenance`): model, tokenizer, method,
     the search settings the results depend on, and the program's own ``settings``."""
-    from sequential_rationales_integrations import provenance
-
     path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
-    search = search_settings(args.method, args.max_steps, args.integrated_gradient_steps)
+    search = provenance.search_settings(args.method, args.max_steps, args.integrated_gradient_steps)
     return provenance.make(program, args.method, path, args.tokenizer or path,
                            {**search, **settings}, experiment=experiment)
 
@@ -203,5 +199,5 @@ def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
         options["max_subsets"] = getattr(args, "max_subsets", DEFAULT_MAX_SUBSETS)
     return rationalize_tokens(
         model, tokenizer, ids, args.method, start_step, verbose=args.verbose,
-        max_steps=args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
+        max_steps=args.max_steps or provenance.DEFAULT_MAX_STEPS.get(args.method, 1024),
         max_tokens_per_batch=args.max_tokens_per_batch, **options)

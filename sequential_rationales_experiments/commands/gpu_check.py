@@ -67,8 +67,7 @@ def test_rows(report: Path) -> list[dict[str, Any]]:
             found = case.find(tag)
             if found is not None:
                 outcome = {"failure": "FAILED", "error": "ERROR"}.get(tag, tag)
-                message = (found.get("message") or "").splitlines()[0][:90] if found.get(
-                    "message") else ""
+                message = (found.get("message") or "").split("\n")[0][:90]
                 break
         rows.append({"name": f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}",
                      "outcome": outcome, "seconds": float(case.get("time") or 0.0),

@@ -26,7 +26,6 @@ from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_loggin
 from sequential_rationales_experiments.runner import run_examples
 from sequential_rationales_integrations import provenance
 from sequential_rationales_integrations.fairseq import load_hub_model
-from sequential_rationales_integrations.provenance import search_settings
 from sequential_rationales_integrations.sharding import current_shard, shard_device
 
 DEFAULT_DATA = {
@@ -77,8 +76,9 @@ def is_iwslt_log(value: Any) -> bool:
 def run_provenance(args: argparse.Namespace, checkpoint: Path, data: Path) -> dict[str, Any]:
     """What the logs depend on: checkpoint, data (its dictionaries and split), method and
     search settings."""
-    settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
-                "top_1": args.top_1, "split": args.split}
+    search = provenance.search_settings(args.method, args.max_steps,
+                                        args.integrated_gradient_steps)
+    settings = {**search, "top_1": args.top_1, "split": args.split}
     dictionaries = tuple(path.name for path in data.glob("dict.*.txt"))
     return provenance.make("rationalize_iwslt", args.method, checkpoint, data, settings,
                            experiment=args.task, data=provenance.identity(data, dictionaries))

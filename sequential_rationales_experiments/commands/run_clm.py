@@ -45,9 +45,7 @@ from sequential_rationales_integrations.huggingface.locations import (
 from sequential_rationales_integrations.huggingface.lora import (
     LoraArguments,
     adapter_base,
-    add_lora,
-    attach_adapter,
-    check_base,
+    with_adapters,
 )
 from sequential_rationales_integrations.huggingface.training import (
     DATA_SUFFIXES,
@@ -281,9 +279,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # An adapter folder: the base model is loaded, the adapter goes on after word dropout.
     adapter_of = (adapter_base(model_args.model_name_or_path, model_args.base_model)
                   if model_args.model_name_or_path else None)
-    if adapter_of is not None:
-        check_model_location(adapter_of, "base model")
-        check_base(adapter_of)
     pretrained = adapter_of or model_args.model_name_or_path
     config = load_config(config_name=model_args.config_name,
                          model_name_or_path=pretrained,
@@ -391,11 +386,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.info("Word dropout on training batches: %s (per-head: %s, attention: %s)",
                     word_dropout, word_dropout.independent_heads, mode)
 
-    if adapter_of is not None:
-        model = attach_adapter(model, model_args.model_name_or_path,
-                               trainable=training_args.do_train)
-    elif model_args.use_peft:
-        model = add_lora(model, model_args, "CAUSAL_LM", model_args.model_name_or_path)
+    model = with_adapters(model, model_args, model_args.model_name_or_path, adapter_of,
+                          "CAUSAL_LM", trainable=training_args.do_train)
 
     # TrainingArguments lost --logging_dir in transformers 5; the TensorBoard callback (built in
     # Trainer.__init__) reads TENSORBOARD_LOGGING_DIR instead.

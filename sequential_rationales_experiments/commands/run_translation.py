@@ -40,9 +40,7 @@ from sequential_rationales_integrations.huggingface.locations import (
 from sequential_rationales_integrations.huggingface.lora import (
     LoraArguments,
     adapter_base,
-    add_lora,
-    attach_adapter,
-    check_base,
+    with_adapters,
 )
 from sequential_rationales_integrations.huggingface.seq2seq_word_dropout import (
     TRANSLATION_SUFFIXES,
@@ -278,9 +276,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     hub_kwargs = model_args.hub_kwargs()
     # An adapter folder: the base model is loaded, the adapter goes on after word dropout.
     adapter_of = adapter_base(model_args.model_name_or_path, model_args.base_model)
-    if adapter_of is not None:
-        check_model_location(adapter_of, "base model")
-        check_base(adapter_of)
     pretrained = adapter_of or model_args.model_name_or_path
     config = AutoConfig.from_pretrained(model_args.config_name or pretrained, **hub_kwargs)
     if not getattr(config, "is_encoder_decoder", False):
@@ -339,11 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             label_pad_token_id=label_pad)
         logger.info("Word dropout on training batches: %s", word_dropout)
 
-    if adapter_of is not None:
-        model = attach_adapter(model, model_args.model_name_or_path,
-                               trainable=training_args.do_train)
-    elif model_args.use_peft:
-        model = add_lora(model, model_args, "SEQ_2_SEQ_LM", model_args.model_name_or_path)
+    model = with_adapters(model, model_args, model_args.model_name_or_path, adapter_of,
+                          "SEQ_2_SEQ_LM", trainable=training_args.do_train)
 
     # TrainingArguments lost --logging_dir in transformers 5; the TensorBoard callback (built in
     # Trainer.__init__) reads TENSORBOARD_LOGGING_DIR instead.

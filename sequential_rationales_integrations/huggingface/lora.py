@@ -97,22 +97,33 @@ def add_lora(model: Any, args: LoraArguments, task_type: str, base: str | None) 
 
 def adapter_base(folder: str | Path, base_model: str | None = None) -> str | None:
     """The base model of the adapter folder ``folder`` (``base_model`` when given, else its
-    ``adapter_config.json``'s), or None when ``folder`` holds no adapter."""
+    ``adapter_config.json``'s), checked to be there, or None when ``folder`` holds no
+    adapter."""
     path = Path(folder).expanduser() / ADAPTER_CONFIG
     if not path.is_file():
         if base_model is not None:
             raise InputError(f"--base-model is for adapter folders; {folder} has no "
                              f"{ADAPTER_CONFIG}")
         return None
-    if base_model is not None:
-        return base_model
-    try:
-        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        base = None
+    base = base_model
+    if base is None:
+        try:
+            base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            base = None
     if not isinstance(base, str) or not base:
         raise InputError(f"{path} names no base model (base_model_name_or_path); pass "
                          "--base-model DIR")
+    from .locations import check_model_location
+
+    try:
+        check_model_location(base, "base model")
+    except OSError as error:
+        raise InputError(str(error)) from None
+    local = Path(base).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise InputError(f"the adapter's base model {base} is not a model folder (no "
+                         "config.json); pass the base with --base-model")
     return base
 
 
@@ -129,21 +140,23 @@ def attach_adapter(model: Any, folder: str | Path, trainable: bool) -> Any:
                          ) from None
 
 
-def check_base(base: str) -> None:
-    """A local base folder must be a model folder (a missing one is named by the caller's
-    location check)."""
-    path = Path(base).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise InputError(f"the adapter's base model {base} is not a model folder (no "
-                         "config.json); pass the base with --base-model")
+def with_adapters(model: Any, args: LoraArguments, name: str | None, adapter_of: str | None,
+                  task_type: str, trainable: bool) -> Any:
+    """What the fine-tuning scripts train or evaluate, after word dropout is set up on
+    ``model``: the adapter folder ``name`` put back on its base ``adapter_of``, new LoRA
+    adapters with ``--use_peft``, or ``model`` itself."""
+    if adapter_of is not None:
+        return attach_adapter(model, name, trainable)
+    if args.use_peft:
+        return add_lora(model, args, task_type, name)
+    return model
 
 
 def load_with_adapter(loader: Any, folder: str | Path, base: str, **kwargs: Any) -> Any:
-    """The base model ``base`` (``loader.from_pretrained``) with the adapter of ``folder``
-    merged into its weights: one plain model computing the adapted function."""
-    from .locations import check_model_location, from_pretrained
+    """The base model ``base`` (from :func:`adapter_base`; ``loader.from_pretrained``) with
+    the adapter of ``folder`` merged into its weights: one plain model computing the adapted
+    function."""
+    from .locations import from_pretrained
 
-    check_model_location(base, "base model")
-    check_base(base)
     model = from_pretrained(loader, base, **kwargs)
     return attach_adapter(model, folder, trainable=False).merge_and_unload()

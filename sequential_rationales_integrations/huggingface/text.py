@@ -15,24 +15,25 @@ from sequential_rationales.text import Input, Job
 from sequential_rationales.validation import InputError
 
 from ..cli import first_line
-from .locations import TOKENIZER_FILES, from_pretrained
+from .locations import check_tokenizer_location, from_pretrained
 from .lora import load_with_adapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokenizer(path: Path) -> Any:
+def load_tokenizer(path: str | Path) -> Any:
     """``AutoTokenizer`` from a local folder that has tokenizer files."""
     from transformers import AutoTokenizer
 
-    if not path.is_dir():
-        raise InputError(f"--tokenizer {path} is not a directory")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise InputError(f"no tokenizer files in {path} (tokenizer.json, "
-                         "tokenizer_config.json, vocab.json, ...): save the tokenizer there "
-                         "with tokenizer.save_pretrained(DIR) or pass --tokenizer DIR")
     try:
+        check_tokenizer_location(str(path), "--tokenizer")
+        if not Path(path).is_dir():
+            raise InputError(f"--tokenizer {path} is not a directory")
         return AutoTokenizer.from_pretrained(path)
+    except FileNotFoundError as e:  # missing, or no tokenizer files: the check's own sentence
+        raise InputError(str(e)) from None
+    except InputError:
+        raise
     except (OSError, ValueError) as e:
         raise InputError(f"could not load a tokenizer from {path}: {first_line(e)}") from None
 
