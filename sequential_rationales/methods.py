@@ -16,13 +16,13 @@ from .perturbation import occlusion_scores, random_orders
 from .results import SequenceRationales, TargetRationale
 from .search import (
     DEFAULT_MAX_SUBSETS,
-    PRECISIONS,
     Progress,
     RationalizationProblem,
     bfloat16_twin,
     exhaustive_search,
     greedy_search,
     ordered_search,
+    resolve_precision,
 )
 from .validation import check_choice, check_positive_int, check_token_ids
 
@@ -70,19 +70,22 @@ def get_method(name: str) -> Method:
 
 @register_method("greedy", "greedy rationalization (the paper's method)")
 def _greedy(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), reuse_prefix=True, progress=None, precision="fp32", **_):
+            top_1_skip_source=(), reuse_prefix=True, progress=None, precision="fp32",
+            screening=None, **_):
     return greedy_search(adapter, problem, max_steps, max_tokens_per_batch, top_1,
                          top_1_skip_source, reuse_prefix=reuse_prefix, progress=progress,
-                         precision=precision)
+                         precision=precision, screening=screening)
 
 
 @register_method("exhaustive", "exact minimum rationales by enumerating subsets (small max_steps)")
 def _exhaustive(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-                max_subsets=DEFAULT_MAX_SUBSETS, progress=None, **_):
+                max_subsets=DEFAULT_MAX_SUBSETS, progress=None, precision="fp32",
+                screening=None, **_):
     if top_1:
         raise ValueError("top_1 is not defined for exhaustive search")
     return exhaustive_search(adapter, problem, max_steps, max_tokens_per_batch,
-                             max_subsets=max_subsets, progress=progress)
+                             max_subsets=max_subsets, progress=progress, precision=precision,
+                             screening=screening)
 
 
 def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
@@ -159,7 +162,9 @@ def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
 
 # Every registered ordering turned into a rationale by ordered search (the names the seed's
 # baseline functions accept).
-BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in ("greedy", "exhaustive"))
+# The searches that compare many subsets per step, which a bfloat16 screen can thin out.
+SCREENED_METHODS = ("greedy", "exhaustive")
+BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in SCREENED_METHODS)
 
 
 # Methods that differentiate the model.
@@ -185,7 +190,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 top_1_skip_source: Iterable[int] = (),
                 integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
                 max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None,
-                seed: int = 0, precision: str = "fp32") -> SequenceRationales:
+                seed: int = 0, precision: str = "auto") -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
     ``integrated_gradient_steps``: ``None`` takes the adapter's default
@@ -198,10 +203,15 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     reports ``(targets finished, targets)`` after every step, exhaustive search ``(subsets
     scored, upper bound)``; ``True`` prints a line on stderr, ``None`` (the default) only when
     stderr is a terminal.
-    ``precision``: ``"fp32"`` (the model's own precision), ``"bf16-exact"`` (greedy only so far:
-    candidates screened by the adapter's bfloat16 twin and decided in full precision, the same
-    rationales; :class:`~sequential_rationales.search.Screen`) or ``"bf16"`` (the whole method
-    on the twin: faster, not exact).
+    ``precision``: ``"fp32"`` (the model's own precision), ``"bf16-exact"`` (greedy and
+    exhaustive search: rows screened by the adapter's bfloat16 twin, decided in full
+    precision, the same rationales, see :class:`~sequential_rationales.search.Screen`; the
+    other methods add one token per step and record its full-precision probabilities, so there
+    they run in full precision), ``"bf16"`` (the whole method on the twin: faster, not exact)
+    or ``"auto"`` (``bf16-exact`` where bfloat16 is fast, else ``fp32``: see
+    :func:`~sequential_rationales.search.resolve_precision`). The precision used is kept in
+    ``extra["precision"]``, and under ``bf16-exact`` what the screen did in
+    ``extra["screening"]``.
     ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
     random_order`); the same seed gives the same rationales in every run.
     """
@@ -220,24 +230,30 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if top_1 and not adapter.is_conditional:
         raise ValueError("top_1 only applies to conditional (source-target) models")
-    check_choice(precision, "precision", PRECISIONS)
-    if precision == "bf16-exact" and method != "greedy":
-        raise ValueError(f"precision='bf16-exact' is implemented for greedy search; run "
-                         f"{method} with precision='fp32' or 'bf16'")
+    precision = resolve_precision(adapter, precision)
+    if precision == "bf16-exact" and method not in SCREENED_METHODS:
+        precision = "fp32"  # one row per step, each recorded: nothing to screen
+    run_on, run_precision = adapter, precision
     if precision == "bf16":
-        adapter, precision = bfloat16_twin(adapter, precision), "fp32"
+        run_on, run_precision = bfloat16_twin(adapter, precision), "fp32"
+    screening: dict = {}
     start = time.perf_counter()
-    rationales = chosen.run(adapter, problem, max_steps=max_steps,
+    rationales = chosen.run(run_on, problem, max_steps=max_steps,
                             max_tokens_per_batch=max_tokens_per_batch, top_1=top_1,
                             top_1_skip_source=tuple(top_1_skip_source),
                             integrated_gradient_steps=integrated_gradient_steps,
                             reuse_prefix=reuse_prefix, max_subsets=max_subsets,
-                            progress=progress, seed=seed, precision=precision)
+                            progress=progress, seed=seed, precision=run_precision,
+                            screening=screening)
+    extra = {"precision": precision}
+    if screening:
+        extra["screening"] = screening
     return SequenceRationales(
         method=method,
         target_ids=[int(i) for i in problem.target_ids],
         source_ids=None if problem.source_ids is None else [int(i) for i in problem.source_ids],
         rationales=rationales,
         duration=time.perf_counter() - start,
+        extra=extra,
     )
 

@@ -138,6 +138,7 @@ def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
         "all_rationales": [r.target_rationale for r in result.rationales],
         "duration": result.duration,
         "method": result.method,
+        **_precision_fields(result),
     }
 
 
@@ -169,7 +170,13 @@ def conditional_log(result: SequenceRationales, decode_source: Decoder,
         "all_target_rationales": [r.target_rationale for r in result.rationales],
         "duration": result.duration,
         "method": result.method,
+        **_precision_fields(result),
     }
+
+
+def _precision_fields(result: SequenceRationales) -> dict[str, Any]:
+    """The precision the search ran in and what its screen did, where recorded (``extra``)."""
+    return {key: result.extra[key] for key in ("precision", "screening") if key in result.extra}
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike,

@@ -468,29 +468,56 @@ def _first_best(values: Tensor, owners: Tensor, num_owners: int) -> tuple[Tensor
     return best, first
 
 
-PRECISIONS = ("fp32", "bf16-exact", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16-exact", "bf16")
+# "auto" screens on CPU from this model size on (see resolve_precision).
+CPU_SCREEN_PARAMETERS = 100_000_000
 
 
 class Screen:
-    """``precision="bf16-exact"``: a greedy step scores every candidate with the adapter's
-    bfloat16 twin, re-scores in the adapter's own precision only the candidates within
-    ``delta`` of their target's best, and decides among those exactly as the full-precision
-    search would (the same scores, ties to the earliest candidate, the stop condition).
+    """``precision="bf16-exact"``: every row is scored first by the adapter's bfloat16 twin;
+    only the rows that could decide (within the margin ``delta`` of a best score, or of the
+    argmax condition) are re-scored in the adapter's own precision, and the decision is taken
+    among those exactly as the full-precision search would (the same scores, ties to the
+    earliest row, the stop condition).
 
-    The full-precision best is a contender whenever every bfloat16 score is within
-    ``delta / 2`` of its full-precision value. The errors are measured on every re-scored
-    contender; when one exceeds ``delta / 4`` (a safety factor of two), ``delta`` widens to
-    eight times it and the step is decided again with the wider margin.
+    A row outside the margin cannot decide while every bfloat16 score is within ``delta / 2``
+    of its full-precision value. The errors are measured on every re-scored row; when one
+    exceeds ``delta / 4`` (a safety factor of two), ``delta`` widens to eight times it and the
+    decision is taken again with the wider margin.
     """
 
     def __init__(self, rough: SubsetScorer, exact: SubsetScorer, delta: float = 0.05) -> None:
         self.rough, self.exact, self.delta = rough, exact, delta
-        self.scored = self.rescored = 0  # candidates: all, and re-scored in full precision
+        self.scored = self.rescored = 0  # rows: all, and re-scored in full precision
         self.largest_error = 0.0
+
+    def statistics(self) -> dict[str, float]:
+        """What the screen did: rows scored, re-scored in full precision, the final margin."""
+        return {"rows": self.scored, "rescored": self.rescored, "margin": self.delta,
+                "largest_error": self.largest_error}
+
+    def _rescore(self, codes: Tensor, goals: Tensor) -> Tensor:
+        table = self.exact(codes, goals)
+        _check_finite(table)
+        self.rescored += len(table)
+        return table
+
+    def _holds(self, rough: Tensor, exact: Tensor) -> bool:
+        """Record the screening errors of re-scored rows; ``False`` (and a wider margin) when
+        one came close to the margin."""
+        if not len(exact):
+            return True
+        error = float((exact - rough).abs().max())
+        self.largest_error = max(self.largest_error, error)
+        if error <= self.delta / 4:
+            return True
+        self.delta = 8 * error
+        return False
 
     def choose(self, base: Tensor, owners: Tensor, candidates: Tensor, goals: Tensor,
                num_owners: int) -> tuple[Tensor, Tensor]:
-        """Per owner, the chosen candidate and its full-precision ``[3]`` scores."""
+        """Greedy step: per owner, the chosen candidate and its full-precision ``[3]`` scores
+        (the step's rows as :meth:`SubsetScorer.extensions` takes them)."""
         rough = self.rough.extensions(base, owners, candidates, goals)
         _check_finite(rough)
         self.scored += len(rough)
@@ -503,18 +530,36 @@ class Screen:
                 index = torch.tensor(new, dtype=torch.long)
                 codes = torch.sort(torch.cat([base[owners[index]], candidates[index, None]], 1),
                                    dim=1).values
-                table = self.exact(codes, goals[index])
-                _check_finite(table)
-                exact.update(zip(new, table, strict=True))
-                self.rescored += len(new)
+                exact.update(zip(new, self._rescore(codes, goals[index]), strict=True))
             scores = torch.stack([exact[int(r)] for r in rows])
-            error = float((scores[:, 0] - rough[rows, 0]).abs().max())
-            self.largest_error = max(self.largest_error, error)
-            if error <= self.delta / 4:
+            if self._holds(rough[rows, 0], scores[:, 0]):
                 break
-            self.delta = 8 * error  # a contender came close to the margin: widen, decide again
         _, best = _first_best(scores[:, 0], owners[rows], num_owners)
         return candidates[rows[best]], scores[best]
+
+    def deciding_rows(self, codes: Tensor, goals: Tensor, owners: Tensor, top: Tensor
+                      ) -> tuple[Tensor, Tensor] | None:
+        """Exhaustive search, one chunk of a size's subsets: the rows that could decide and
+        their full-precision scores, or ``None`` when the margin had to widen (the size must
+        then be searched again). ``top`` holds each target's best bfloat16 ``log p(goal)`` of
+        the size so far and is updated.
+
+        A row can decide when it could reach the argmax condition (its argmax is within the
+        margin of its goal: each of the two scores within half of it) or when its goal score is
+        within the margin of its target's best so far (the best only rises, so a row left out
+        stays out).
+        """
+        rough = self.rough(codes, goals)
+        _check_finite(rough)
+        self.scored += len(rough)
+        top.scatter_reduce_(0, owners, rough[:, 0], "amax")
+        near_argmax = rough[:, 2] - rough[:, 0] <= self.delta
+        near_best = rough[:, 0] >= top[owners] - self.delta
+        rows = (near_argmax | near_best).nonzero()[:, 0]
+        exact = self._rescore(codes[rows], goals[rows])
+        if not self._holds(rough[rows][:, [0, 2]], exact[:, [0, 2]]):
+            return None
+        return rows, exact
 
 
 def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
@@ -527,6 +572,50 @@ def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
     return with_dtype(torch.bfloat16)
 
 
+def resolve_precision(adapter: ModelAdapter, precision: str = "auto") -> str:
+    """``precision``, with ``"auto"`` resolved: ``"bf16-exact"`` where bfloat16 arithmetic is
+    fast for this adapter's float32 model (a CUDA GPU with bfloat16 support; a CPU with
+    bfloat16 instructions and a model of at least :data:`CPU_SCREEN_PARAMETERS` parameters,
+    below which a bfloat16 pass saves too little to pay for the re-scoring), else ``"fp32"``.
+    Either gives the same rationales."""
+    check_choice(precision, "precision", PRECISIONS)
+    if precision != "auto":
+        return precision
+    model = getattr(adapter, "model", None)
+    if (getattr(adapter, "dtype", None) != torch.float32 or not hasattr(adapter, "with_dtype")
+            or not isinstance(model, torch.nn.Module)):
+        return "fp32"
+    device = torch.device(adapter.device)
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported(including_emulation=False)
+    elif device.type == "cpu":
+        fast = ((torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+                and sum(p.numel() for p in model.parameters()) >= CPU_SCREEN_PARAMETERS)
+    else:
+        fast = False
+    return "bf16-exact" if fast else "fp32"
+
+
+def _with_precision(adapter: ModelAdapter, precision: str) -> tuple[ModelAdapter, str]:
+    """The adapter a search runs on and its remaining precision: ``"bf16"`` runs everything on
+    the twin (then ``"fp32"`` there), ``"auto"`` is resolved."""
+    precision = resolve_precision(adapter, precision)
+    if precision == "bf16":
+        return bfloat16_twin(adapter, precision), "fp32"
+    if precision == "bf16-exact" and getattr(adapter, "dtype", None) == torch.bfloat16:
+        return adapter, "fp32"  # already the twin's precision: nothing to screen
+    return adapter, precision
+
+
+def _screen(adapter: ModelAdapter, scorer: SubsetScorer, precision: str) -> Screen | None:
+    """The screen of ``precision="bf16-exact"`` around the full-precision ``scorer``."""
+    if precision != "bf16-exact":
+        return None
+    rough = SubsetScorer(bfloat16_twin(adapter, precision), scorer.problem, scorer.budget,
+                         scorer.group_by_length, scorer.reuse_prefix)
+    return Screen(rough, scorer)
+
+
 # A proposal strategy: (active target indices [A], their sorted rationales [A, k]) ->
 # (owner rows [R] indexing the active targets, candidate codes [R]), owners ascending and,
 # within an owner, codes in the order ties are broken (earliest first).
@@ -536,18 +625,14 @@ Proposer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Proposer,
           max_steps: int, max_tokens_per_batch: int | None, top_1: bool,
           top_1_skip_source: frozenset[int], group_by_length: bool, reuse_prefix: bool,
-          report: Progress | None = None, precision: str = "fp32"
-          ) -> list[TargetRationale]:
+          report: Progress | None = None, precision: str = "fp32",
+          screening: dict | None = None) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
     its proposed candidates and keeps the one with the highest ``log p(y_t)``; ``report``
     hears ``(targets finished, targets)`` after every step."""
     check_positive_int(max_steps, "max_steps")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
-    screen = None
-    if precision == "bf16-exact":
-        rough = SubsetScorer(bfloat16_twin(adapter, precision), problem, max_tokens_per_batch,
-                             group_by_length, reuse_prefix)
-        screen = Screen(rough, scorer)
+    screen = _screen(adapter, scorer, precision)
     targets = list(problem.targets)
     positions = torch.tensor(targets, dtype=torch.long)
     goals = problem.target_ids[positions].long()
@@ -598,6 +683,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
         active = active[keep]
         if report is not None:
             report(len(targets) - len(active), len(targets))
+    if screen is not None and screening is not None:
+        screening.update(screen.statistics())
     return [
         TargetRationale(target_position=t, goal_id=int(goals[i]),
                         rationale=[problem.decode_code(c) for c in chosen[i]],
@@ -610,7 +697,8 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
                   max_tokens_per_batch: int | None = None, top_1: bool = False,
                   top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
                   reuse_prefix: bool = True, progress: bool | Progress | None = False,
-                  precision: str = "fp32") -> list[TargetRationale]:
+                  precision: str = "auto", screening: dict | None = None
+                  ) -> list[TargetRationale]:
     """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
 
     Args:
@@ -628,11 +716,12 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
             ``True`` for a line on stderr, ``None`` for one only when stderr is a terminal.
         precision: ``"fp32"`` (the adapter's own precision), ``"bf16-exact"`` (candidates
             screened by a bfloat16 twin, decided in full precision: the same rationales, see
-            :class:`Screen`) or ``"bf16"`` (everything on the twin: faster, not exact).
+            :class:`Screen`), ``"bf16"`` (everything on the twin: faster, not exact) or
+            ``"auto"`` (``bf16-exact`` where it is faster, see :func:`resolve_precision`).
+        screening: a dict that receives the screen's statistics under ``bf16-exact``
+            (:meth:`Screen.statistics`).
     """
-    check_choice(precision, "precision", PRECISIONS)
-    if precision == "bf16":
-        adapter, precision = bfloat16_twin(adapter, precision), "fp32"
+    adapter, precision = _with_precision(adapter, precision)
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
     def propose(active: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
@@ -646,7 +735,7 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
 
     return _grow(adapter, problem, propose, max_steps, max_tokens_per_batch, top_1,
                  frozenset(top_1_skip_source), group_by_length, reuse_prefix,
-                 _progress_callback(progress, "greedy", "targets"), precision)
+                 _progress_callback(progress, "greedy", "targets"), precision, screening)
 
 
 def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
@@ -729,7 +818,8 @@ def _progress_callback(progress: bool | Progress | None, search: str, unit: str
 def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, max_steps: int = 6,
                       max_tokens_per_batch: int | None = None, group_by_length: bool = True,
                       max_subsets: int = DEFAULT_MAX_SUBSETS,
-                      progress: bool | Progress | None = None) -> list[TargetRationale]:
+                      progress: bool | Progress | None = None, precision: str = "auto",
+                      screening: dict | None = None) -> list[TargetRationale]:
     """Exact minimum-size rationales: all subsets containing ``t-1`` of size 1, 2, ...,
     ``max_steps``. Among the sufficient subsets of the smallest size, the one with the highest
     ``p(y_t)`` is returned. A target with no sufficient subset within ``max_steps`` gets the
@@ -739,18 +829,22 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
     up front by :func:`count_exhaustive_subsets`) the search refuses to start.
     ``progress`` reports ``(subsets scored, upper bound)`` after each forward pass (see
     :func:`_progress_callback`); the bound is reached only if no target stops early.
+    ``precision`` and ``screening``: as for :func:`greedy_search`; under ``bf16-exact`` the
+    subsets that could decide a size are re-scored (:meth:`Screen.deciding_rows`).
     """
     check_positive_int(max_steps, "max_steps")
     check_positive_int(max_subsets, "max_subsets")
+    adapter, precision = _with_precision(adapter, precision)
     total = check_exhaustive_size(problem, max_steps, max_subsets)
     report = _progress_callback(progress, "exhaustive", "subsets")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
+    screen = _screen(adapter, scorer, precision)
     scored = [0]
     if report is not None:  # after every forward pass, so the batches stay as they are
         def count(rows: int) -> None:
             scored[0] += rows
-            report(scored[0], total)
-        scorer.on_rows = count
+            report(min(scored[0], total), total)
+        (scorer if screen is None else screen.rough).on_rows = count
     targets = list(problem.targets)
     goals = problem.target_ids[torch.tensor(targets, dtype=torch.long)].long()
     rationale: dict[int, Tensor] = {}
@@ -758,27 +852,7 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
     reached = [False] * len(targets)
     active = list(range(len(targets)))
     for size in range(1, max_steps + 1):
-        # Per target: best row overall, best row that reaches the argmax (value, codes, table).
-        best_any = _RunningBest(len(targets), size)
-        best_ok = _RunningBest(len(targets), size)
-
-        def rows() -> Iterable[tuple[int, tuple[int, ...]]]:
-            for i in active:
-                prev = problem.previous_code(targets[i])
-                others = [c for c in range(problem.context_size(targets[i])) if c != prev]
-                for combo in itertools.combinations(others, size - 1):
-                    yield i, (*combo, prev)
-
-        stream = rows()
-        while chunk := list(itertools.islice(stream, max(1, _ROWS_ELEMENTS // size))):
-            owners = torch.tensor([i for i, _ in chunk], dtype=torch.long)
-            codes = torch.sort(torch.tensor([c for _, c in chunk], dtype=torch.long)
-                               .view(len(chunk), size), dim=1).values
-            table = scorer(codes, goals[owners])
-            _check_finite(table)
-            best_any.update(owners, codes, table, table[:, 0])
-            ok = table[:, 1].long() == goals[owners]
-            best_ok.update(owners, codes, table, table[:, 0], valid=ok)
+        best_any, best_ok = _search_size(problem, scorer, screen, targets, goals, active, size)
         still_active = []
         for i in active:
             if not best_any.found[i]:  # no subset of this size exists: the context is exhausted
@@ -799,6 +873,8 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
             break
     if report is not None and scored[0] < total:
         report(total, total)  # the targets stopped early: the search is complete
+    if screen is not None and screening is not None:
+        screening.update(screen.statistics())
     results = []
     for i, t in enumerate(targets):
         prev = problem.previous_code(t)
@@ -808,6 +884,46 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
             rationale=[problem.decode_code(c) for c in codes], steps=steps[i],
             reached_argmax=reached[i]))
     return results
+
+
+def _search_size(problem: RationalizationProblem, scorer: SubsetScorer, screen: Screen | None,
+                 targets: list[int], goals: Tensor, active: list[int], size: int
+                 ) -> tuple[_RunningBest, _RunningBest]:
+    """Score every subset of ``size`` of the active targets: per target, the best row overall
+    and the best row that reaches the argmax, in enumeration order (ties: the first).
+    Under a screen, only the rows that could decide are kept; when its margin widens the size
+    is searched again, since rows left out under the narrower margin might decide."""
+    while True:
+        best_any = _RunningBest(len(targets), size)
+        best_ok = _RunningBest(len(targets), size)
+        top = torch.full((len(targets),), float("-inf"), dtype=torch.float64)
+
+        def rows() -> Iterable[tuple[int, tuple[int, ...]]]:
+            for i in active:
+                prev = problem.previous_code(targets[i])
+                others = [c for c in range(problem.context_size(targets[i])) if c != prev]
+                for combo in itertools.combinations(others, size - 1):
+                    yield i, (*combo, prev)
+
+        stream = rows()
+        while chunk := list(itertools.islice(stream, max(1, _ROWS_ELEMENTS // size))):
+            owners = torch.tensor([i for i, _ in chunk], dtype=torch.long)
+            codes = torch.sort(torch.tensor([c for _, c in chunk], dtype=torch.long)
+                               .view(len(chunk), size), dim=1).values
+            if screen is None:
+                table = scorer(codes, goals[owners])
+                _check_finite(table)
+            else:
+                deciding = screen.deciding_rows(codes, goals[owners], owners, top)
+                if deciding is None:
+                    break
+                rows_kept, table = deciding
+                owners, codes = owners[rows_kept], codes[rows_kept]
+            best_any.update(owners, codes, table, table[:, 0])
+            ok = table[:, 1].long() == goals[owners]
+            best_ok.update(owners, codes, table, table[:, 0], valid=ok)
+        else:
+            return best_any, best_ok
 
 
 class _RunningBest:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales import list_methods
+from sequential_rationales.search import CPU_SCREEN_PARAMETERS, PRECISIONS
 from sequential_rationales.text import Input, Job, Rationalizer, load
 from sequential_rationales.validation import InputError, utf8_lines
 
@@ -101,11 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available; "
                         "sharded runs on CUDA use cuda:LOCAL_RANK)")
-    p.add_argument("--precision", choices=("fp32", "bf16-exact", "bf16"), default="fp32",
-                   help="greedy search: fp32 (the model's own precision); bf16-exact (screen "
-                        "the candidates with a bfloat16 copy of the model, decide in full "
-                        "precision: the same rationales); bf16 (all in bfloat16: faster, not "
-                        "exact)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="fp32 (the model's own precision); bf16-exact (greedy and exhaustive "
+                        "search: screen the subsets with a bfloat16 copy of the model, decide "
+                        "in full precision: the same rationales, faster where bfloat16 is); "
+                        "bf16 (all in bfloat16: faster, not exact); auto (the default: "
+                        "bf16-exact on GPUs with bfloat16 and on CPUs with bfloat16 "
+                        f"instructions for models of {CPU_SCREEN_PARAMETERS / 1e6:g}M "
+                        "parameters or more, else fp32)")
     p.add_argument("--device-map", default=None, metavar="MAP",
                    help="spread a Hugging Face model too large for one device over several "
                         "with accelerate (auto, balanced, balanced_low_0, sequential); "
@@ -260,7 +264,7 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
-    if args.precision != "fp32":  # likewise
+    if args.precision == "bf16":  # the exact precisions give the same results: resumable
         settings["precision"] = args.precision
     extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}
     base = adapter_base(model, args.base_model) if model.is_dir() else None

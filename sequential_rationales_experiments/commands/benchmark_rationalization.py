@@ -31,7 +31,8 @@ moves; ``identical`` the targets whose rationales (positions, in the order added
 same; ``fwd share`` the share of our time spent inside the model's forward passes (for
 integrated gradients, backward passes are outside it). That share comes from a second,
 instrumented run of ours, so the CUDA synchronizations the timer needs do not slow down the
-timed run.
+timed run. ``rescored`` (``--precision bf16-exact``): the share of the subsets that the
+bfloat16 screen passed on to be scored again in float32.
 
     python scripts/benchmark_rationalization.py                      # CPU, 2 threads
     python scripts/benchmark_rationalization.py --device cuda --json gpu.json
@@ -56,6 +57,8 @@ from torch import Tensor, nn
 
 from sequential_rationales import RationalizationProblem, rationalize
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.methods import SCREENED_METHODS
+from sequential_rationales.search import PRECISIONS
 from sequential_rationales_experiments.cli import ProgramParser, positive_int
 from sequential_rationales_experiments.timing import synchronize
 
@@ -249,26 +252,33 @@ def paper_rationalize(model: nn.Module, ids: Tensor, targets: Sequence[int], met
 
 def ours_rationalize(adapter: HuggingFaceCausalLM, ids: Tensor, targets: Sequence[int],
                      method: str, max_steps: int, ig_steps: int, max_tokens_per_batch: int | None,
-                     reuse_prefix: bool = True, precision: str = "fp32") -> list[list[int]]:
+                     reuse_prefix: bool = True, precision: str = "fp32",
+                     screening: dict[str, float] | None = None) -> list[list[int]]:
+    """Our rationales (positions in the order added); ``screening`` sums the rows scored and
+    re-scored by a ``bf16-exact`` screen."""
     # Without --max-tokens-per-batch the package's own default budget applies.
     budget = {} if max_tokens_per_batch is None else {"max_tokens_per_batch": max_tokens_per_batch}
     result = rationalize(adapter, RationalizationProblem(ids, targets=list(targets)), method,
                          max_steps=max_steps, integrated_gradient_steps=ig_steps,
                          reuse_prefix=reuse_prefix, progress=False, precision=precision,
                          **budget)
+    if screening is not None:
+        for key in ("rows", "rescored"):
+            screening[key] = screening.get(key, 0) + result.extra.get("screening", {}).get(key, 0)
     return [r.target_rationale for r in result.rationales]
 
 
 class ForwardTimer:
-    """Seconds spent inside the model's forward (or, when the caller runs them on their own,
-    its body's or output layer's forward), synchronized on CUDA. Nested calls count once."""
+    """Seconds spent inside the models' forward (or, when the caller runs them on their own,
+    their bodies' or output layers' forward), synchronized on CUDA. Nested calls count once."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.device = next(model.parameters()).device
+    def __init__(self, *models: nn.Module) -> None:
+        self.device = next(models[0].parameters()).device
         self.seconds = 0.0
         self._depth = 0
         self._start = 0.0
-        modules = {id(m): m for m in (model, model.base_model, model.get_output_embeddings())}
+        modules = {id(m): m for model in models
+                   for m in (model, model.base_model, model.get_output_embeddings())}
         self._handles = []
         for module in modules.values():
             self._handles.append(module.register_forward_pre_hook(self._enter))
@@ -360,13 +370,19 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace,
     def paper(ids: Tensor, chosen: Sequence[int]) -> list[list[int]]:
         return paper_rationalize(model, ids, chosen, config.method, max_steps, args.ig_steps)
 
+    screening: dict[str, float] = {}
+
     def ours(ids: Tensor, chosen: Sequence[int]) -> list[list[int]]:
         return ours_rationalize(adapter, ids.cpu(), chosen, config.method, max_steps,
                                 args.ig_steps, args.max_tokens_per_batch,
-                                not args.no_prefix_reuse, precision)
+                                not args.no_prefix_reuse, precision, screening)
 
+    # The bfloat16 twin (precisions other than fp32) runs forward passes too.
+    models = [model] + ([adapter.with_dtype(torch.bfloat16).model]
+                        if precision in ("bf16-exact", "bf16") else [])
     paper(sequences[0], targets[:2])  # warm-up
     ours(sequences[0], targets[:2])
+    screening.clear()  # counted over the timed and the instrumented runs alike
     paper_s: list[float] = []  # per sequence
     ours_s: list[float] = []
     forward_s = instrumented_s = 0.0
@@ -379,7 +395,7 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace,
         for name, fn in runs if k % 2 == 0 else runs[::-1]:
             out[name], seconds = timed(device, lambda: fn(ids, targets))
             (paper_s if name == "paper" else ours_s).append(seconds)
-        with ForwardTimer(model) as timer:
+        with ForwardTimer(*models) as timer:
             _, seconds = timed(device, lambda: ours(ids, targets))
         forward_s += timer.seconds
         instrumented_s += seconds
@@ -395,6 +411,8 @@ def benchmark_row(config: Config, dtype: str, args: argparse.Namespace,
         "median_ratio": statistics.median(p / o for p, o in zip(paper_s, ours_s)),
         "identical": identical, "identical_of": f"{identical}/{total}",
         "forward_share": forward_s / instrumented_s,
+        "rescored_share": (screening["rescored"] / screening["rows"]
+                           if screening.get("rows") else None),
         "paper_s_per_sequence": paper_s, "ours_s_per_sequence": ours_s,
     }
 
@@ -403,10 +421,10 @@ COLUMNS = [("config", "{}", 26), ("method", "{}", 10), ("dtype", "{}", 8),
            ("precision", "{}", 10), ("targets", "{}", 7),
            ("mean_size", "{:.2f}", 5), ("paper_s", "{:.2f}", 8), ("ours_s", "{:.2f}", 8),
            ("ratio", "{:.2f}x", 7), ("median_ratio", "{:.2f}x", 9), ("identical_of", "{}", 9),
-           ("forward_share", "{:.0%}", 9)]
+           ("forward_share", "{:.0%}", 9), ("rescored_share", "{:.1%}", 8)]
 HEADERS = {"mean_size": "size", "paper_s": "paper s", "ours_s": "ours s",
            "median_ratio": "med ratio", "identical_of": "identical",
-           "forward_share": "fwd share"}
+           "forward_share": "fwd share", "rescored_share": "rescored"}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -416,7 +434,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     out = [line([HEADERS.get(key, key) for key, _, _ in COLUMNS])]
     for row in rows:
-        cells = [fmt.format(METHODS[row[key]] if key == "method" else row[key])
+        cells = ["-" if row[key] is None else
+                 fmt.format(METHODS[row[key]] if key == "method" else row[key])
                  for key, fmt, _ in COLUMNS]
         out.append(line(cells))
     return "\n".join(out)
@@ -457,10 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefix-reuse", action="store_true",
                    help="ours without reusing the keys and values of rationale prefixes "
                         "(to measure what that reuse gains)")
-    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16-exact", "bf16"],
-                   default=["fp32"],
-                   help="our greedy search's precision, one row each (float32 models): fp32, "
-                        "bf16-exact (bfloat16 screening, float32 decisions) or bf16")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
+                   help="our precision, one row each (float32 models): fp32, bf16-exact "
+                        "(bfloat16 screening, float32 decisions; greedy and exhaustive "
+                        "search only, where the rescored column gives the share of rows "
+                        "re-scored in float32), bf16 or auto")
     p.add_argument("--scaling", action="store_true",
                    help="instead of the configurations: how time and memory grow with the "
                         "context (see --lengths), each length in its own process")
@@ -574,9 +594,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     try:
         for config in configs:
             for dtype in args.dtype or config.dtypes:
-                # Only greedy screens in bfloat16 so far; a bf16 model has nothing to screen.
-                for precision in (args.precision if config.method == "greedy"
-                                  and dtype == "float32" else ["fp32"]):
+                # A bf16 model has nothing to screen; integrated gradients run in full
+                # precision under bf16-exact (only the searches screen).
+                precisions = [p for p in args.precision if dtype == "float32" and (
+                    config.method in SCREENED_METHODS or p not in ("bf16-exact", "auto"))]
+                for precision in precisions or ["fp32"]:
                     print(f"{config.name} ({dtype}, {precision}) ...", end=" ", flush=True)
                     row_start = time.perf_counter()
                     rows.append(benchmark_row(config, dtype, args, precision))
