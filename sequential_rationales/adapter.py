@@ -36,12 +36,17 @@ Conventions shared by all adapters
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import copy
+import itertools
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from .validation import InputError
 
 
 def input_device(model: nn.Module, first: nn.Module | None = None) -> torch.device:
@@ -63,6 +68,56 @@ def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+# Copies of a model in other dtypes, kept while the model lives: every adapter of one model
+# shares them (translation makes an adapter per sentence, which must not copy the model each).
+# Each is kept with the state of the weights it was copied from.
+_MODEL_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[torch.dtype, tuple[tuple, nn.Module]]] = (
+    weakref.WeakKeyDictionary())
+
+AdapterT = TypeVar("AdapterT")
+
+
+def weights_state(model: nn.Module) -> tuple:
+    """Changes whenever a weight of ``model`` is replaced or changed in place (an optimizer
+    step, ``load_state_dict``): a copy made from other weights is stale."""
+    state = []
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        try:
+            version = tensor._version
+        except RuntimeError:  # a tensor made under inference_mode keeps no version
+            version = None
+        state.append((tensor.data_ptr(), version))
+    return tuple(state)
+
+
+def dtype_twin(adapter: AdapterT, dtype: torch.dtype, rebuild: Callable[[nn.Module], AdapterT]
+               ) -> AdapterT:
+    """``adapter``'s twin in ``dtype``: ``adapter`` itself for its own ``dtype``, else
+    ``rebuild`` (the adapter's constructor, settings bound) applied to a copy of
+    ``adapter.model`` in ``dtype``. The twin is kept in ``adapter._twins`` and the copy is
+    shared by every adapter of the model (it costs the model's size in ``dtype``); both are
+    made again when the model's weights have changed since."""
+    if dtype == adapter.dtype:
+        return adapter
+    model = adapter.model
+    state = weights_state(model)
+    kept = adapter._twins.get(dtype)
+    if kept is None or kept[0] != state:
+        if getattr(model, "hf_device_map", None) is not None:
+            raise InputError("a lower-precision twin of a model spread by device_map is not "
+                             "made; use precision='fp32'")
+        copies = _MODEL_COPIES.setdefault(model, {})
+        if dtype not in copies or copies[dtype][0] != state:
+            copies[dtype] = (state, copy.deepcopy(model).to(dtype))
+        adapter._twins[dtype] = kept = (state, rebuild(copies[dtype][1]))
+    return kept[1]
 
 
 @contextlib.contextmanager

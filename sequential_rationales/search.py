@@ -567,7 +567,7 @@ def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
     with_dtype = getattr(adapter, "with_dtype", None)
     if with_dtype is None:
         raise ValueError(f"precision={precision!r} needs an adapter with a bfloat16 twin "
-                         f"(with_dtype; Hugging Face causal LMs have one), not "
+                         f"(with_dtype: the Hugging Face and fairseq adapters have one), not "
                          f"{type(adapter).__name__}; use precision='fp32'")
     return with_dtype(torch.bfloat16)
 

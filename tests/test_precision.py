@@ -242,3 +242,20 @@ def test_auto_screens_where_bfloat16_is_fast(tiny_gpt2, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_precision(adapter) == "fp32"  # no bfloat16 instructions
     assert rationalize(adapter, problem).extra["precision"] == "fp32"
+
+
+def test_the_twin_follows_changed_weights(tiny_gpt2):
+    import copy
+
+    model = copy.deepcopy(tiny_gpt2)
+    adapter = HuggingFaceCausalLM(model)
+    twin = adapter.with_dtype(torch.bfloat16)
+    assert HuggingFaceCausalLM(model).with_dtype(torch.bfloat16).model is twin.model  # shared
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(input_ids=torch.tensor([[3, 5, 7]]), labels=torch.tensor([[3, 5, 7]])).loss.backward()
+    optimizer.step()  # weights changed in place: the copy is stale
+    fresh = adapter.with_dtype(torch.bfloat16)
+    assert fresh is not twin and fresh.model is not twin.model
+    for old, new in zip(model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(old.to(torch.bfloat16), new)
+    assert adapter.with_dtype(torch.bfloat16) is fresh  # unchanged since: kept

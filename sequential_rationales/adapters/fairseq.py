@@ -21,7 +21,14 @@ import inspect
 import torch
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode
+from ..adapter import (
+    AttentionMaps,
+    Embeddings,
+    SubsetBatch,
+    dtype_twin,
+    eval_mode,
+    parameter_dtype,
+)
 from ..search import scores_from_logits
 
 
@@ -130,7 +137,15 @@ class FairseqLanguageModel(_NextTokenScores):
         self.vocab_size = len(self.decoder.dictionary)
         self.max_positions = _max_positions(self.model.max_positions(), 0)
         self.device = next(self.model.parameters()).device
+        self.dtype = parameter_dtype(self.model)
+        self._twins: dict[torch.dtype, tuple[tuple, FairseqLanguageModel]] = {}  # dtype_twin
         self.input_embedding_scale = (float(self.decoder.embed_scale), 1.0)
+
+    def with_dtype(self, dtype: torch.dtype) -> FairseqLanguageModel:
+        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
+        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
+        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        return dtype_twin(self, dtype, FairseqLanguageModel)
 
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
         tokens = batch.target_ids.masked_fill(~batch.target_mask, self.pad)
@@ -186,8 +201,17 @@ class FairseqTranslationModel(_NextTokenScores):
         self.max_positions = _max_positions(limits, 1)
         self.source_length = source_length
         self.device = next(self.model.parameters()).device
+        self.dtype = parameter_dtype(self.model)
+        self._twins: dict[torch.dtype, tuple[tuple, FairseqTranslationModel]] = {}  # dtype_twin
         self.input_embedding_scale = (float(self.decoder.embed_scale),
                                       float(self.encoder.embed_scale))
+
+    def with_dtype(self, dtype: torch.dtype) -> FairseqTranslationModel:
+        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
+        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
+        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        return dtype_twin(self, dtype,
+                          lambda twin: FairseqTranslationModel(twin, self.source_length))
 
     def _source_with_eos(self, batch: SubsetBatch, embeddings: Tensor | None
                          ) -> tuple[Tensor, Tensor, Tensor | None]:

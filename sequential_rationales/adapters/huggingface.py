@@ -48,7 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode, input_device
+from ..adapter import (
+    AttentionMaps,
+    Embeddings,
+    SubsetBatch,
+    dtype_twin,
+    eval_mode,
+    input_device,
+    parameter_dtype,
+)
 from ..search import scores_from_logits
 from ..validation import InputError
 from ..word_dropout import self_attention_mask
@@ -394,9 +402,8 @@ class HuggingFaceCausalLM:
             (int(v) for k in ("n_positions", "max_position_embeddings", "n_ctx")
              if (v := getattr(config, k, None))), None)
         self.device = input_device(model, model.get_input_embeddings())
-        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
-                          torch.float32)
-        self._twins: dict[torch.dtype, HuggingFaceCausalLM] = {}
+        self.dtype = parameter_dtype(model)
+        self._twins: dict[torch.dtype, tuple[tuple, HuggingFaceCausalLM]] = {}  # dtype_twin
         if probe:
             # Probed once per model, attention implementation and layout: the seed functions
             # build an adapter per sequence.
@@ -538,16 +545,10 @@ class HuggingFaceCausalLM:
 
     def with_dtype(self, dtype: torch.dtype) -> HuggingFaceCausalLM:
         """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
-        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``."""
-        if dtype == self.dtype:
-            return self
-        if dtype not in self._twins:
-            if getattr(self.model, "hf_device_map", None) is not None:
-                raise InputError("a lower-precision twin of a model spread by device_map is not "
-                                 "made; use precision='fp32'")
-            twin = copy.deepcopy(self.model).to(dtype)
-            self._twins[dtype] = HuggingFaceCausalLM(twin, use_position_ids=self.sparse)
-        return self._twins[dtype]
+        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
+        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        return dtype_twin(self, dtype,
+                          lambda twin: HuggingFaceCausalLM(twin, use_position_ids=self.sparse))
 
     # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
     def prefix_cache(self, batch: SubsetBatch) -> object | None:

@@ -32,7 +32,15 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..adapter import AttentionMaps, Embeddings, SubsetBatch, eval_mode, input_device
+from ..adapter import (
+    AttentionMaps,
+    Embeddings,
+    SubsetBatch,
+    dtype_twin,
+    eval_mode,
+    input_device,
+    parameter_dtype,
+)
 from ..search import scores_from_logits
 from ..validation import InputError
 from .huggingface import block_list, causal_mask, eager_attention
@@ -176,6 +184,15 @@ class HuggingFaceSeq2Seq:
         self.max_positions = _max_positions(config)
         self.max_source_positions = _max_positions(config)
         self.device = input_device(model, model.get_input_embeddings())
+        self.dtype = parameter_dtype(model)
+        self._twins: dict[torch.dtype, tuple[tuple, HuggingFaceSeq2Seq]] = {}  # dtype_twin
+
+    def with_dtype(self, dtype: torch.dtype) -> HuggingFaceSeq2Seq:
+        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
+        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
+        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        return dtype_twin(self, dtype,
+                          lambda twin: HuggingFaceSeq2Seq(twin, self.source_length))
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         """Run the model in eval mode (dropout off) for the duration."""
@@ -206,7 +223,7 @@ class HuggingFaceSeq2Seq:
     def _decoder_mask(self, kept: Tensor) -> Tensor:
         """Additive ``[N, 1, L, L]`` mask: causal, kept keys only, every query sees itself (a
         padding column past a row's last position then has a defined, unused output)."""
-        return causal_mask(kept, next(self.model.parameters()).dtype)
+        return causal_mask(kept, self.dtype)
 
     # -- forward ---------------------------------------------------------------------------
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
