@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sequential_rationales.search import PRECISIONS
 from sequential_rationales_integrations.cli import (
     VERBOSE_HELP,
     HelpFormatter,
@@ -27,8 +28,9 @@ __all__ = ["VERBOSE_HELP", "HelpFormatter", "ProgramParser", "add_search_argumen
 
 def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
                          max_steps_help: str = "largest rationale size searched") -> None:
-    """``--max_steps``, ``--max_tokens_per_batch`` and ``--integrated_gradient_steps``: the
-    options of :func:`sequential_rationales.rationalize` every rationalizing program takes."""
+    """``--max_steps``, ``--max_tokens_per_batch``, ``--integrated_gradient_steps`` and
+    ``--precision``: the options of :func:`sequential_rationales.rationalize` every
+    rationalizing program takes."""
     parser.add_argument("--max_steps", type=positive_int, default=max_steps,
                         help=max_steps_help)
     parser.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
@@ -37,6 +39,11 @@ def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
     parser.add_argument("--integrated_gradient_steps", type=positive_int, default=None,
                         help="path steps of integrated gradients (default: the framework's, "
                              "as the paper's code: 100 for Hugging Face, 50 for fairseq)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default: bf16-exact where bfloat16 is fast, else fp32), "
+                             "fp32 (the model's own), bf16-exact (greedy and exhaustive "
+                             "search screened in bfloat16, decided in full precision: the "
+                             "same rationales) or bf16 (all in bfloat16: not exact)")
 
 
 def missing_data_error(path: Path, data_dir: Path) -> SystemExit:

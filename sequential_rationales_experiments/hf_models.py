@@ -158,7 +158,8 @@ def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
     """The provenance record of a dataset run (:mod:`.provenance`): model, tokenizer, method,
     the search settings the results depend on, and the program's own ``settings``."""
     path = resolve_model_path(args.checkpoint_dir, args.model_name_or_path)
-    search = provenance.search_settings(args.method, args.max_steps, args.integrated_gradient_steps)
+    search = provenance.search_settings(args.method, args.max_steps, args.integrated_gradient_steps,
+                                        args.precision)
     return provenance.make(program, args.method, path, args.tokenizer or path,
                            {**search, **settings}, experiment=experiment)
 
@@ -200,4 +201,4 @@ def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
     return rationalize_tokens(
         model, tokenizer, ids, args.method, start_step, verbose=args.verbose,
         max_steps=args.max_steps or provenance.DEFAULT_MAX_STEPS.get(args.method, 1024),
-        max_tokens_per_batch=args.max_tokens_per_batch, **options)
+        max_tokens_per_batch=args.max_tokens_per_batch, precision=args.precision, **options)

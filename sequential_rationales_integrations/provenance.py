@@ -93,13 +93,18 @@ def identity(path: str | os.PathLike, small_files: tuple[str, ...] = CONFIG_FILE
             "fingerprint": fingerprint(local, small_files)}
 
 
-def search_settings(method: str, max_steps: int | None,
-                    integrated_gradient_steps: int | None) -> dict[str, Any]:
+def search_settings(method: str, max_steps: int | None, integrated_gradient_steps: int | None,
+                    precision: str = "auto") -> dict[str, Any]:
     """The search settings results depend on, as a provenance record holds them (the
-    integrated-gradient steps only for the methods that use them)."""
-    return {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
-            "integrated_gradient_steps": (integrated_gradient_steps
-                                          if "integrated_gradient" in method else None)}
+    integrated-gradient steps only for the methods that use them; the precision only when it
+    is plain ``bf16``: the exact precisions give the same results, so one may resume another).
+    """
+    settings = {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
+                "integrated_gradient_steps": (integrated_gradient_steps
+                                              if "integrated_gradient" in method else None)}
+    if precision == "bf16":
+        settings["precision"] = precision
+    return settings
 
 
 def make(program: str, method: str, model: str | os.PathLike, tokenizer: str | os.PathLike,

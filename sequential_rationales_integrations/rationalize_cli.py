@@ -260,12 +260,11 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model)
     if not (model.is_dir() and (model / "config.json").is_file()):
         model = (fairseq_checkpoint(model) or model) if model.exists() else model
-    settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps),
+    settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps,
+                                  args.precision),
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
-    if args.precision == "bf16":  # the exact precisions give the same results: resumable
-        settings["precision"] = args.precision
     extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}
     base = adapter_base(model, args.base_model) if model.is_dir() else None
     if base is not None:  # an adapter: its base's weights matter as much as its own

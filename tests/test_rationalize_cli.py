@@ -344,3 +344,24 @@ def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
         rationalize.main(["--model", str(checkpoints), "--data", str(data), "--device", "cpu",
                           "--input", str(unknown), "--out", str(out)])
     assert not out.exists()
+
+
+def test_precision_is_recorded_and_exact_precisions_resume_each_other(lm_dir, tmp_path):
+    screened, exact = tmp_path / "screened.jsonl", tmp_path / "exact.jsonl"
+    run(lm_dir, "--text", *TEXTS[:2], "--out", str(screened), "--precision", "bf16-exact")
+    run(lm_dir, "--text", *TEXTS[:2], "--out", str(exact), "--precision", "fp32")
+    records = read(screened)
+    assert {r["precision"] for r in records} == {"bf16-exact"}
+    assert all(0 < r["screening"]["rescored"] <= r["screening"]["rows"] for r in records)
+    assert {r["precision"] for r in read(exact)} == {"fp32"}
+
+    def rationales(rs):
+        return [r["rationalization"] for r in rs]
+
+    assert rationales(records) == rationales(read(exact))
+    # The exact precisions give the same results: a run may go on in another one ...
+    summary = run(lm_dir, "--text", *TEXTS, "--out", str(screened), "--precision", "fp32")
+    assert summary["written"] == 1 and summary["records"] == 3
+    # ... but not in plain bfloat16, whose results differ.
+    with pytest.raises(InputError, match="was written by .*precision"):
+        run(lm_dir, "--text", *TEXTS, "--out", str(exact), "--precision", "bf16")

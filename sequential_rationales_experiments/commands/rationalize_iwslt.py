@@ -77,7 +77,7 @@ def run_provenance(args: argparse.Namespace, checkpoint: Path, data: Path) -> di
     """What the logs depend on: checkpoint, data (its dictionaries and split), method and
     search settings."""
     search = provenance.search_settings(args.method, args.max_steps,
-                                        args.integrated_gradient_steps)
+                                        args.integrated_gradient_steps, args.precision)
     settings = {**search, "top_1": args.top_1, "split": args.split}
     dictionaries = tuple(path.name for path in data.glob("dict.*.txt"))
     return provenance.make("rationalize_iwslt", args.method, checkpoint, data, settings,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
             adapter, source, target, decode_source, decode_target, method=args.method,
             max_steps=args.max_steps, max_tokens_per_batch=args.max_tokens_per_batch,
             top_1=args.top_1, integrated_gradient_steps=args.integrated_gradient_steps,
-            progress=False)  # the runner's bar counts examples
+            precision=args.precision, progress=False)  # the runner's bar counts examples
         if args.verbose:
             print(format_rationales(result, decode_target, decode_source))
         log["example_index"] = index
