@@ -12,6 +12,7 @@ The core is framework-free (torch and numpy only); framework code lives in
 """
 
 from .adapter import AttentionMaps, Embeddings, ModelAdapter, SubsetBatch, eval_mode
+from .extractor import RationaleExtractor, train_extractor
 from .html import render_html, write_html
 from .methods import (
     BASELINE_METHODS,
@@ -58,11 +59,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttentionMaps", "BASELINE_METHODS", "ContextToken", "Embeddings", "InputError",
-    "ModelAdapter", "Rationales", "RationalizationProblem", "Rationalizer", "SearchStep",
+    "ModelAdapter", "RationaleExtractor", "Rationales", "RationalizationProblem", "Rationalizer",
+    "SearchStep",
     "SequenceRationales", "SubsetBatch", "TargetRationale", "WORD_DROPOUT_TYPES", "WordDropout",
     "conditional_log", "conditional_problem", "eval_mode", "exhaustive_search",
     "format_rationales", "get_method", "greedy_search", "list_methods", "lm_log", "lm_problem",
     "load", "ordered_search", "rationalize", "rationalize_sequence", "rationalize_translation",
     "read_jsonl", "register_method", "render_html", "score_subsets", "self_attention_mask",
+    "train_extractor",
     "word_dropout_keep_mask", "write_html", "write_json_atomic", "write_jsonl"
 ]

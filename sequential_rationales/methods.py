@@ -10,6 +10,7 @@ import torch
 
 from .adapter import ModelAdapter
 from .baselines import BASELINE_SCORERS, importance_order
+from .extractor import RationaleExtractor, extractor_scores
 from .iba import iba_scores
 from .lrp import lrp_scores
 from .perturbation import occlusion_scores, random_orders
@@ -24,7 +25,7 @@ from .search import (
     ordered_search,
     resolve_precision,
 )
-from .validation import check_choice, check_positive_int, check_token_ids
+from .validation import InputError, check_choice, check_positive_int, check_token_ids
 
 SearchFn = Callable[..., list[TargetRationale]]
 #: ``scores_of(adapter, problem, *, max_tokens_per_batch, **options) -> {target: scores}``:
@@ -160,11 +161,24 @@ def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
                           top_1_skip_source, reuse_prefix=reuse_prefix)
 
 
-# Every registered ordering turned into a rationale by ordered search (the names the seed's
-# baseline functions accept).
+def _amortized_scores(adapter, problem, *, extractor=None, **_):
+    if extractor is None:
+        raise InputError("method 'amortized' needs a trained rationale extractor (extractor=, "
+                         "rationalize --extractor DIR); train one with "
+                         "rationales-train-rationalizer")
+    return extractor_scores(extractor, adapter, problem)
+
+
+_register_ordering("amortized", "order by a learned rationale extractor's scores (one forward "
+                   "pass for all targets; needs extractor=)", _amortized_scores)
+
 # The searches that compare many subsets per step, which a bfloat16 screen can thin out.
 SCREENED_METHODS = ("greedy", "exhaustive")
-BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in SCREENED_METHODS)
+# Methods that need a trained artifact besides the model (run them with it).
+TRAINED_METHODS = ("amortized",)
+# Every registered ordering that needs nothing but the model, turned into a rationale by
+# ordered search (the names the seed's baseline functions accept).
+BASELINE_METHODS = tuple(n for n in _REGISTRY if n not in SCREENED_METHODS + TRAINED_METHODS)
 
 
 # Methods that differentiate the model.
@@ -190,7 +204,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 top_1_skip_source: Iterable[int] = (),
                 integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
                 max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None,
-                seed: int = 0, precision: str = "auto") -> SequenceRationales:
+                seed: int = 0, precision: str = "auto",
+                extractor: RationaleExtractor | None = None) -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
     ``integrated_gradient_steps``: ``None`` takes the adapter's default
@@ -212,6 +227,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     :func:`~sequential_rationales.search.resolve_precision`). The precision used is kept in
     ``extra["precision"]``, and under ``bf16-exact`` what the screen did in
     ``extra["screening"]``.
+    ``extractor``: the ``amortized`` method's trained
+    :class:`~sequential_rationales.extractor.RationaleExtractor`.
     ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
     random_order`); the same seed gives the same rationales in every run.
     """
@@ -244,7 +261,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                             integrated_gradient_steps=integrated_gradient_steps,
                             reuse_prefix=reuse_prefix, max_subsets=max_subsets,
                             progress=progress, seed=seed, precision=run_precision,
-                            screening=screening)
+                            screening=screening, extractor=extractor)
     extra = {"precision": precision}
     if screening:
         extra["screening"] = screening

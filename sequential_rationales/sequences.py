@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from torch import Tensor
@@ -38,6 +39,8 @@ def _provenance(adapter: ModelAdapter, method: str, options: dict[str, Any],
     settings = {**defaults, **{k: v for k, v in options.items() if k not in _NOT_SETTINGS},
                 **more}
     settings["top_1_skip_source"] = [int(c) for c in settings.get("top_1_skip_source", ())]
+    if settings.get("extractor") is not None:  # a model of its own: its configuration
+        settings["extractor"] = asdict(settings["extractor"].config)
     return {"version": __version__, "method": method, "settings": settings,
             "device": str(adapter.device)}
 

@@ -66,7 +66,7 @@ from torch import Tensor
 
 from sequential_rationales import RationalizationProblem, list_methods, rationalize
 from sequential_rationales.baselines import importance_order
-from sequential_rationales.methods import ScoreFn, get_method
+from sequential_rationales.methods import TRAINED_METHODS, ScoreFn, get_method
 from sequential_rationales.metrics import METHOD_LABELS, markdown_table
 from sequential_rationales.perturbation import random_order
 from sequential_rationales.results import write_json_atomic
@@ -88,7 +88,7 @@ MODES = ("roar", "recursive")
 DEFAULT_METHODS = ("greedy", "gradient_norm", "signed_gradient", "integrated_gradient",
                    "attention_rollout", "last_attention", "all_attention", "occlusion",
                    "random", "lrp", "iba")
-EXCLUDED_METHODS = ("exhaustive",)
+EXCLUDED_METHODS = ("exhaustive", *TRAINED_METHODS)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales import list_methods
+from sequential_rationales.extractor import RationaleExtractor
 from sequential_rationales.search import CPU_SCREEN_PARAMETERS, PRECISIONS
 from sequential_rationales.text import Input, Job, Rationalizer, load
 from sequential_rationales.validation import InputError, utf8_lines
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "field (translation: 'source' and an optional 'target')")
     p.add_argument("--method", default="greedy", metavar="METHOD",
                    help=f"one of: {', '.join(list_methods())}")
+    p.add_argument("--extractor", default=None, metavar="DIR",
+                   help="--method amortized: a rationale extractor trained for this model "
+                        "(rationales-train-rationalizer)")
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help="largest rationale size searched (default: 6 for exhaustive, 1024 "
                         "otherwise)")
@@ -142,6 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.method not in list_methods():
         raise InputError(f"unknown --method {args.method!r}; choose one of: "
                          f"{', '.join(list_methods())}")
+    if (args.method == "amortized") != (args.extractor is not None):
+        raise InputError("--method amortized needs --extractor DIR (a trained rationale "
+                         "extractor), and --extractor only serves --method amortized")
     if args.html is not None and importlib.util.find_spec("sequential_rationales.html") is None:
         raise InputError("--html needs sequential_rationales.html, which this installation lacks")
     if args.out is not None and not args.out.endswith(".jsonl"):
@@ -246,7 +253,10 @@ def search_options(args: argparse.Namespace, steps: StepReport) -> dict[str, Any
             "max_tokens_per_batch": args.max_tokens_per_batch,
             "integrated_gradient_steps": args.integrated_gradient_steps,
             "progress": steps if args.method == "greedy" else False,
-            "precision": args.precision}
+            "precision": args.precision,
+            # A small head: it scores on the host whatever device the model is on.
+            "extractor": None if args.extractor is None else RationaleExtractor.load(
+                args.extractor)}
 
 
 def provenance_path(out: Path) -> Path:
@@ -266,6 +276,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
     extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}
+    if args.extractor is not None:  # its weights decide the amortized rationales
+        extra["extractor"] = provenance.identity(args.extractor, ("extractor.json",))
     base = adapter_base(model, args.base_model) if model.is_dir() else None
     if base is not None:  # an adapter: its base's weights matter as much as its own
         extra["base_model"] = provenance.identity(base)

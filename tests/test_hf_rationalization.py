@@ -115,7 +115,7 @@ def test_list_methods_names_every_method():
                               "integrated_gradient", "attention_rollout", "last_attention",
                               "all_attention", "signed_gradient_token",
                               "integrated_gradient_midpoint", "occlusion", "lrp", "iba",
-                              "random"]
+                              "random", "amortized"]
 
 
 def test_unknown_method_is_named(tiny_gpt2):

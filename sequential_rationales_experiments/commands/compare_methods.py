@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sequential_rationales import list_methods
+from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales_experiments import fairseq_tools
 from sequential_rationales_experiments.cli import (
     HelpFormatter,
@@ -42,7 +43,7 @@ TRANSLATION_SKIPS = ("exhaustive",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    methods = list_methods()
+    methods = [m for m in list_methods() if m not in TRAINED_METHODS]
     p = ProgramParser(description=__doc__.split("\n\n")[0],
                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="outputs/compare_methods",

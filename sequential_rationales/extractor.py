@@ -1,0 +1,248 @@
+"""A learned rationale extractor: amortized rationales for sequential predictions (UNIREX's
+extractor, Chan et al., 2022, adapted to next-token predictions).
+
+Greedy search scores about (rationale length x context length) subsets per target. The
+extractor ranks the whole context of every target of a sequence at once, from the hidden
+states of one forward pass of the frozen model over the full sequence:
+
+    score(t, c) = q(h_{t-1}) . k(h_c) / sqrt(r) + b(t - 1 - c),    c <= t - 1
+
+``h`` are the states at the output of one block (default: the last), layer-normalized without
+affine parameters; the state at position ``i`` is the same in every row that holds positions
+``0..i`` (causal attention), so one pass serves every target. ``q`` and ``k`` map them to rank
+``r``; ``b`` is a learned bias per distance bucket (each distance up to 8, then four buckets per
+doubling), the recency prior greedy rationales share. The method ``amortized`` adds tokens in
+this order until the argmax condition holds, so its rationales satisfy the paper's condition.
+
+Training (:func:`train_extractor`) distills a teacher's rationales: the Plackett-Luce
+likelihood of the order in which the teacher (greedy search by default) added its tokens, the
+previous token (always first) left out. Language models only so far: a translation model is
+refused in one sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .adapter import ModelAdapter
+from .search import RationalizationProblem, build_batch
+from .validation import InputError, check_positive_int
+
+CONFIG_FILE = "extractor.json"
+WEIGHTS_FILE = "extractor.pt"
+EXACT_DISTANCES = 8
+
+
+def distance_bucket(distance: Tensor, buckets: int) -> Tensor:
+    """Bucket of each distance ``>= 0``: itself below :data:`EXACT_DISTANCES`, then four
+    buckets per doubling, the last one open-ended."""
+    d = distance.clamp(min=0).float()
+    far = EXACT_DISTANCES + (4 * torch.log2(d.clamp(min=EXACT_DISTANCES) / EXACT_DISTANCES)).long()
+    return torch.where(d < EXACT_DISTANCES, d.long(), far).clamp(max=buckets - 1)
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    hidden_size: int
+    rank: int = 32
+    layer: int = -1  # the block whose output is read; -1: the last
+    buckets: int = 32
+
+
+class RationaleExtractor(nn.Module):
+    """Scores ``[T, T]`` of every context position (columns) for the prediction made at every
+    position (rows; row ``t - 1`` predicts target ``t``), ``-inf`` beyond the context."""
+
+    def __init__(self, config: ExtractorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.norm = nn.LayerNorm(config.hidden_size, elementwise_affine=False)
+        self.query = nn.Linear(config.hidden_size, config.rank)
+        self.key = nn.Linear(config.hidden_size, config.rank)
+        self.distance_bias = nn.Parameter(torch.zeros(config.buckets))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        h = self.norm(hidden.float())
+        scores = self.query(h) @ self.key(h).T / math.sqrt(self.config.rank)
+        positions = torch.arange(len(h), device=h.device)
+        distance = positions[:, None] - positions[None, :]
+        scores = scores + self.distance_bias[distance_bucket(distance, self.config.buckets)]
+        return scores.masked_fill(distance < 0, float("-inf"))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: torch.device | str = "cpu"
+             ) -> RationaleExtractor:
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise InputError(f"{directory} holds no rationale extractor ({CONFIG_FILE} is "
+                             "missing); train one with rationales-train-rationalizer")
+        try:
+            config = ExtractorConfig(**json.loads(config_path.read_text()))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{config_path} is not an extractor configuration ({error})"
+                             ) from None
+        extractor = cls(config)
+        state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
+        extractor.load_state_dict(state)
+        return extractor.to(device).eval()
+
+
+def check_language_model(adapter: ModelAdapter) -> None:
+    if adapter.is_conditional:
+        raise InputError("the rationale extractor serves language models so far; rationalize "
+                         "translation models with greedy search or a baseline")
+
+
+@torch.no_grad()
+def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer: int = -1
+                  ) -> Tensor:
+    """``[T, D]`` states at the output of block ``layer`` for the full sequence (one row)."""
+    check_language_model(adapter)
+    blocks = adapter.layers()["target"]
+    captured: list[Tensor] = []
+
+    def keep(_module: nn.Module, _args: tuple, output: object) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = blocks[layer].register_forward_hook(keep)
+    try:
+        codes = tuple(range(len(problem.target_ids)))
+        adapter.log_probs(build_batch(problem, [codes]).to(adapter.device))
+    finally:
+        handle.remove()
+    states = captured[-1]
+    states = states[:, 0] if getattr(adapter, "hidden_time_major", False) else states[0]
+    return states.detach()
+
+
+def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
+                     problem: RationalizationProblem) -> dict[int, Tensor]:
+    """Per target ``t``, the extractor's score of each context code ``0..t-1`` (host)."""
+    hidden = hidden_states(adapter, problem, extractor.config.layer)
+    if hidden.shape[-1] != extractor.config.hidden_size:
+        raise InputError(f"the extractor reads hidden states of size "
+                         f"{extractor.config.hidden_size}, this model's are {hidden.shape[-1]}: "
+                         "it was trained for another model")
+    device = next(extractor.parameters()).device
+    with torch.no_grad():
+        scores = extractor(hidden.to(device)).cpu()
+    return {t: scores[t - 1, :t] for t in problem.targets}
+
+
+def order_loss(scores: Tensor, targets: Sequence[int], orders: Sequence[Sequence[int]]) -> Tensor:
+    """Mean negative Plackett-Luce log-likelihood of each teacher order (context codes in the
+    order added; the first, the previous token, is left out: every rationale starts with it)
+    under ``scores`` ``[T, T]``; orders of one token contribute nothing."""
+    longest = max((len(o) for o in orders), default=0)
+    if longest < 2:  # nothing to rank: a zero that keeps the graph (and its -inf out)
+        return scores.masked_fill(~torch.isfinite(scores), 0.0).sum() * 0.0
+    rows = scores[torch.tensor([t - 1 for t in targets], device=scores.device)]  # [n, T]
+    order = torch.full((len(orders), longest), -1, dtype=torch.long)
+    for i, o in enumerate(orders):
+        order[i, :len(o)] = torch.tensor(list(o))
+    order = order.to(scores.device)
+    available = torch.isfinite(rows)
+    available = available.scatter(1, order[:, :1].clamp(min=0), False)
+    total, count = rows.new_zeros(()), 0
+    for j in range(1, longest):
+        picked = order[:, j]
+        valid = picked >= 0
+        if not bool(valid.any()):
+            break
+        logits = rows.masked_fill(~available, float("-inf"))
+        chosen = logits.gather(1, picked.clamp(min=0)[:, None])[:, 0]
+        nll = torch.logsumexp(logits, 1) - chosen
+        total = total + nll[valid].sum()
+        count += int(valid.sum())
+        taken = torch.zeros_like(available).scatter(1, picked.clamp(min=0)[:, None], True)
+        available = available & ~(taken & valid[:, None])
+    return total / max(count, 1)
+
+
+@dataclass
+class TeacherSequence:
+    """A sequence and its teacher's rationales: per target, context codes in the order added."""
+
+    problem: RationalizationProblem
+    orders: dict[int, list[int]]
+
+
+def train_extractor(adapter: ModelAdapter, sequences: Sequence[TeacherSequence],
+                    config: ExtractorConfig | None = None, steps: int = 500, lr: float = 3e-3,
+                    seed: int = 0, batch_sequences: int = 8,
+                    extractor: RationaleExtractor | None = None,
+                    optimizer_state: dict | None = None, start_step: int = 0,
+                    on_step: Callable[[int, float, RationaleExtractor, torch.optim.Optimizer],
+                                      None] | None = None) -> RationaleExtractor:
+    """Distill the teachers' orders into an extractor (the model stays frozen: its hidden
+    states are computed once). Each step averages :func:`order_loss` over
+    ``batch_sequences`` sequences drawn with ``seed``; ``on_step(step, loss, extractor,
+    optimizer)`` hears every step (progress, logs, checkpoints). ``extractor``,
+    ``optimizer_state`` and ``start_step`` resume a run: the draws continue where it stopped."""
+    check_positive_int(steps, "steps")
+    if not sequences:
+        raise InputError("no teacher rationales to train the extractor on")
+    if extractor is not None:
+        config = extractor.config
+    layer = config.layer if config is not None else -1
+    states = [hidden_states(adapter, s.problem, layer) for s in sequences]
+    if extractor is None:  # the hidden size is the model's
+        config = replace(config or ExtractorConfig(0), hidden_size=states[0].shape[-1])
+        torch.manual_seed(seed)
+        extractor = RationaleExtractor(config).to(states[0].device)
+    optimizer = torch.optim.Adam(extractor.parameters(), lr=lr)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    draws = random.Random(seed)
+    for _ in range(start_step):  # the draws of the steps already taken
+        draws.sample(range(len(sequences)), min(batch_sequences, len(sequences)))
+    extractor.train()
+    for step in range(start_step, steps):
+        chosen = draws.sample(range(len(sequences)), min(batch_sequences, len(sequences)))
+        losses = []
+        for i in chosen:
+            targets = sorted(sequences[i].orders)
+            scores = extractor(states[i].to(next(extractor.parameters()).device))
+            losses.append(order_loss(scores, targets, [sequences[i].orders[t] for t in targets]))
+        loss = torch.stack(losses).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, float(loss.detach()), extractor, optimizer)
+    return extractor.eval()
+
+
+def mean_order_loss(extractor: RationaleExtractor, adapter: ModelAdapter,
+                    sequences: Sequence[TeacherSequence]) -> float:
+    """:func:`order_loss` averaged over ``sequences`` (held-out evaluation)."""
+    losses = []
+    with torch.no_grad():
+        for s in sequences:
+            hidden = hidden_states(adapter, s.problem, extractor.config.layer)
+            targets = sorted(s.orders)
+            scores = extractor(hidden.to(next(extractor.parameters()).device))
+            losses.append(float(order_loss(scores, targets, [s.orders[t] for t in targets])))
+    return sum(losses) / max(len(losses), 1)
+
+
+__all__ = ["ExtractorConfig", "RationaleExtractor", "TeacherSequence", "distance_bucket",
+           "extractor_scores", "hidden_states", "mean_order_loss", "order_loss",
+           "train_extractor"]

@@ -1,0 +1,250 @@
+"""Train a rationale extractor for a language model: rationales from one forward pass.
+
+The extractor (sequential_rationales.extractor) reads the frozen model's hidden states and
+ranks every context token of every target at once; `rationalize --method amortized
+--extractor DIR` then adds tokens in its order until the model's argmax is the target, so every
+rationale still satisfies the paper's condition, at a fraction of greedy search's forward
+passes. It learns from a teacher: greedy rationales computed now from --text / --input, or the
+records of an earlier `rationalize --out FILE.jsonl` run (--teacher FILE.jsonl; any method's
+order, greedy's by default).
+
+OUT receives extractor.json and extractor.pt (the extractor), checkpoint.pt (weights,
+optimizer and step: a rerun with the same settings resumes from it), train_log.jsonl (the loss
+of every step) and tensorboard/ (the same curves, when tensorboard is installed). Examples:
+
+  rationales-train-rationalizer --model path/to/gpt2 --input texts.txt --out extractor/
+  rationalize --model path/to/gpt2 --input texts.txt --out greedy.jsonl
+  rationales-train-rationalizer --model path/to/gpt2 --teacher greedy.jsonl --out extractor/
+  rationalize --model path/to/gpt2 --text "..." --method amortized --extractor extractor/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sequential_rationales import RationalizationProblem
+from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.extractor import (
+    ExtractorConfig,
+    RationaleExtractor,
+    TeacherSequence,
+    mean_order_loss,
+    train_extractor,
+)
+from sequential_rationales.text import load
+from sequential_rationales.validation import InputError
+
+from .cli import HelpFormatter, ProgramParser, positive_int, program_status
+from .sharding import read_records
+
+CHECKPOINT = "checkpoint.pt"
+QUICK = {"steps": 200, "rank": 16}  # a CPU-sized run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ProgramParser(prog="rationales-train-rationalizer", description=__doc__,
+                      formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="the Hugging Face causal-LM directory the extractor serves (its hidden "
+                        "states are the extractor's input; the model stays frozen)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer directory (default: the --model directory)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", nargs="+", default=None,
+                        help="training texts; their greedy rationales are the teacher")
+    source.add_argument("--input", default=None,
+                        help="a text file, one training text per non-blank line (greedy "
+                             "rationales as the teacher)")
+    source.add_argument("--teacher", default=None, metavar="FILE.jsonl",
+                        help="records written by `rationalize --out` for this model: their "
+                             "input_ids and each target's rationale (in the order added) are "
+                             "the teacher")
+    p.add_argument("--out", required=True, help="output folder of the extractor")
+    p.add_argument("--steps", type=positive_int, default=1000, help="training steps")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--rank", type=positive_int, default=32,
+                   help="width of the extractor's query and key maps")
+    p.add_argument("--layer", type=int, default=-1,
+                   help="the block whose output the extractor reads (-1: the last)")
+    p.add_argument("--batch-sequences", type=positive_int, default=8,
+                   help="sequences per step")
+    p.add_argument("--held-out", type=float, default=0.1, metavar="FRACTION",
+                   help="share of the sequences kept out of training to report the loss on")
+    p.add_argument("--max-steps", type=positive_int, default=1024,
+                   help="largest greedy rationale of the teacher (--text / --input)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the extractor and the draws")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a CPU-sized run: {QUICK['steps']} steps, rank {QUICK['rank']}")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.steps, args.rank = QUICK["steps"], QUICK["rank"]
+    if not 0 <= args.held_out < 1:
+        raise InputError(f"--held-out {args.held_out} must be in [0, 1)")
+    if args.lr <= 0:
+        raise InputError(f"--lr {args.lr} must be positive")
+    return args
+
+
+def teacher_sequences(records: list[dict[str, Any]], source: str) -> list[TeacherSequence]:
+    """Sequences and their teacher orders from seed logs (``input_ids``, ``rationalization``
+    entries with ``target_position`` and ``rationale``)."""
+    sequences = []
+    for number, record in enumerate(records, 1):
+        try:
+            ids = torch.tensor(record["input_ids"], dtype=torch.long)
+            orders = {int(e["target_position"]): [int(c) for c in e["rationale"]]
+                      for e in record["rationalization"]}
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{source}, record {number}: not a language-model record of "
+                             "`rationalize --out` (input_ids and rationalization with each "
+                             "target's rationale)") from None
+        if orders:
+            sequences.append(TeacherSequence(RationalizationProblem(ids), orders))
+    if not sequences:
+        raise InputError(f"{source} holds no rationalized targets to learn from")
+    return sequences
+
+
+def read_texts(args: argparse.Namespace) -> list[str]:
+    if args.text is not None:
+        return list(args.text)
+    from sequential_rationales.validation import utf8_lines
+
+    texts = [line.strip() for line in utf8_lines(Path(args.input)) if line.strip()]
+    if not texts:
+        raise InputError(f"{args.input} holds no text")
+    return texts
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues."""
+    return {"model": str(Path(args.model).resolve()), "teacher": args.teacher,
+            "texts": args.text, "input": args.input, "rank": args.rank, "layer": args.layer,
+            "lr": args.lr, "batch_sequences": args.batch_sequences, "seed": args.seed,
+            "held_out": args.held_out, "max_steps": args.max_steps}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rationalizer = load(args.model, args.tokenizer, device=args.device)
+    if rationalizer.kind != "language model":
+        raise InputError("the rationale extractor serves language models so far; --model is a "
+                         "translation model")
+    model = rationalizer.text_model.model
+    adapter = HuggingFaceCausalLM(model)
+    if args.teacher is not None:
+        sequences = teacher_sequences(read_records(args.teacher), args.teacher)
+    else:
+        rationales = rationalizer.rationalize(read_texts(args), method="greedy",
+                                              max_steps=args.max_steps, progress=True)
+        sequences = teacher_sequences([r for r in rationales if "skipped" not in r],
+                                      "the texts")
+    held = int(len(sequences) * args.held_out)
+    order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(args.seed))
+    train = [sequences[i] for i in order[held:].tolist()]
+    test = [sequences[i] for i in order[:held].tolist()]
+
+    extractor, optimizer_state, start = None, None, 0
+    checkpoint = out / CHECKPOINT
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved["settings"] != settings(args):
+            raise InputError(f"{checkpoint} belongs to a run with other settings; use another "
+                             "--out or delete it")
+        extractor = RationaleExtractor(ExtractorConfig(**saved["config"]))
+        extractor.load_state_dict(saved["weights"])
+        extractor.to(adapter.device)
+        optimizer_state, start = saved["optimizer"], saved["step"]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=args.steps, initial=start, desc="training the extractor", unit="step")
+    log = _train_log(out / "train_log.jsonl", start)
+    board = _tensorboard(out / "tensorboard")
+
+    def on_step(step: int, loss: float, current: RationaleExtractor, optimizer: Any) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        log.write(json.dumps({"step": step, "loss": loss}) + "\n")
+        if board is not None:
+            board.add_scalar("loss/train", loss, step)
+        if step % 100 == 0 or step == args.steps:
+            _save_checkpoint(checkpoint, current, optimizer, step, args)
+
+    try:
+        extractor = train_extractor(
+            adapter, train, ExtractorConfig(0, rank=args.rank, layer=args.layer),
+            steps=args.steps, lr=args.lr, seed=args.seed, batch_sequences=args.batch_sequences,
+            extractor=extractor, optimizer_state=optimizer_state, start_step=start,
+            on_step=on_step)
+    finally:
+        bar.close()
+        log.close()
+    extractor.save(out)
+    summary = {"sequences": len(sequences), "train": len(train), "held_out": len(test),
+               "steps": args.steps,
+               "train_loss": mean_order_loss(extractor, adapter, train),
+               "held_out_loss": mean_order_loss(extractor, adapter, test) if test else None}
+    if board is not None:
+        board.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"extractor saved to {out}: train loss {summary['train_loss']:.3f}"
+          + (f", held-out loss {summary['held_out_loss']:.3f}" if test else ""))
+    return summary
+
+
+def _save_checkpoint(path: Path, extractor: RationaleExtractor, optimizer: Any, step: int,
+                     args: argparse.Namespace) -> None:
+    """Written whole, then moved into place: a killed run leaves the previous checkpoint."""
+    from dataclasses import asdict
+
+    partial = path.with_suffix(".partial")
+    torch.save({"weights": extractor.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step, "config": asdict(extractor.config), "settings": settings(args)},
+               partial)
+    os.replace(partial, path)
+
+
+def _train_log(path: Path, start: int) -> Any:
+    """The loss log opened for appending after step ``start``: the lines of steps a killed run
+    took after its last checkpoint are dropped, since the resumed run takes them again."""
+    kept = []
+    if start and path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= start:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line
+    path.write_text("".join(kept), encoding="utf-8")
+    return path.open("a", encoding="utf-8")
+
+
+def _tensorboard(directory: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: train_log.jsonl has the same numbers
+        return None
+    return SummaryWriter(str(directory))
+
+
+def console() -> int:
+    """The ``rationales-train-rationalizer`` console command."""
+    return program_status(main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(console())

@@ -1,0 +1,172 @@
+"""The learned rationale extractor: its ranking loss against a brute-force Plackett-Luce
+likelihood, training that lowers the loss on greedy's rationales, seeded and resumable runs,
+the ``amortized`` method (rationales that satisfy the argmax condition), saving and the
+refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sequential_rationales import InputError, RationalizationProblem, rationalize
+from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.extractor import (
+    EXACT_DISTANCES,
+    ExtractorConfig,
+    RationaleExtractor,
+    TeacherSequence,
+    distance_bucket,
+    extractor_scores,
+    hidden_states,
+    mean_order_loss,
+    order_loss,
+    train_extractor,
+)
+from sequential_rationales.search import score_subsets
+
+from .conftest import VOCAB
+
+pytest.importorskip("transformers")
+
+
+def test_distance_buckets_are_exact_near_and_logarithmic_far():
+    d = torch.arange(0, 2000)
+    b = distance_bucket(d, 32)
+    assert b[:EXACT_DISTANCES].tolist() == list(range(EXACT_DISTANCES))
+    assert bool((b[1:] >= b[:-1]).all()) and int(b.max()) == 31
+    assert int(b[16]) == EXACT_DISTANCES + 4  # one doubling: four buckets further
+
+
+def plackett_luce_nll(scores: list[float], order: list[int], context: int) -> float:
+    """The plain formula: each pick against the positions not picked before it."""
+    remaining = set(range(context)) - {order[0]}
+    total = 0.0
+    for pick in order[1:]:
+        total += math.log(sum(math.exp(scores[c]) for c in remaining)) - scores[pick]
+        remaining.discard(pick)
+    return total
+
+
+def test_order_loss_is_the_plackett_luce_likelihood():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(7, 7, generator=generator).tril()
+    scores = scores.masked_fill(torch.ones(7, 7).triu(1).bool(), float("-inf"))
+    targets = [3, 5, 6, 7]
+    orders = [[2, 0, 1], [4], [5, 1, 3, 0], [6, 2]]  # t - 1 first; one order of one token
+    expected = [plackett_luce_nll(scores[t - 1, :t].tolist(), o, t)
+                for t, o in zip(targets, orders)]
+    picks = sum(len(o) - 1 for o in orders)
+    assert float(order_loss(scores, targets, orders)) == pytest.approx(sum(expected) / picks)
+    assert float(order_loss(scores, [4], [[3]])) == 0.0
+
+
+def teachers(adapter, count: int, length: int, seed: int) -> list[TeacherSequence]:
+    """Greedy rationales of random sequences: the default teacher."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        problem = RationalizationProblem(torch.randint(0, VOCAB, (length,), generator=generator))
+        result = rationalize(adapter, problem, "greedy", precision="fp32")
+        out.append(TeacherSequence(problem, {r.target_position: r.target_rationale
+                                             for r in result.rationales}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_gpt2):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    train = teachers(adapter, 12, 12, seed=0)
+    torch.manual_seed(0)
+    untrained = RationaleExtractor(ExtractorConfig(hidden_size=32, rank=8))
+    losses: list[float] = []
+    extractor = train_extractor(adapter, train, ExtractorConfig(0, rank=8), steps=120, lr=1e-2,
+                                seed=0, batch_sequences=4,
+                                on_step=lambda step, loss, *_: losses.append(loss))
+    return adapter, train, untrained, extractor, losses
+
+
+def test_training_lowers_the_loss_on_the_teachers_rationales(trained):
+    adapter, train, untrained, extractor, losses = trained
+    assert len(losses) == 120
+    assert sum(losses[-20:]) / 20 < 0.8 * sum(losses[:20]) / 20
+    assert mean_order_loss(extractor, adapter, train) < 0.8 * mean_order_loss(
+        untrained, adapter, train)
+
+
+def test_saved_extractors_score_alike(trained, tmp_path):
+    adapter, _, _, extractor, _ = trained
+    problem = RationalizationProblem(torch.tensor([3, 5, 7, 2, 9, 4]))
+    loaded = RationaleExtractor.load(extractor.save(tmp_path / "ex"))
+    for t, s in extractor_scores(extractor, adapter, problem).items():
+        assert torch.equal(s, extractor_scores(loaded, adapter, problem)[t])
+
+
+def test_training_is_seeded_and_resumes_where_it_stopped(tiny_gpt2):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    train = teachers(adapter, 6, 8, seed=1)
+    config = ExtractorConfig(0, rank=4)
+    whole = train_extractor(adapter, train, config, steps=10, seed=3, batch_sequences=2)
+    again = train_extractor(adapter, train, config, steps=10, seed=3, batch_sequences=2)
+    saved = {}
+
+    def keep(step, loss, extractor, optimizer):
+        if step == 4:
+            saved["weights"] = {k: v.clone() for k, v in extractor.state_dict().items()}
+            saved["optimizer"] = optimizer.state_dict()
+
+    train_extractor(adapter, train, config, steps=4, seed=3, batch_sequences=2, on_step=keep)
+    resumed = RationaleExtractor(whole.config)
+    resumed.load_state_dict(saved["weights"])
+    resumed = train_extractor(adapter, train, steps=10, seed=3, batch_sequences=2,
+                              extractor=resumed, optimizer_state=saved["optimizer"],
+                              start_step=4)
+    for a, b, c in zip(whole.parameters(), again.parameters(), resumed.parameters()):
+        assert torch.equal(a, b) and torch.allclose(a, c, atol=1e-6)
+
+
+def test_hidden_states_are_those_of_the_full_sequence(tiny_gpt2):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    ids = torch.tensor([3, 5, 7, 2, 9])
+    states = hidden_states(adapter, RationalizationProblem(ids))
+    expected = tiny_gpt2(input_ids=ids[None], output_hidden_states=True).hidden_states[-1][0]
+    # The last block's output is what the final layer norm receives.
+    assert torch.allclose(tiny_gpt2.transformer.ln_f(states), expected, atol=1e-5)
+
+
+def test_refusals_are_one_sentence(tiny_gpt2, toy_seq2seq):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    problem = RationalizationProblem(torch.tensor([3, 5, 7, 2]))
+    with pytest.raises(InputError, match="needs a trained rationale extractor"):
+        rationalize(adapter, problem, "amortized")
+    other = RationaleExtractor(ExtractorConfig(hidden_size=48))
+    with pytest.raises(InputError, match="trained for another model"):
+        rationalize(adapter, problem, "amortized", extractor=other)
+    with pytest.raises(InputError, match="holds no rationale extractor"):
+        RationaleExtractor.load(".")
+    with pytest.raises(InputError, match="language models so far"):
+        hidden_states(toy_seq2seq, RationalizationProblem(torch.tensor([0, 4, 5]),
+                                                          torch.tensor([1, 2])))
+
+
+def test_amortized_rationales_are_the_first_sufficient_prefix_of_the_extractors_order(trained):
+    """Every rationale satisfies the paper's condition: brute force over the prefixes of the
+    extractor's order (previous token first)."""
+    adapter, _, _, extractor, _ = trained
+    problem = RationalizationProblem(torch.tensor([1, 4, 4, 9, 2, 6, 2]))
+    result = rationalize(adapter, problem, "amortized", extractor=extractor)
+    scores = extractor_scores(extractor, adapter, problem)
+    for r in result.rationales:
+        t = r.target_position
+        ranked = sorted(range(t), key=lambda c: (-float(scores[t][c]), c))
+        order = [t - 1] + [c for c in ranked if c != t - 1]
+        goal = int(problem.target_ids[t])
+        prefixes = [tuple(sorted(order[:k])) for k in range(1, t + 1)]
+        table = score_subsets(adapter, problem, prefixes, [goal] * len(prefixes))
+        reached = [int(p) == goal for p in table.prediction]
+        first = next((k for k, ok in enumerate(reached) if ok), None)
+        if first is None:
+            assert not r.reached_argmax and len(r.target_rationale) == t
+        else:
+            assert r.reached_argmax and len(r.target_rationale) == first + 1

@@ -1,0 +1,85 @@
+"""``rationales-train-rationalizer``: trains an extractor from texts (greedy teacher) or from
+``rationalize --out`` records, resumes a stopped run, refuses bad input in one line, and the
+trained extractor drives ``rationalize --method amortized``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sequential_rationales.extractor import RationaleExtractor
+from sequential_rationales.validation import InputError
+from sequential_rationales_integrations import rationalize_cli
+from sequential_rationales_integrations import train_rationalizer_cli as train
+
+from .test_rationalize_cli import TEXTS, save_tiny_lm
+
+pytest.importorskip("transformers")
+
+MORE = TEXTS + ["a big dog sat on the red mat", "the cat ran to a house", "dog and cat sat"]
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+def run(lm_dir: Path, out: Path, *args: str) -> dict:
+    return train.main(["--model", str(lm_dir), "--device", "cpu", "--out", str(out),
+                       "--rank", "8", "--batch-sequences", "2", *args])
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text()
+            .splitlines()]
+
+
+def test_texts_train_an_extractor_that_amortized_rationalization_uses(lm_dir, tmp_path):
+    out = tmp_path / "extractor"
+    summary = run(lm_dir, out, "--text", *MORE, "--steps", "60", "--lr", "0.01",
+                  "--held-out", "0.2")
+    assert summary["train"] == 5 and summary["held_out"] == 1 and summary["steps"] == 60
+    curve = losses(out)
+    assert len(curve) == 60 and sum(curve[-10:]) < sum(curve[:10])  # it learns
+    assert RationaleExtractor.load(out).config.rank == 8
+    assert any((out / "tensorboard").iterdir())
+    records = tmp_path / "amortized.jsonl"
+    rationalize_cli.main(["--model", str(lm_dir), "--device", "cpu", "--text", *TEXTS,
+                          "--method", "amortized", "--extractor", str(out),
+                          "--out", str(records)])
+    logs = [json.loads(line) for line in records.read_text().splitlines()]
+    assert {r["method"] for r in logs} == {"amortized"} and len(logs) == 3
+    provenance = json.loads((tmp_path / "amortized.provenance.json").read_text())
+    assert provenance["extractor"]["fingerprint"]
+
+
+def test_rationalize_records_are_a_teacher_and_a_stopped_run_resumes(lm_dir, tmp_path):
+    teacher = tmp_path / "greedy.jsonl"
+    rationalize_cli.main(["--model", str(lm_dir), "--device", "cpu", "--text", *MORE,
+                          "--out", str(teacher)])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run(lm_dir, whole, "--teacher", str(teacher), "--steps", "200")
+    run(lm_dir, parts, "--teacher", str(teacher), "--steps", "100")  # then stopped
+    (parts / "extractor.pt").unlink()
+    run(lm_dir, parts, "--teacher", str(teacher), "--steps", "200")  # resumes at step 100
+    assert [round(x, 5) for x in losses(parts)] == [round(x, 5) for x in losses(whole)]
+    for a, b in zip(RationaleExtractor.load(whole).parameters(),
+                    RationaleExtractor.load(parts).parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(InputError, match="other settings"):
+        run(lm_dir, parts, "--teacher", str(teacher), "--steps", "200", "--lr", "0.1")
+
+
+def test_bad_input_is_one_line(lm_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no rationales here"}\n')
+    with pytest.raises(InputError, match="record 1: not a language-model record"):
+        run(lm_dir, tmp_path / "x", "--teacher", str(bad))
+    with pytest.raises(InputError, match="--held-out"):
+        run(lm_dir, tmp_path / "x", "--text", "a", "--held-out", "1")
+    with pytest.raises(InputError, match="needs --extractor"):
+        rationalize_cli.main(["--model", str(lm_dir), "--text", "the cat", "--method",
+                              "amortized"])
