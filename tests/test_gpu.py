@@ -72,6 +72,14 @@ def test_greedy_on_the_gpu_equals_the_cpu_in_float32(model_type):
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_bf16_exact_on_the_gpu_gives_the_float32_rationales(model_type):
+    model = tiny(model_type).cuda()
+    ids = generated(model)
+    assert rationales(model, ids, precision="bf16-exact") == rationales(model, ids,
+                                                                        precision="fp32")
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_greedy_runs_in_bfloat16(model_type):
     model = tiny(model_type)
     ids = generated(model)

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         benchmark = benchmark_rationalization.main([
             "--device", "cuda", "--configs", *args.configs, "--sequences",
-            str(args.sequences), "--json", str(out / "benchmark.json")])
+            str(args.sequences), "--precision", "fp32", "bf16-exact", "bf16",
+            "--json", str(out / "benchmark.json")])
     text = table(tests, benchmark, torch.cuda.get_device_name(),
                  time.perf_counter() - started)
     (out / "gpu-check.txt").write_text(text + "\n")
