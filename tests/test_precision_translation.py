@@ -12,6 +12,7 @@ from sequential_rationales import RationalizationProblem, greedy_search
 from sequential_rationales.search import build_batch
 
 from .fairseq_helpers import random_tokens
+from .test_precision import positions, probabilities, same_rationales
 
 KINDS = ["fairseq_lm", "fairseq_translation", "marian", "bart", "t5"]
 
@@ -70,14 +71,6 @@ def build(kind: str, seed: int):
     return hf_seq2seq(kind, seed)
 
 
-def positions(rationales) -> list[list[tuple[str, int]]]:
-    return [[(c.stream, c.position) for c in r.rationale] for r in rationales]
-
-
-def probabilities(rationales) -> list[list[float]]:
-    return [[s.true_token_prob for s in r.steps] for r in rationales]
-
-
 def output_dtypes(model: nn.Module, run) -> set[torch.dtype]:
     """The dtypes of every floating-point tensor that a module of ``model`` returns in ``run``."""
     seen: set[torch.dtype] = set()
@@ -100,12 +93,8 @@ def output_dtypes(model: nn.Module, run) -> set[torch.dtype]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bf16_exact_gives_the_float32_rationales(kind, seed):
     adapter, problem = build(kind, seed)
-    exact = greedy_search(adapter, problem)
-    screened = greedy_search(adapter, problem, precision="bf16-exact")
-    assert positions(screened) == positions(exact)
-    assert [r.reached_argmax for r in screened] == [r.reached_argmax for r in exact]
-    for got, expected in zip(probabilities(screened), probabilities(exact), strict=True):
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9)  # decided in float32
+    same_rationales(greedy_search(adapter, problem, precision="bf16-exact"),
+                    greedy_search(adapter, problem, precision="fp32"))
 
 
 @pytest.mark.parametrize("kind", KINDS)
