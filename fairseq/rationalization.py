@@ -30,6 +30,7 @@ from sequential_rationales.adapters.fairseq import (
     FairseqTranslationModel,
     unwrap_model,
 )
+from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales.validation import check_choice
 
 __all__ = ["rationalize_lm", "baseline_rationalize_lm", "exhaustive_rationalize_lm",
@@ -74,12 +75,14 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
                             max_tokens_per_batch: int | None = None,
-                            integrated_gradient_steps: int | None = None
+                            integrated_gradient_steps: int | None = None,
+                            extractor: Any = None
                             ) -> tuple[list[list[int]], dict[str, Any]]:
-    """A baseline ordering (see ``sequential_rationales.BASELINE_METHODS``) for an LM."""
-    check_choice(method, "baseline method", BASELINE_METHODS)
+    """A baseline ordering (see ``sequential_rationales.BASELINE_METHODS``, or ``amortized``
+    with a trained ``extractor``) for an LM."""
+    check_choice(method, "baseline method", BASELINE_METHODS + TRAINED_METHODS)
     return _lm(model, input_ids, method, verbose, max_steps, start_step, max_tokens_per_batch,
-               integrated_gradient_steps=integrated_gradient_steps)
+               integrated_gradient_steps=integrated_gradient_steps, extractor=extractor)
 
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, verbose: bool = True,

@@ -23,6 +23,7 @@ from sequential_rationales import (
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.adapters.huggingface_seq2seq import HuggingFaceSeq2Seq
+from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales.search import DEFAULT_MAX_SUBSETS
 from sequential_rationales.validation import check_choice, check_tokenizer
 
@@ -64,14 +65,17 @@ def rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, verbose:
 def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any, method: str,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
                             max_tokens_per_batch: int | None = None,
-                            integrated_gradient_steps: int | None = None
+                            integrated_gradient_steps: int | None = None,
+                            extractor: Any = None
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """Rationales from a baseline ordering (``gradient_norm``, ``signed_gradient``,
-    ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``):
-    context tokens are added by decreasing importance until the argmax condition holds."""
-    check_choice(method, "baseline method", BASELINE_METHODS)
+    ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``, or
+    ``amortized`` with a trained ``extractor``): context tokens are added by decreasing
+    importance until the argmax condition holds."""
+    check_choice(method, "baseline method", BASELINE_METHODS + TRAINED_METHODS)
     return _run(model, input_ids, tokenizer, method, verbose, max_steps, start_step,
-                max_tokens_per_batch, integrated_gradient_steps=integrated_gradient_steps)
+                max_tokens_per_batch, integrated_gradient_steps=integrated_gradient_steps,
+                extractor=extractor)
 
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,

@@ -170,3 +170,17 @@ def test_amortized_rationales_are_the_first_sufficient_prefix_of_the_extractors_
             assert not r.reached_argmax and len(r.target_rationale) == t
         else:
             assert r.reached_argmax and len(r.target_rationale) == first + 1
+
+
+def test_the_seed_baseline_function_takes_the_extractor(trained):
+    from huggingface.rationalization import baseline_rationalize_lm
+
+    from .test_hf_rationalization import CharTokenizer
+
+    adapter, _, _, extractor, _ = trained
+    ids = torch.tensor([3, 5, 7, 2, 9, 4])
+    rationales, log = baseline_rationalize_lm(adapter.model, ids, CharTokenizer(),
+                                              "amortized", verbose=False, extractor=extractor)
+    direct = rationalize(adapter, RationalizationProblem(ids), "amortized", extractor=extractor)
+    assert rationales == [r.target_rationale for r in direct.rationales]
+    assert log["method"] == "amortized" and log["settings"]["extractor"]["rank"] == 8
