@@ -17,12 +17,12 @@ BITS = 5
 
 
 def sentences_and_problems(count: int, seed: int):
-    """Majority-Class-shaped id sequences: BITS bits (ids 1, 2), '=' (3), the label."""
+    """Majority-Class-shaped id sequences: BITS bits (ids 0, 1), '=' (3), the label."""
     generator = torch.Generator().manual_seed(seed)
     sentences, problems = [], []
     for _ in range(count):
-        bits = torch.randint(1, 3, (BITS,), generator=generator)
-        label = 2 if int((bits == 2).sum()) > BITS // 2 else 1
+        bits = torch.randint(0, 2, (BITS,), generator=generator)
+        label = int(int(bits.sum()) > BITS // 2)
         ids = torch.cat([bits, torch.tensor([3, label])])
         sentences.append(" ".join(str(int(i)) for i in ids))
         problems.append(RationalizationProblem(ids, targets=[BITS + 1]))
@@ -35,7 +35,7 @@ def test_metrics_against_greedy_have_known_answers(tiny_gpt2, tmp_path):
     teacher = [TeacherSequence(p, {BITS + 1: rationalize(adapter, p, "greedy")
                                    .rationales[0].target_rationale}) for p in problems]
     extractor = train_extractor(adapter, teacher, ExtractorConfig(0, rank=4), steps=5)
-    rows = evaluation.evaluate(adapter, tiny_gpt2, problems, sentences, BITS,
+    rows = evaluation.evaluate(adapter, tiny_gpt2, problems, sentences,
                                ["greedy", "amortized", "random"], extractor)
     greedy = rows["greedy"]
     assert greedy["f1_vs_greedy"] == greedy["exact_vs_greedy"] == 1.0
