@@ -587,7 +587,8 @@ def resolve_precision(adapter: ModelAdapter, precision: str = "auto") -> str:
         return precision
     model = getattr(adapter, "model", None)
     if (getattr(adapter, "dtype", None) != torch.float32 or not hasattr(adapter, "with_dtype")
-            or not isinstance(model, torch.nn.Module)):
+            or not isinstance(model, torch.nn.Module)
+            or getattr(model, "hf_device_map", None) is not None):  # no twin of a spread model
         return "fp32"
     device = torch.device(adapter.device)
     if device.type == "cuda":

@@ -233,6 +233,9 @@ def test_auto_screens_where_bfloat16_is_fast(tiny_gpt2, monkeypatch):
     assert resolve_precision(adapter) == "bf16-exact"
     assert resolve_precision(adapter.with_dtype(torch.bfloat16)) == "fp32"  # own precision
     assert resolve_precision(adapter, "bf16") == "bf16"
+    monkeypatch.setattr(tiny_gpt2, "hf_device_map", {"": "cpu"}, raising=False)
+    assert resolve_precision(adapter) == "fp32"  # spread by device_map: no twin is made
+    monkeypatch.delattr(tiny_gpt2, "hf_device_map")
     problem = RationalizationProblem(torch.tensor([3, 5, 7, 2, 9]))
     assert rationalize(adapter, problem).extra["precision"] == "bf16-exact"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
