@@ -45,9 +45,12 @@ else:  # fairseq-preprocess
 """
 
 DRIVER = """\
-import sys
+import signal, sys
 from pathlib import Path
 from sequential_rationales_experiments import fairseq_tools
+
+# Ctrl-C as in a terminal: a run started in the background of a script inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 fake, step, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 fairseq_tools.cli = lambda name: fake
