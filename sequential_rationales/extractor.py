@@ -216,12 +216,8 @@ def train_extractor(adapter: ModelAdapter, sequences: Sequence[TeacherSequence],
     extractor.train()
     for step in range(start_step, steps):
         chosen = draws.sample(range(len(sequences)), min(batch_sequences, len(sequences)))
-        losses = []
-        for i in chosen:
-            targets = sorted(sequences[i].orders)
-            scores = extractor(states[i].to(next(extractor.parameters()).device))
-            losses.append(order_loss(scores, targets, [sequences[i].orders[t] for t in targets]))
-        loss = torch.stack(losses).mean()
+        loss = torch.stack([sequence_loss(extractor, states[i], sequences[i])
+                            for i in chosen]).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -230,16 +226,21 @@ def train_extractor(adapter: ModelAdapter, sequences: Sequence[TeacherSequence],
     return extractor.eval()
 
 
+def sequence_loss(extractor: RationaleExtractor, hidden: Tensor,
+                  sequence: TeacherSequence) -> Tensor:
+    """:func:`order_loss` of one sequence's teacher orders, from its hidden states."""
+    targets = sorted(sequence.orders)
+    scores = extractor(hidden.to(next(extractor.parameters()).device))
+    return order_loss(scores, targets, [sequence.orders[t] for t in targets])
+
+
 def mean_order_loss(extractor: RationaleExtractor, adapter: ModelAdapter,
                     sequences: Sequence[TeacherSequence]) -> float:
     """:func:`order_loss` averaged over ``sequences`` (held-out evaluation)."""
-    losses = []
     with torch.no_grad():
-        for s in sequences:
-            hidden = hidden_states(adapter, s.problem, extractor.config.layer)
-            targets = sorted(s.orders)
-            scores = extractor(hidden.to(next(extractor.parameters()).device))
-            losses.append(float(order_loss(scores, targets, [s.orders[t] for t in targets])))
+        losses = [float(sequence_loss(extractor, hidden_states(adapter, s.problem,
+                                                               extractor.config.layer), s))
+                  for s in sequences]
     return sum(losses) / max(len(losses), 1)
 
 

@@ -19,10 +19,10 @@ from .search import (
     DEFAULT_MAX_SUBSETS,
     Progress,
     RationalizationProblem,
-    bfloat16_twin,
     exhaustive_search,
     greedy_search,
     ordered_search,
+    precision_adapter,
     resolve_precision,
 )
 from .validation import InputError, check_choice, check_positive_int, check_token_ids
@@ -250,9 +250,7 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     precision = resolve_precision(adapter, precision)
     if precision == "bf16-exact" and method not in SCREENED_METHODS:
         precision = "fp32"  # one row per step, each recorded: nothing to screen
-    run_on, run_precision = adapter, precision
-    if precision == "bf16":
-        run_on, run_precision = bfloat16_twin(adapter, precision), "fp32"
+    run_on, run_precision = precision_adapter(adapter, precision)
     screening: dict = {}
     start = time.perf_counter()
     rationales = chosen.run(run_on, problem, max_steps=max_steps,

@@ -601,7 +601,7 @@ def resolve_precision(adapter: ModelAdapter, precision: str = "auto") -> str:
     return "bf16-exact" if fast else "fp32"
 
 
-def _with_precision(adapter: ModelAdapter, precision: str) -> tuple[ModelAdapter, str]:
+def precision_adapter(adapter: ModelAdapter, precision: str) -> tuple[ModelAdapter, str]:
     """The adapter a search runs on and its remaining precision: ``"bf16"`` runs everything on
     the twin (then ``"fp32"`` there), ``"auto"`` is resolved."""
     precision = resolve_precision(adapter, precision)
@@ -726,7 +726,7 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
         screening: a dict that receives the screen's statistics under ``bf16-exact``
             (:meth:`Screen.statistics`).
     """
-    adapter, precision = _with_precision(adapter, precision)
+    adapter, precision = precision_adapter(adapter, precision)
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
 
     def propose(active: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
@@ -839,7 +839,7 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
     """
     check_positive_int(max_steps, "max_steps")
     check_positive_int(max_subsets, "max_subsets")
-    adapter, precision = _with_precision(adapter, precision)
+    adapter, precision = precision_adapter(adapter, precision)
     total = check_exhaustive_size(problem, max_steps, max_subsets)
     report = _progress_callback(progress, "exhaustive", "subsets")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length)
