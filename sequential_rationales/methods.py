@@ -24,6 +24,7 @@ from .search import (
     ordered_search,
     precision_adapter,
     resolve_precision,
+    top_k_rationales,
 )
 from .validation import InputError, check_choice, check_positive_int, check_token_ids
 
@@ -36,26 +37,29 @@ ScoreFn = Callable[..., dict]
 @dataclass(frozen=True)
 class Method:
     """A registered method. ``scores`` is set for orderings that rank the whole context by
-    scores (the rationale then stops early; ROAR needs the full ranking)."""
+    scores (the rationale then stops early; ROAR needs the full ranking); ``ranks`` for every
+    method that orders the context (those take ``top_k``)."""
 
     name: str
     run: SearchFn
     description: str
     scores: ScoreFn | None = None
+    ranks: bool = False
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register_method(name: str, description: str, scores: ScoreFn | None = None
-                    ) -> Callable[[SearchFn], SearchFn]:
+def register_method(name: str, description: str, scores: ScoreFn | None = None,
+                    ranks: bool = False) -> Callable[[SearchFn], SearchFn]:
     """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
     top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress, seed,
-    **_)`` under ``name`` (the ``**_`` takes the options of other methods)."""
+    **_)`` under ``name`` (the ``**_`` takes the options of other methods). A method that
+    ranks the context (``ranks``, implied by ``scores``) also takes ``top_k``."""
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = Method(name, fn, description, scores)
+        _REGISTRY[name] = Method(name, fn, description, scores, ranks or scores is not None)
         return fn
     return wrap
 
@@ -94,7 +98,7 @@ def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
     order into a rationale by ordered search. ``finite=False`` allows ``+inf`` (occlusion gives
     it to the previous token), never NaN."""
     def run(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), reuse_prefix=True, **options):
+            top_1_skip_source=(), reuse_prefix=True, top_k=None, **options):
         scores = scores_of(adapter, problem, max_tokens_per_batch=max_tokens_per_batch,
                            **options)
         # NaN scores would still sort into an order and pass for a ranking.
@@ -104,6 +108,8 @@ def _ordering(name: str, scores_of: ScoreFn, finite: bool = True) -> SearchFn:
             raise ValueError(f"the {name} scores contain NaN or infinite values; check the "
                              "model's weights and inputs")
         orders = {t: importance_order(problem, t, scores[t]) for t in problem.targets}
+        if top_k is not None:
+            return top_k_rationales(adapter, problem, orders, top_k, max_tokens_per_batch)
         return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
                               top_1_skip_source, reuse_prefix=reuse_prefix)
     return run
@@ -153,10 +159,13 @@ _register_ordering(
     iba_scores(adapter, problem, problem.targets, max_tokens_per_batch, seed=seed))
 
 
-@register_method("random", "a seeded random order (the floor every method should beat)")
+@register_method("random", "a seeded random order (the floor every method should beat)",
+                 ranks=True)
 def _random(adapter, problem, *, max_steps, max_tokens_per_batch, top_1=False,
-            top_1_skip_source=(), reuse_prefix=True, seed=0, **_):
+            top_1_skip_source=(), reuse_prefix=True, seed=0, top_k=None, **_):
     orders = random_orders(problem, problem.targets, seed)
+    if top_k is not None:
+        return top_k_rationales(adapter, problem, orders, top_k, max_tokens_per_batch)
     return ordered_search(adapter, problem, orders, max_steps, max_tokens_per_batch, top_1,
                           top_1_skip_source, reuse_prefix=reuse_prefix)
 
@@ -205,7 +214,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
                 max_subsets: int = DEFAULT_MAX_SUBSETS, progress: bool | Progress | None = None,
                 seed: int = 0, precision: str = "auto",
-                extractor: RationaleExtractor | None = None) -> SequenceRationales:
+                extractor: RationaleExtractor | None = None,
+                top_k: int | None = None) -> SequenceRationales:
     """Run ``method`` on every target of ``problem``; returns typed results with timing.
 
     ``integrated_gradient_steps``: ``None`` takes the adapter's default
@@ -229,6 +239,10 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     ``extra["screening"]``.
     ``extractor``: the ``amortized`` method's trained
     :class:`~sequential_rationales.extractor.RationaleExtractor`.
+    ``top_k``: methods that rank the context (every method but greedy and exhaustive search)
+    return the first ``top_k`` tokens of their order (the previous token first) instead of
+    growing the order until the argmax condition holds: one pass, no search, so a rationale
+    need not reach the argmax (``reached_argmax`` says whether it does).
     ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
     random_order`); the same seed gives the same rationales in every run.
     """
@@ -243,6 +257,11 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
     if integrated_gradient_steps is not None:  # None: the adapter's default (baselines.py)
         check_positive_int(integrated_gradient_steps, "integrated_gradient_steps")
     check_positive_int(max_subsets, "max_subsets")
+    if top_k is not None:
+        check_positive_int(top_k, "top_k")
+        if not chosen.ranks:
+            raise ValueError(f"top_k needs a method that ranks the context; {method} searches "
+                             "(use an ordering such as amortized or gradient_norm)")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if top_1 and not adapter.is_conditional:
@@ -259,8 +278,10 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                             integrated_gradient_steps=integrated_gradient_steps,
                             reuse_prefix=reuse_prefix, max_subsets=max_subsets,
                             progress=progress, seed=seed, precision=run_precision,
-                            screening=screening, extractor=extractor)
+                            screening=screening, extractor=extractor, top_k=top_k)
     extra = {"precision": precision}
+    if top_k is not None:
+        extra["top_k"] = top_k
     if screening:
         extra["screening"] = screening
     return SequenceRationales(

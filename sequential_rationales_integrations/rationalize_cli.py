@@ -42,6 +42,7 @@ from typing import Any
 
 from sequential_rationales import list_methods
 from sequential_rationales.extractor import RationaleExtractor
+from sequential_rationales.methods import get_method
 from sequential_rationales.search import CPU_SCREEN_PARAMETERS, PRECISIONS
 from sequential_rationales.text import Input, Job, Rationalizer, load
 from sequential_rationales.validation import InputError, utf8_lines
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default=None, metavar="DIR",
                    help="--method amortized: a rationale extractor trained for this model "
                         "(rationales-train-rationalizer)")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="methods that rank the context (all but greedy and exhaustive): "
+                        "return its first K tokens, with no search (fastest; a rationale then "
+                        "need not reach the argmax, and the results say whether it does)")
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help="largest rationale size searched (default: 6 for exhaustive, 1024 "
                         "otherwise)")
@@ -149,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (args.method == "amortized") != (args.extractor is not None):
         raise InputError("--method amortized needs --extractor DIR (a trained rationale "
                          "extractor), and --extractor only serves --method amortized")
+    if args.top_k is not None and not get_method(args.method).ranks:
+        raise InputError(f"--top-k needs a method that ranks the context, not {args.method} "
+                         "search (e.g. --method amortized)")
     if args.html is not None and importlib.util.find_spec("sequential_rationales.html") is None:
         raise InputError("--html needs sequential_rationales.html, which this installation lacks")
     if args.out is not None and not args.out.endswith(".jsonl"):
@@ -254,6 +262,7 @@ def search_options(args: argparse.Namespace, steps: StepReport) -> dict[str, Any
             "integrated_gradient_steps": args.integrated_gradient_steps,
             "progress": steps if args.method == "greedy" else False,
             "precision": args.precision,
+            "top_k": args.top_k,
             # A small head: it scores on the host whatever device the model is on.
             "extractor": None if args.extractor is None else RationaleExtractor.load(
                 args.extractor)}
@@ -273,6 +282,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps,
                                   args.precision),
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
+    if args.top_k is not None:  # absent otherwise, as --chat
+        settings["top_k"] = args.top_k
     if args.chat:  # absent otherwise: files written before --chat existed still resume
         settings.update(chat=True, system=args.system)
     extra: dict[str, Any] = {"data": str(Path(args.data).resolve())} if args.data else {}

@@ -54,6 +54,16 @@ def test_texts_train_an_extractor_that_amortized_rationalization_uses(lm_dir, tm
     assert {r["method"] for r in logs} == {"amortized"} and len(logs) == 3
     provenance = json.loads((tmp_path / "amortized.provenance.json").read_text())
     assert provenance["extractor"]["fingerprint"]
+    assert "top_k" not in provenance["settings"]
+    top = tmp_path / "top2.jsonl"  # the one-pass mode: two tokens, no search
+    rationalize_cli.main(["--model", str(lm_dir), "--device", "cpu", "--text", *TEXTS,
+                          "--method", "amortized", "--extractor", str(out), "--top-k", "2",
+                          "--out", str(top)])
+    for ordered, fast in zip(logs, (json.loads(x) for x in top.read_text().splitlines()),
+                             strict=True):
+        for a, b in zip(ordered["all_rationales"], fast["all_rationales"], strict=True):
+            assert b == a[:2] or (len(a) < 2 and b[:len(a)] == a)
+    assert json.loads((tmp_path / "top2.provenance.json").read_text())["settings"]["top_k"] == 2
 
 
 def test_rationalize_records_are_a_teacher_and_a_stopped_run_resumes(lm_dir, tmp_path):
@@ -80,6 +90,8 @@ def test_bad_input_is_one_line(lm_dir, tmp_path):
         run(lm_dir, tmp_path / "x", "--teacher", str(bad))
     with pytest.raises(InputError, match="--held-out"):
         run(lm_dir, tmp_path / "x", "--text", "a", "--held-out", "1")
+    with pytest.raises(InputError, match="--top-k needs a method that ranks"):
+        rationalize_cli.main(["--model", str(lm_dir), "--text", "the cat", "--top-k", "2"])
     with pytest.raises(InputError, match="needs --extractor"):
         rationalize_cli.main(["--model", str(lm_dir), "--text", "the cat", "--method",
                               "amortized"])
