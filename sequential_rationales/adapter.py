@@ -48,6 +48,11 @@ from torch import Tensor, nn
 
 from .validation import InputError
 
+# Methods through which a block may run its masked (sparse) path instead of ``forward`` (the
+# fairseq plugin's layers): module hooks do not see them, so code that watches or changes a
+# block's hidden states wraps these too.
+MASKED_FORWARDS = ("forward_with_mask", "forward_with_masks")
+
 
 def input_device(model: nn.Module, first: nn.Module | None = None) -> torch.device:
     """Where ``model``'s inputs go: the execution device that accelerate's dispatch gave the

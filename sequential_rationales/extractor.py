@@ -14,26 +14,31 @@ affine parameters; the state at position ``i`` is the same in every row that hol
 doubling), the recency prior greedy rationales share. The method ``amortized`` adds tokens in
 this order until the argmax condition holds, so its rationales satisfy the paper's condition.
 
+Translation models: the keys of the source codes are the encoder's states at the output of the
+same block, through a key map of their own (encoder and decoder states differ), and their bias
+is learned per bucket of the distance from the diagonal, ``|s - (t - 1) * S / T|`` (source
+position ``s`` of ``S``, target ``t`` of ``T``), the monotone-alignment prior.
+
 Training (:func:`train_extractor`) distills a teacher's rationales: the Plackett-Luce
 likelihood of the order in which the teacher (greedy search by default) added its tokens, the
-previous token (always first) left out. Language models only so far: a translation model is
-refused in one sentence.
+previous token (always first) left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .adapter import ModelAdapter
+from .adapter import MASKED_FORWARDS, ModelAdapter
 from .search import RationalizationProblem, build_batch
 from .validation import InputError, check_positive_int
 
@@ -56,11 +61,13 @@ class ExtractorConfig:
     rank: int = 32
     layer: int = -1  # the block whose output is read; -1: the last
     buckets: int = 32
+    conditional: bool = False  # a translation model: source codes too
 
 
 class RationaleExtractor(nn.Module):
-    """Scores ``[T, T]`` of every context position (columns) for the prediction made at every
-    position (rows; row ``t - 1`` predicts target ``t``), ``-inf`` beyond the context."""
+    """Scores ``[T, S + T]`` of every context code (columns: the ``S`` source codes, then the
+    target positions) for the prediction made at every target position (rows; row ``t - 1``
+    predicts target ``t``), ``-inf`` beyond the context."""
 
     def __init__(self, config: ExtractorConfig) -> None:
         super().__init__()
@@ -69,14 +76,31 @@ class RationaleExtractor(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.rank)
         self.key = nn.Linear(config.hidden_size, config.rank)
         self.distance_bias = nn.Parameter(torch.zeros(config.buckets))
+        if config.conditional:
+            self.source_key = nn.Linear(config.hidden_size, config.rank)
+            self.diagonal_bias = nn.Parameter(torch.zeros(config.buckets))
 
-    def forward(self, hidden: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, num_source: int = 0) -> Tensor:
+        """``hidden`` ``[S + T, D]``: the states of the context codes (source, then target)."""
+        if num_source and not self.config.conditional:
+            raise InputError("this extractor was trained for a language model; train one for "
+                             "the translation model")
         h = self.norm(hidden.float())
-        scores = self.query(h) @ self.key(h).T / math.sqrt(self.config.rank)
-        positions = torch.arange(len(h), device=h.device)
-        distance = positions[:, None] - positions[None, :]
-        scores = scores + self.distance_bias[distance_bucket(distance, self.config.buckets)]
-        return scores.masked_fill(distance < 0, float("-inf"))
+        target = h[num_source:]
+        keys = self.key(target)
+        if self.config.conditional:
+            keys = torch.cat([self.source_key(h[:num_source]), keys])
+        scores = self.query(target) @ keys.T / math.sqrt(self.config.rank)
+        rows = torch.arange(len(target), device=h.device)
+        distance = rows[:, None] - rows[None, :]
+        bias = self.distance_bias[distance_bucket(distance, self.config.buckets)]
+        bias = bias.masked_fill(distance < 0, float("-inf"))
+        if num_source:
+            diagonal = rows[:, None] * (num_source / len(target))
+            off = (torch.arange(num_source, device=h.device)[None] - diagonal).abs().round()
+            bias = torch.cat([self.diagonal_bias[distance_bucket(off, self.config.buckets)],
+                              bias], 1)
+        return scores + bias
 
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -104,37 +128,63 @@ class RationaleExtractor(nn.Module):
         return extractor.to(device).eval()
 
 
-def check_language_model(adapter: ModelAdapter) -> None:
-    if adapter.is_conditional:
-        raise InputError("the rationale extractor serves language models so far; rationalize "
-                         "translation models with greedy search or a baseline")
-
-
 @torch.no_grad()
 def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer: int = -1
                   ) -> Tensor:
-    """``[T, D]`` states at the output of block ``layer`` for the full sequence (one row)."""
-    check_language_model(adapter)
-    blocks = adapter.layers()["target"]
-    captured: list[Tensor] = []
-
-    def keep(_module: nn.Module, _args: tuple, output: object) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = blocks[layer].register_forward_hook(keep)
-    try:
-        codes = tuple(range(len(problem.target_ids)))
+    """``[S + T, D]`` states at the output of block ``layer`` of the encoder (the ``S``
+    source codes) and of the decoder (the ``T`` target positions), from one pass over the full
+    sequence (one row)."""
+    layers = getattr(adapter, "layers", None)
+    if layers is None:
+        raise InputError(f"the rationale extractor reads the model's hidden states (a layers() "
+                         f"method), which {type(adapter).__name__} does not have")
+    sides = ("source", "target") if problem.num_source else ("target",)
+    captured: dict[str, Tensor] = {}
+    with contextlib.ExitStack() as stack:
+        for side in sides:
+            stack.enter_context(_output_of(layers()[side][layer],
+                                           lambda out, side=side: captured.update({side: out})))
+        codes = tuple(range(problem.num_source + len(problem.target_ids)))
         adapter.log_probs(build_batch(problem, [codes]).to(adapter.device))
+    time_major = getattr(adapter, "hidden_time_major", False)
+    lengths = {"source": problem.num_source, "target": len(problem.target_ids)}
+    # One row of every code: no padding (a source row may end with an appended </s>).
+    states = [(captured[side][:, 0] if time_major else captured[side][0])[:lengths[side]]
+              for side in sides]
+    return torch.cat(states).detach()
+
+
+@contextlib.contextmanager
+def _output_of(block: nn.Module, keep: Callable[[Tensor], None]) -> Iterator[None]:
+    """While active, ``keep`` hears the hidden state each call of ``block`` returns, also
+    through the masked paths that module hooks do not see (:data:`MASKED_FORWARDS`)."""
+    def first(output: object) -> Tensor:
+        return output[0] if isinstance(output, tuple) else output
+
+    handle = block.register_forward_hook(lambda _module, _args, output: keep(first(output)))
+    wrapped = [name for name in MASKED_FORWARDS if hasattr(block, name)]
+    for name in wrapped:
+        setattr(block, name, _watched(getattr(block, name), lambda out: keep(first(out))))
+    try:
+        yield
     finally:
         handle.remove()
-    states = captured[-1]
-    states = states[:, 0] if getattr(adapter, "hidden_time_major", False) else states[0]
-    return states.detach()
+        for name in wrapped:
+            delattr(block, name)
+
+
+def _watched(method: Callable, hear: Callable[[object], None]) -> Callable:
+    def run(*args: object, **kwargs: object) -> object:
+        output = method(*args, **kwargs)
+        hear(output)
+        return output
+    return run
 
 
 def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
                      problem: RationalizationProblem) -> dict[int, Tensor]:
     """Per target ``t``, the extractor's score of each context code ``0..t-1`` (host)."""
+    check_extractor_fits(extractor, adapter)
     hidden = hidden_states(adapter, problem, extractor.config.layer)
     if hidden.shape[-1] != extractor.config.hidden_size:
         raise InputError(f"the extractor reads hidden states of size "
@@ -142,8 +192,16 @@ def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
                          "it was trained for another model")
     device = next(extractor.parameters()).device
     with torch.no_grad():
-        scores = extractor(hidden.to(device)).cpu()
-    return {t: scores[t - 1, :t] for t in problem.targets}
+        scores = extractor(hidden.to(device), problem.num_source).cpu()
+    return {t: scores[t - 1, :problem.context_size(t)] for t in problem.targets}
+
+
+def check_extractor_fits(extractor: RationaleExtractor, adapter: ModelAdapter) -> None:
+    """An extractor serves the kind of model it was trained for."""
+    if extractor.config.conditional != bool(adapter.is_conditional):
+        trained = "a translation" if extractor.config.conditional else "a language"
+        raise InputError(f"this extractor was trained for {trained} model; train one for this "
+                         "model with rationales-train-rationalizer")
 
 
 def order_loss(scores: Tensor, targets: Sequence[int], orders: Sequence[Sequence[int]]) -> Tensor:
@@ -184,7 +242,16 @@ class TeacherSequence:
     orders: dict[int, list[int]]
 
 
-def train_extractor(adapter: ModelAdapter, sequences: Sequence[TeacherSequence],
+AdapterSource = ModelAdapter | Callable[[RationalizationProblem], ModelAdapter]
+
+
+def adapter_of(adapter: AdapterSource, problem: RationalizationProblem) -> ModelAdapter:
+    """The adapter, or the one a function gives for ``problem`` (a translation model's adapter
+    may depend on the source, as fairseq's does on its length)."""
+    return adapter if isinstance(adapter, ModelAdapter) else adapter(problem)
+
+
+def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence],
                     config: ExtractorConfig | None = None, steps: int = 500, lr: float = 3e-3,
                     seed: int = 0, batch_sequences: int = 8,
                     extractor: RationaleExtractor | None = None,
@@ -192,19 +259,23 @@ def train_extractor(adapter: ModelAdapter, sequences: Sequence[TeacherSequence],
                     on_step: Callable[[int, float, RationaleExtractor, torch.optim.Optimizer],
                                       None] | None = None) -> RationaleExtractor:
     """Distill the teachers' orders into an extractor (the model stays frozen: its hidden
-    states are computed once). Each step averages :func:`order_loss` over
+    states are computed once). ``adapter``: the model's adapter, or a function giving each
+    problem's. Each step averages :func:`order_loss` over
     ``batch_sequences`` sequences drawn with ``seed``; ``on_step(step, loss, extractor,
     optimizer)`` hears every step (progress, logs, checkpoints). ``extractor``,
     ``optimizer_state`` and ``start_step`` resume a run: the draws continue where it stopped."""
     check_positive_int(steps, "steps")
     if not sequences:
         raise InputError("no teacher rationales to train the extractor on")
+    first = adapter_of(adapter, sequences[0].problem)
     if extractor is not None:
         config = extractor.config
+        check_extractor_fits(extractor, first)
     layer = config.layer if config is not None else -1
-    states = [hidden_states(adapter, s.problem, layer) for s in sequences]
-    if extractor is None:  # the hidden size is the model's
-        config = replace(config or ExtractorConfig(0), hidden_size=states[0].shape[-1])
+    states = [hidden_states(adapter_of(adapter, s.problem), s.problem, layer) for s in sequences]
+    if extractor is None:  # the hidden size and the kind of model are the model's
+        config = replace(config or ExtractorConfig(0), hidden_size=states[0].shape[-1],
+                         conditional=bool(first.is_conditional))
         torch.manual_seed(seed)
         extractor = RationaleExtractor(config).to(states[0].device)
     optimizer = torch.optim.Adam(extractor.parameters(), lr=lr)
@@ -230,17 +301,18 @@ def sequence_loss(extractor: RationaleExtractor, hidden: Tensor,
                   sequence: TeacherSequence) -> Tensor:
     """:func:`order_loss` of one sequence's teacher orders, from its hidden states."""
     targets = sorted(sequence.orders)
-    scores = extractor(hidden.to(next(extractor.parameters()).device))
+    scores = extractor(hidden.to(next(extractor.parameters()).device),
+                       sequence.problem.num_source)
     return order_loss(scores, targets, [sequence.orders[t] for t in targets])
 
 
-def mean_order_loss(extractor: RationaleExtractor, adapter: ModelAdapter,
+def mean_order_loss(extractor: RationaleExtractor, adapter: AdapterSource,
                     sequences: Sequence[TeacherSequence]) -> float:
     """:func:`order_loss` averaged over ``sequences`` (held-out evaluation)."""
     with torch.no_grad():
-        losses = [float(sequence_loss(extractor, hidden_states(adapter, s.problem,
-                                                               extractor.config.layer), s))
-                  for s in sequences]
+        losses = [float(sequence_loss(extractor, hidden_states(
+            adapter_of(adapter, s.problem), s.problem, extractor.config.layer), s))
+            for s in sequences]
     return sum(losses) / max(len(losses), 1)
 
 

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapter import ModelAdapter, SubsetBatch
+from .adapter import MASKED_FORWARDS, ModelAdapter, SubsetBatch
 from .search import (
     RationalizationProblem,
     build_batch,
@@ -112,10 +112,8 @@ def _on_input(block: nn.Module, fn: Callable[[Tensor], Tensor]) -> Iterator[None
         return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
 
     handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    # The fairseq plugin's layers run their masked (sparse) path through these methods, which
-    # module hooks do not see: wrap them on this instance for the duration.
-    wrapped = [name for name in ("forward_with_mask", "forward_with_masks")
-               if hasattr(block, name)]
+    # Module hooks do not see the masked paths: wrap them on this instance for the duration.
+    wrapped = [name for name in MASKED_FORWARDS if hasattr(block, name)]
     for name in wrapped:
         method = getattr(block, name)
         setattr(block, name,

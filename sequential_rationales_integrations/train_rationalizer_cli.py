@@ -1,4 +1,4 @@
-"""Train a rationale extractor for a language model: rationales from one forward pass.
+"""Train a rationale extractor for a model: rationales from one forward pass.
 
 The extractor (sequential_rationales.extractor) reads the frozen model's hidden states and
 ranks every context token of every target at once; `rationalize --method amortized
@@ -6,7 +6,8 @@ ranks every context token of every target at once; `rationalize --method amortiz
 rationale still satisfies the paper's condition, at a fraction of greedy search's forward
 passes. It learns from a teacher: greedy rationales computed now from --text / --input, or the
 records of an earlier `rationalize --out FILE.jsonl` run (--teacher FILE.jsonl; any method's
-order, greedy's by default).
+order, greedy's by default). Language models (Hugging Face) and fairseq translation models
+(source sentences as the texts; --data as for `rationalize`) are served.
 
 OUT receives extractor.json and extractor.pt (the extractor), checkpoint.pt (weights,
 optimizer and step: a rerun with the same settings resumes from it), train_log.jsonl (the loss
@@ -29,7 +30,6 @@ from typing import Any
 import torch
 
 from sequential_rationales import RationalizationProblem
-from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.extractor import (
     ExtractorConfig,
     RationaleExtractor,
@@ -51,13 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = ProgramParser(prog="rationales-train-rationalizer", description=__doc__,
                       formatter_class=HelpFormatter)
     p.add_argument("--model", required=True,
-                   help="the Hugging Face causal-LM directory the extractor serves (its hidden "
-                        "states are the extractor's input; the model stays frozen)")
+                   help="the model the extractor serves (its hidden states are the "
+                        "extractor's input; the model stays frozen): a Hugging Face causal-LM "
+                        "directory or a fairseq translation checkpoint (with --data)")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer directory (default: the --model directory)")
+    p.add_argument("--data", default=None,
+                   help="the fairseq checkpoint's binarized data directory (its dictionaries)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", nargs="+", default=None,
-                        help="training texts; their greedy rationales are the teacher")
+                        help="training texts (translation: source sentences, translated "
+                             "greedily); their greedy rationales are the teacher")
     source.add_argument("--input", default=None,
                         help="a text file, one training text per non-blank line (greedy "
                              "rationales as the teacher)")
@@ -97,22 +101,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def teacher_sequences(records: list[dict[str, Any]], source: str) -> list[TeacherSequence]:
-    """Sequences and their teacher orders from seed logs (``input_ids``, ``rationalization``
-    entries with ``target_position`` and ``rationale``)."""
+    """Sequences and their teacher orders (context codes in the order added) from seed logs:
+    a language model's (``input_ids``, ``rationalization`` entries with ``target_position``
+    and ``rationale``) or a fairseq translation model's (``source_tokens`` ending with
+    ``</s>``, ``target_tokens``, ``rationalizations`` whose ``log`` steps say which token was
+    added ``from`` which side)."""
     sequences = []
     for number, record in enumerate(records, 1):
         try:
-            ids = torch.tensor(record["input_ids"], dtype=torch.long)
-            orders = {int(e["target_position"]): [int(c) for c in e["rationale"]]
-                      for e in record["rationalization"]}
+            if "source_tokens" in record:
+                sequence = _translation_teacher(record)
+            else:
+                ids = torch.tensor(record["input_ids"], dtype=torch.long)
+                sequence = TeacherSequence(RationalizationProblem(ids), {
+                    int(e["target_position"]): [int(c) for c in e["rationale"]]
+                    for e in record["rationalization"]})
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{source}, record {number}: not a language-model record of "
-                             "`rationalize --out` (input_ids and rationalization with each "
-                             "target's rationale)") from None
-        if orders:
-            sequences.append(TeacherSequence(RationalizationProblem(ids), orders))
+            raise InputError(f"{source}, record {number}: not a record of `rationalize --out` "
+                             "(a language model's input_ids and rationalization, or a "
+                             "translation's source_tokens, target_tokens and "
+                             "rationalizations)") from None
+        if sequence.orders:
+            sequences.append(sequence)
     if not sequences:
         raise InputError(f"{source} holds no rationalized targets to learn from")
+    return sequences
+
+
+def _translation_teacher(record: dict[str, Any]) -> TeacherSequence:
+    source = torch.tensor(record["source_tokens"][:-1], dtype=torch.long)  # without </s>
+    problem = RationalizationProblem(torch.tensor(record["target_tokens"], dtype=torch.long),
+                                     source)
+    offset = {"source": 0, "target": len(source)}
+    return TeacherSequence(problem, {
+        int(e["target_position"]): [offset[step["from"]] + int(step["added_token_position"])
+                                    for step in e["log"]]
+        for e in record["rationalizations"]})
+
+
+def results_teacher(results: list[Any]) -> list[TeacherSequence]:
+    """Teacher sequences from typed results (those of a call of the text API)."""
+    sequences = []
+    for result in results:
+        if result is None or not result.rationales:
+            continue
+        source = None if result.source_ids is None else torch.tensor(result.source_ids)
+        problem = RationalizationProblem(torch.tensor(result.target_ids), source)
+        offset = {"source": 0, "target": problem.num_source}
+        sequences.append(TeacherSequence(problem, {
+            r.target_position: [offset[c.stream] + c.position for c in r.rationale]
+            for r in result.rationales}))
+    if not sequences:
+        raise InputError("the texts hold no rationalized targets to learn from")
     return sequences
 
 
@@ -130,6 +170,7 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What a resumed run must share with the run it continues."""
     return {"model": str(Path(args.model).resolve()), "teacher": args.teacher,
+            "data": args.data,
             "texts": args.text, "input": args.input, "rank": args.rank, "layer": args.layer,
             "lr": args.lr, "batch_sequences": args.batch_sequences, "seed": args.seed,
             "held_out": args.held_out, "max_steps": args.max_steps}
@@ -139,19 +180,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rationalizer = load(args.model, args.tokenizer, device=args.device)
-    if rationalizer.kind != "language model":
-        raise InputError("the rationale extractor serves language models so far; --model is a "
-                         "translation model")
-    model = rationalizer.text_model.model
-    adapter = HuggingFaceCausalLM(model)
+    rationalizer = load(args.model, args.tokenizer, device=args.device, data=args.data)
+    adapter = rationalizer.text_model.adapter_for
     if args.teacher is not None:
         sequences = teacher_sequences(read_records(args.teacher), args.teacher)
     else:
         rationales = rationalizer.rationalize(read_texts(args), method="greedy",
                                               max_steps=args.max_steps, progress=True)
-        sequences = teacher_sequences([r for r in rationales if "skipped" not in r],
-                                      "the texts")
+        sequences = results_teacher(rationales.results)
     held = int(len(sequences) * args.held_out)
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(args.seed))
     train = [sequences[i] for i in order[held:].tolist()]
@@ -166,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "--out or delete it")
         extractor = RationaleExtractor(ExtractorConfig(**saved["config"]))
         extractor.load_state_dict(saved["weights"])
-        extractor.to(adapter.device)
+        extractor.to(adapter(sequences[0].problem).device)
         optimizer_state, start = saved["optimizer"], saved["step"]
 
     from tqdm.auto import tqdm

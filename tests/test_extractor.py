@@ -145,7 +145,7 @@ def test_refusals_are_one_sentence(tiny_gpt2, toy_seq2seq):
         rationalize(adapter, problem, "amortized", extractor=other)
     with pytest.raises(InputError, match="holds no rationale extractor"):
         RationaleExtractor.load(".")
-    with pytest.raises(InputError, match="language models so far"):
+    with pytest.raises(InputError, match="a layers\\(\\) method"):
         hidden_states(toy_seq2seq, RationalizationProblem(torch.tensor([0, 4, 5]),
                                                           torch.tensor([1, 2])))
 
@@ -184,3 +184,126 @@ def test_the_seed_baseline_function_takes_the_extractor(trained):
     direct = rationalize(adapter, RationalizationProblem(ids), "amortized", extractor=extractor)
     assert rationales == [r.target_rationale for r in direct.rationales]
     assert log["method"] == "amortized" and log["settings"]["extractor"]["rank"] == 8
+
+
+# Translation models: the source codes are keys too (encoder states), the target prefix as for
+# a language model.
+
+def marian():
+    from .test_hf_seq2seq import tiny_model
+
+    return tiny_model("marian", seed=4)
+
+
+def translation_teachers(model, count: int, seed: int):
+    """Greedy rationales (source and target codes, in the order added) of random pairs."""
+    from sequential_rationales.adapters.huggingface_seq2seq import HuggingFaceSeq2Seq
+
+    from .test_hf_seq2seq import sentence_pair
+
+    out = []
+    for i in range(count):
+        source, target = sentence_pair(model, seed + i, source_len=4 + i % 3, target_len=5)
+        adapter = HuggingFaceSeq2Seq(model, source_length=len(source))
+        problem = RationalizationProblem(target, source[:-1])
+        result = rationalize(adapter, problem, "greedy", precision="fp32")
+        s = problem.num_source
+        out.append(TeacherSequence(problem, {
+            r.target_position: [c.position + (s if c.stream == "target" else 0)
+                                for c in r.rationale] for r in result.rationales}))
+    return out
+
+
+def seq2seq_adapter(model):
+    from sequential_rationales.adapters.huggingface_seq2seq import HuggingFaceSeq2Seq
+
+    return lambda problem: HuggingFaceSeq2Seq(model, source_length=problem.num_source + 1)
+
+
+def test_translation_hidden_states_are_the_encoders_and_the_decoders(tiny_gpt2):
+    model = marian()
+    source = torch.tensor([5, 7, 9, 11, 2])  # ends with </s>
+    target = torch.tensor([1, 4, 6, 8])  # starts with the decoder's start id
+    problem = RationalizationProblem(target, source[:-1])
+    states = hidden_states(seq2seq_adapter(model)(problem), problem)
+    with torch.no_grad():
+        out = model(input_ids=source[None], decoder_input_ids=target[None],
+                    output_hidden_states=True)
+    assert states.shape == (4 + 4, 16)
+    assert torch.allclose(states[:4], out.encoder_hidden_states[-1][0, :4], atol=1e-5)
+    assert torch.allclose(states[4:], out.decoder_hidden_states[-1][0], atol=1e-5)
+
+
+def test_fairseq_translation_hidden_states(tmp_path):
+    pytest.importorskip("fairseq")
+    from sequential_rationales.adapters.fairseq import FairseqTranslationModel
+
+    from .fairseq_helpers import tiny_translation
+
+    model, _, _ = tiny_translation()
+    source = torch.tensor([5, 7, 9, 2])
+    target = torch.tensor([2, 4, 6, 8, 10])
+    problem = RationalizationProblem(target, source[:-1])
+    states = hidden_states(FairseqTranslationModel(model, source_length=4), problem)
+    with torch.no_grad():
+        encoded = model.encoder(source[None], src_lengths=torch.tensor([4]))
+        _, extra = model.decoder(target[None], encoder_out=encoded, return_all_hiddens=True)
+    assert states.shape == (3 + 5, 16)
+    assert torch.allclose(states[:3], encoded["encoder_out"][0][:3, 0], atol=1e-5)
+    assert torch.allclose(states[3:], extra["inner_states"][-1][:, 0], atol=1e-5)
+
+
+def diagonal_teachers(model, count: int, seed: int):
+    """A teacher with a known rule: after the previous token, the source token on the
+    diagonal (source position ``t - 1``, the last one for targets beyond the source)."""
+    from .test_hf_seq2seq import sentence_pair
+
+    out = []
+    for i in range(count):
+        source, target = sentence_pair(model, seed + i, source_len=4 + i % 3, target_len=5)
+        problem = RationalizationProblem(target, source[:-1])
+        s = problem.num_source
+        out.append(TeacherSequence(problem, {t: [s + t - 1, min(t - 1, s - 1)]
+                                             for t in problem.targets}))
+    return out
+
+
+def test_a_translation_extractor_learns_and_its_rationales_satisfy_the_condition():
+    model = marian()
+    adapter_for = seq2seq_adapter(model)
+    train = diagonal_teachers(model, 12, seed=0)
+    losses: list[float] = []
+    extractor = train_extractor(adapter_for, train, ExtractorConfig(0, rank=8), steps=150,
+                                lr=1e-2, seed=0, batch_sequences=4,
+                                on_step=lambda step, loss, *_: losses.append(loss))
+    assert extractor.config.conditional
+    assert sum(losses[-20:]) < 0.5 * sum(losses[:20])
+    hits = total = 0
+    for sequence in diagonal_teachers(model, 6, seed=100):  # unseen pairs
+        scores = extractor_scores(extractor, adapter_for(sequence.problem), sequence.problem)
+        for t, v in scores.items():
+            first = sequence.orders[t][0]
+            hits += int(v.masked_fill(torch.arange(len(v)) == first, -1e9).argmax()
+                        == sequence.orders[t][1])
+            total += 1
+    assert hits / total >= 0.9
+    sequence = train[0]
+    adapter = adapter_for(sequence.problem)
+    scores = extractor_scores(extractor, adapter, sequence.problem)
+    s = sequence.problem.num_source
+    assert all(len(v) == s + t and torch.isfinite(v).all() for t, v in scores.items())
+    result = rationalize(adapter, sequence.problem, "amortized", extractor=extractor)
+    ordered = {t: [c for c in sorted(range(s + t), key=lambda c: (-float(scores[t][c]), c))]
+               for t in scores}
+    for r in result.rationales:
+        t = r.target_position
+        order = [s + t - 1] + [c for c in ordered[t] if c != s + t - 1]
+        codes = [c.position + (s if c.stream == "target" else 0) for c in r.rationale]
+        assert codes == order[:len(codes)]  # a prefix of the extractor's order
+        goal = int(sequence.problem.target_ids[t])
+        table = score_subsets(adapter, sequence.problem, [tuple(sorted(codes))], [goal])
+        assert (int(table.prediction[0]) == goal) == r.reached_argmax
+    # An extractor serves the kind of model it was trained for.
+    lm = RationaleExtractor(ExtractorConfig(hidden_size=16))
+    with pytest.raises(InputError, match="trained for a language model"):
+        rationalize(adapter, sequence.problem, "amortized", extractor=lm)

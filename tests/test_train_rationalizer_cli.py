@@ -15,7 +15,7 @@ from sequential_rationales.validation import InputError
 from sequential_rationales_integrations import rationalize_cli
 from sequential_rationales_integrations import train_rationalizer_cli as train
 
-from .test_rationalize_cli import TEXTS, save_tiny_lm
+from .test_rationalize_cli import TEXTS, save_tiny_lm, translation_checkpoint  # noqa: F401
 
 pytest.importorskip("transformers")
 
@@ -86,7 +86,7 @@ def test_rationalize_records_are_a_teacher_and_a_stopped_run_resumes(lm_dir, tmp
 def test_bad_input_is_one_line(lm_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "no rationales here"}\n')
-    with pytest.raises(InputError, match="record 1: not a language-model record"):
+    with pytest.raises(InputError, match="record 1: not a record of `rationalize --out`"):
         run(lm_dir, tmp_path / "x", "--teacher", str(bad))
     with pytest.raises(InputError, match="--held-out"):
         run(lm_dir, tmp_path / "x", "--text", "a", "--held-out", "1")
@@ -95,3 +95,30 @@ def test_bad_input_is_one_line(lm_dir, tmp_path):
     with pytest.raises(InputError, match="needs --extractor"):
         rationalize_cli.main(["--model", str(lm_dir), "--text", "the cat", "--method",
                               "amortized"])
+
+
+def test_a_fairseq_translation_model_trains_from_sources_and_from_records(tmp_path,
+                                                                          translation_checkpoint):
+    """Source sentences (greedy translations, greedy teacher) and `rationalize --out` records
+    of the same inputs are the same teacher: the two runs train the same extractor."""
+    checkpoints, data = translation_checkpoint
+    sources = ["s1 s2 s3", "s4 s5", "s2 s3 s4 s5", "s1 s5"]
+    model = ["--model", str(checkpoints), "--data", str(data), "--device", "cpu"]
+    options = ["--rank", "4", "--batch-sequences", "2", "--steps", "20", "--held-out", "0"]
+    summary = train.main([*model, "--text", *sources, "--out", str(tmp_path / "a"), *options])
+    assert summary["train"] == 4 and len(losses(tmp_path / "a")) == 20
+    records = tmp_path / "greedy.jsonl"
+    rationalize_cli.main([*model, "--text", *sources, "--out", str(records)])
+    train.main([*model, "--teacher", str(records), "--out", str(tmp_path / "b"), *options])
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    extractor = RationaleExtractor.load(tmp_path / "a")
+    assert extractor.config.conditional
+    out = tmp_path / "amortized.jsonl"
+    rationalize_cli.main([*model, "--text", *sources, "--method", "amortized", "--extractor",
+                          str(tmp_path / "a"), "--out", str(out)])
+    for record in (json.loads(line) for line in out.read_text().splitlines()):
+        assert record["method"] == "amortized"
+        for entry in record["rationalizations"]:
+            first = entry["log"][0]  # the previous target token comes first
+            assert first["from"] == "target"
+            assert first["added_token_position"] == entry["target_position"] - 1

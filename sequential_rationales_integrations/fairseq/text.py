@@ -60,6 +60,13 @@ class FairseqTranslator:
             hub = hub.to(DTYPES[dtype])
         return cls(hub.eval())
 
+    def adapter_for(self, problem: Any) -> Any:
+        """The adapter of one rationalization problem (fairseq's depends on the source length:
+        the rationalized source plus its final ``</s>``)."""
+        from sequential_rationales.adapters.fairseq import FairseqTranslationModel
+
+        return FairseqTranslationModel(self.hub, source_length=problem.num_source + 1)
+
     def jobs(self, inputs: list[Input], start_step: int | None, generate: int | None,
              options: dict[str, Any], chat: bool = False, system: str | None = None
              ) -> list[Job]:

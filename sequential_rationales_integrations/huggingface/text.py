@@ -58,6 +58,10 @@ class CausalLM:
                              f"{self.adapter.vocab_size:,}: they do not belong together; pass the "
                              "model's own tokenizer with --tokenizer")
 
+    def adapter_for(self, problem: Any) -> Any:
+        """The adapter of one rationalization problem (the same for every problem)."""
+        return self.adapter
+
     @classmethod
     def load(cls, path: Path, tokenizer: Path | Any, device: str, dtype: str | None,
              base: str | None = None, device_map: str | dict | None = None) -> CausalLM:
