@@ -66,16 +66,17 @@ def baseline_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
                             verbose: bool = True, max_steps: int = 1024, start_step: int = 0,
                             max_tokens_per_batch: int | None = None,
                             integrated_gradient_steps: int | None = None,
-                            extractor: Any = None
+                            extractor: Any = None, top_k: int | None = None
                             ) -> tuple[list[list[int]], dict[str, Any]]:
     """Rationales from a baseline ordering (``gradient_norm``, ``signed_gradient``,
     ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``, or
     ``amortized`` with a trained ``extractor``): context tokens are added by decreasing
-    importance until the argmax condition holds."""
+    importance until the argmax condition holds (``top_k``: the first ``top_k`` of them, with
+    no search)."""
     check_choice(method, "baseline method", BASELINE_METHODS + TRAINED_METHODS)
     return _run(model, input_ids, tokenizer, method, verbose, max_steps, start_step,
                 max_tokens_per_batch, integrated_gradient_steps=integrated_gradient_steps,
-                extractor=extractor)
+                extractor=extractor, top_k=top_k)
 
 
 def exhaustive_rationalize_lm(model: nn.Module, input_ids: Tensor, tokenizer: Any,
@@ -146,13 +147,17 @@ def baseline_rationalize_conditional_model(model: nn.Module, source_tokens: Tens
                                            verbose: bool = True, max_steps: int = 1024,
                                            top_1: bool = False,
                                            max_tokens_per_batch: int | None = None,
-                                           integrated_gradient_steps: int | None = None
+                                           integrated_gradient_steps: int | None = None,
+                                           extractor: Any = None, top_k: int | None = None
                                            ) -> tuple[list[list[int]], list[list[int]],
                                                       dict[str, Any]]:
     """A baseline ordering for a translation (``gradient_norm``, ``signed_gradient``,
     ``integrated_gradient``, ``attention_rollout``, ``last_attention``, ``all_attention``).
-    Attention scores use cross-attention for source and self-attention for target tokens."""
-    check_choice(method, "baseline method", BASELINE_METHODS)
+    Attention scores use cross-attention for source and self-attention for target tokens.
+    ``amortized`` takes a trained ``extractor``; ``top_k`` returns the first ``top_k`` tokens
+    of the order, with no search."""
+    check_choice(method, "baseline method", BASELINE_METHODS + TRAINED_METHODS)
     return _conditional(model, source_tokens, target_tokens, tokenizer, method, verbose,
                         max_steps, top_1, max_tokens_per_batch,
-                        integrated_gradient_steps=integrated_gradient_steps)
+                        integrated_gradient_steps=integrated_gradient_steps,
+                        extractor=extractor, top_k=top_k)

@@ -303,6 +303,21 @@ def test_a_translation_extractor_learns_and_its_rationales_satisfy_the_condition
         goal = int(sequence.problem.target_ids[t])
         table = score_subsets(adapter, sequence.problem, [tuple(sorted(codes))], [goal])
         assert (int(table.prediction[0]) == goal) == r.reached_argmax
+    # The seed's translation function takes the extractor, and top_k.
+    from huggingface.rationalization import baseline_rationalize_conditional_model
+
+    from .test_hf_seq2seq import Tokenizer
+
+    problem = sequence.problem
+    source = torch.cat([problem.source_ids, torch.tensor([2])])
+    for top_k in (None, 2):
+        sources, targets, log = baseline_rationalize_conditional_model(
+            model, source, problem.target_ids, Tokenizer(), "amortized", verbose=False,
+            extractor=extractor, top_k=top_k)
+        direct = rationalize(adapter, problem, "amortized", extractor=extractor, top_k=top_k)
+        assert sources == [r.source_rationale for r in direct.rationales]
+        assert targets == [r.target_rationale for r in direct.rationales]
+    assert all(len(s) + len(t) == 2 for s, t in zip(sources, targets, strict=True))
     # An extractor serves the kind of model it was trained for.
     lm = RationaleExtractor(ExtractorConfig(hidden_size=16))
     with pytest.raises(InputError, match="trained for a language model"):

@@ -15,7 +15,8 @@ from sequential_rationales.validation import InputError
 from sequential_rationales_integrations import rationalize_cli
 from sequential_rationales_integrations import train_rationalizer_cli as train
 
-from .test_rationalize_cli import TEXTS, save_tiny_lm, translation_checkpoint  # noqa: F401
+from .test_rationalize_cli import TEXTS, save_tiny_lm
+from .test_rationalize_cli import translation_checkpoint as _fixture  # noqa: F401
 
 pytest.importorskip("transformers")
 
