@@ -278,28 +278,6 @@ def test_help_explains_every_flag(capsys):
 
 
 # -- fairseq translation ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def translation_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
-    """A plugin ``compatible_transformer`` trained for one update by the real fairseq CLIs."""
-    pytest.importorskip("fairseq")
-    from .fairseq_helpers import PLUGIN_DIR, run_cli, write_translation_corpus
-
-    root = tmp_path_factory.mktemp("translation")
-    write_translation_corpus(root / "text", sizes=(("train", 40), ("valid", 4)))
-    run_cli("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
-            "--trainpref", root / "text/train", "--validpref", root / "text/valid",
-            "--destdir", root / "data-bin", "--workers", "1")
-    run_cli("fairseq-train", root / "data-bin", "--user-dir", PLUGIN_DIR, "--arch",
-            "compatible_transformer", "--encoder-layers", "1", "--decoder-layers", "1",
-            "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-            "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-            "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-            "--optimizer", "adam", "--lr", "1e-3", "--max-update", "1", "--max-tokens", "256",
-            "--save-dir", root / "checkpoints", "--cpu", "--no-progress-bar", "--num-workers",
-            "0", "--seed", "1", "--no-epoch-checkpoints", "--disable-validation")
-    return root / "checkpoints", root / "data-bin"
-
-
 def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
     checkpoints, data = translation_checkpoint
     pairs = tmp_path / "pairs.jsonl"

@@ -16,7 +16,6 @@ from sequential_rationales_integrations import rationalize_cli
 from sequential_rationales_integrations import train_rationalizer_cli as train
 
 from .test_rationalize_cli import TEXTS, save_tiny_lm
-from .test_rationalize_cli import translation_checkpoint as _fixture  # noqa: F401
 
 pytest.importorskip("transformers")
 
