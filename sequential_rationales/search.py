@@ -778,26 +778,18 @@ def top_k_rationales(adapter: ModelAdapter, problem: RationalizationProblem,
     check_positive_int(k, "top_k")
     targets = list(problem.targets)
     chosen = [list(orders[t])[:k] for t in targets]
-    goals = problem.target_ids[torch.tensor(targets, dtype=torch.long)].long()
-    scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, reuse_prefix=False)
-    table = torch.zeros(len(targets), 3, dtype=torch.float64)
-    by_length: dict[int, list[int]] = {}
-    for i, codes in enumerate(chosen):
-        by_length.setdefault(len(codes), []).append(i)
-    for rows in by_length.values():
-        codes = torch.tensor([sorted(chosen[i]) for i in rows], dtype=torch.long)
-        table[rows] = scorer(codes, goals[rows])
-    _check_finite(table)
+    goals = [problem.goal(t) for t in targets]
+    scores = score_subsets(adapter, problem, chosen, goals, max_tokens_per_batch)
     results = []
     for i, t in enumerate(targets):
-        goal_lp, prediction, prediction_lp = table[i].tolist()
         rationale = [problem.decode_code(c) for c in chosen[i]]
-        step = SearchStep(rationale_size=len(rationale), added=None, prediction=int(prediction),
-                          prediction_prob=math.exp(prediction_lp),
-                          true_token_prob=math.exp(goal_lp), subset=rationale)
-        results.append(TargetRationale(target_position=t, goal_id=int(goals[i]),
+        prediction = int(scores.prediction[i])
+        step = SearchStep(rationale_size=len(rationale), added=None, prediction=prediction,
+                          prediction_prob=float(scores.prediction_prob[i]),
+                          true_token_prob=float(scores.goal_prob[i]), subset=rationale)
+        results.append(TargetRationale(target_position=t, goal_id=goals[i],
                                        rationale=rationale, steps=[step],
-                                       reached_argmax=int(prediction) == int(goals[i])))
+                                       reached_argmax=prediction == goals[i]))
     return results
 
 
