@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import MASKED_FORWARDS, ModelAdapter
-from .search import RationalizationProblem, build_batch
+from .search import RationalizationProblem, build_batch, score_subsets
 from .validation import InputError, check_positive_int
 
 CONFIG_FILE = "extractor.json"
@@ -251,34 +251,100 @@ def adapter_of(adapter: AdapterSource, problem: RationalizationProblem) -> Model
     return adapter if isinstance(adapter, ModelAdapter) else adapter(problem)
 
 
+@dataclass(frozen=True)
+class Objectives:
+    """Weights of the training objectives: UNIREX's, adapted to next-token predictions.
+
+    * ``order`` (plausibility): the Plackett-Luce likelihood of the teacher's order.
+    * ``sufficiency`` and ``comprehensiveness`` (faithfulness): rationales are drawn from the
+      extractor's own ranking (Plackett-Luce samples of the teacher's rationale size; the
+      previous token first) and scored by the model: ``log p(y_t)`` given only them, and minus
+      ``log p(y_t)`` given the context without them. The model sees each drawn subset exactly
+      as the paper's objective has it (its tokens at their original positions, nothing else
+      visible), never a soft mask it was not trained on, so the gradient reaches the extractor
+      through the score-function estimator: each sample's log-likelihood weighted by its reward
+      minus the mean reward of the target's other samples.
+    * ``task``: the model's own loss, ``-log p(y_t)`` given the full context, when the model is
+      fine-tuned jointly (``finetune=True``); the model then also learns from the sufficiency
+      term (``-log p(y_t)`` given the drawn rationales).
+
+    ``samples`` rationales per target, for up to ``targets`` targets of each sequence per step.
+    """
+
+    order: float = 1.0
+    sufficiency: float = 0.0
+    comprehensiveness: float = 0.0
+    task: float = 0.0
+    samples: int = 4
+    targets: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("order", "sufficiency", "comprehensiveness", "task"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"the {name} weight must be a number >= 0, got {value!r}")
+        check_positive_int(self.targets, "targets")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or \
+                self.samples < 2:
+            raise InputError(f"samples must be an integer >= 2 (each sample's reward is "
+                             f"measured against the others'), got {self.samples!r}")
+
+    @property
+    def faithful(self) -> bool:
+        return self.sufficiency > 0 or self.comprehensiveness > 0
+
+
 def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence],
                     config: ExtractorConfig | None = None, steps: int = 500, lr: float = 3e-3,
                     seed: int = 0, batch_sequences: int = 8,
                     extractor: RationaleExtractor | None = None,
                     optimizer_state: dict | None = None, start_step: int = 0,
-                    on_step: Callable[[int, float, RationaleExtractor, torch.optim.Optimizer],
-                                      None] | None = None) -> RationaleExtractor:
-    """Distill the teachers' orders into an extractor (the model stays frozen: its hidden
-    states are computed once). ``adapter``: the model's adapter, or a function giving each
-    problem's. Each step averages :func:`order_loss` over
-    ``batch_sequences`` sequences drawn with ``seed``; ``on_step(step, loss, extractor,
-    optimizer)`` hears every step (progress, logs, checkpoints). ``extractor``,
-    ``optimizer_state`` and ``start_step`` resume a run: the draws continue where it stopped."""
+                    on_step: Callable[..., None] | None = None,
+                    objectives: Objectives | None = None, finetune: bool = False,
+                    model_lr: float = 1e-5) -> RationaleExtractor:
+    """Train an extractor on the teachers' rationales (see :class:`Objectives`; by default
+    the teacher's order only). ``adapter``: the model's adapter, or a function giving each
+    problem's. The model stays frozen (its hidden states are computed once) unless
+    ``finetune``: then its weights train too (learning rate ``model_lr``, the same optimizer)
+    and the hidden states are recomputed at every step.
+
+    Each step averages the losses of ``batch_sequences`` sequences drawn with ``seed``;
+    ``on_step(step, loss, extractor, optimizer, parts)`` hears every step (``parts``: each
+    weighted objective's value; for progress, logs, checkpoints). ``extractor``,
+    ``optimizer_state`` and ``start_step`` resume a run: the draws continue where it stopped
+    (a fine-tuned model's weights are the caller's to restore)."""
     check_positive_int(steps, "steps")
+    objectives = objectives or Objectives()
     if not sequences:
         raise InputError("no teacher rationales to train the extractor on")
     first = adapter_of(adapter, sequences[0].problem)
+    model = getattr(first, "model", None)
+    if finetune and not isinstance(model, nn.Module):
+        raise InputError(f"fine-tuning needs the model's weights (an adapter with a model "
+                         f"module), which {type(first).__name__} does not expose")
+    if objectives.task and not finetune:
+        raise InputError("the task objective trains the model: it needs finetune=True")
     if extractor is not None:
         config = extractor.config
         check_extractor_fits(extractor, first)
     layer = config.layer if config is not None else -1
-    states = [hidden_states(adapter_of(adapter, s.problem), s.problem, layer) for s in sequences]
+
+    def states_of(i: int) -> Tensor:
+        problem = sequences[i].problem
+        return hidden_states(adapter_of(adapter, problem), problem, layer)
+
+    states = None if finetune else [states_of(i) for i in range(len(sequences))]
     if extractor is None:  # the hidden size and the kind of model are the model's
-        config = replace(config or ExtractorConfig(0), hidden_size=states[0].shape[-1],
+        size = (states[0] if states else states_of(0)).shape[-1]
+        config = replace(config or ExtractorConfig(0), hidden_size=size,
                          conditional=bool(first.is_conditional))
         torch.manual_seed(seed)
-        extractor = RationaleExtractor(config).to(states[0].device)
-    optimizer = torch.optim.Adam(extractor.parameters(), lr=lr)
+        extractor = RationaleExtractor(config).to(first.device)
+    groups = [{"params": list(extractor.parameters()), "lr": lr}]
+    if finetune:
+        groups.append({"params": [p for p in model.parameters() if p.requires_grad],
+                       "lr": model_lr})
+    optimizer = torch.optim.Adam(groups)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     draws = random.Random(seed)
@@ -287,14 +353,109 @@ def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence]
     extractor.train()
     for step in range(start_step, steps):
         chosen = draws.sample(range(len(sequences)), min(batch_sequences, len(sequences)))
-        loss = torch.stack([sequence_loss(extractor, states[i], sequences[i])
-                            for i in chosen]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        noise = torch.Generator().manual_seed(seed * 1_000_003 + step)  # resumable draws
+        parts: dict[str, Tensor] = {}
+        for i in chosen:
+            sequence = sequences[i]
+            hidden = states[i] if states is not None else states_of(i)
+            scores = extractor(hidden.to(first.device), sequence.problem.num_source)
+            terms = sequence_objectives(scores, adapter_of(adapter, sequence.problem),
+                                        sequence, objectives, noise, finetune)
+            for name, value in terms.items():
+                parts[name] = parts.get(name, 0.0) + value / len(chosen)
+        loss = torch.stack(list(parts.values())).sum() if parts else torch.zeros(())
+        if loss.requires_grad:  # else: no target of these sequences had anything to draw
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
         if on_step is not None:
-            on_step(step + 1, float(loss.detach()), extractor, optimizer)
+            on_step(step + 1, float(loss.detach()), extractor, optimizer,
+                    {name: float(value.detach()) for name, value in parts.items()})
     return extractor.eval()
+
+
+def sequence_objectives(scores: Tensor, adapter: ModelAdapter, sequence: TeacherSequence,
+                        objectives: Objectives, noise: torch.Generator, finetune: bool
+                        ) -> dict[str, Tensor]:
+    """The weighted objectives of one sequence (see :class:`Objectives`) from its extractor
+    scores ``[T, S + T]``."""
+    problem = sequence.problem
+    targets = sorted(sequence.orders)
+    terms: dict[str, Tensor] = {}
+    if objectives.order:
+        terms["order"] = objectives.order * order_loss(
+            scores, targets, [sequence.orders[t] for t in targets])
+    if not (objectives.faithful or objectives.task):
+        return terms
+    picked = [targets[j] for j in torch.randperm(len(targets), generator=noise)
+              [:objectives.targets].tolist()]
+    if objectives.task:
+        full = [tuple(range(problem.context_size(t))) for t in picked]
+        terms["task"] = objectives.task * -model_log_probs(adapter, problem, full, picked).mean()
+    if not objectives.faithful:
+        return terms
+    drawn, log_likelihoods, owners = [], [], []
+    for t in picked:
+        size = len(sequence.orders[t])
+        if not 1 < size < problem.context_size(t):  # a draw would choose nothing
+            continue
+        for _ in range(objectives.samples):
+            codes, log_likelihood = draw_rationale(scores[t - 1, :problem.context_size(t)],
+                                                   problem.previous_code(t), size, noise)
+            drawn.append(codes)
+            log_likelihoods.append(log_likelihood)
+            owners.append(t)
+    if not drawn:
+        return terms
+    goals = [problem.goal(t) for t in owners]
+    with torch.no_grad():
+        reward = torch.zeros(len(drawn), dtype=torch.float64)
+        if objectives.sufficiency:
+            kept = score_subsets(adapter, problem, drawn, goals).goal_log_prob
+            reward += objectives.sufficiency * kept.cpu()
+        if objectives.comprehensiveness:
+            rest = [sorted(set(range(problem.context_size(t))) - set(codes))
+                    for codes, t in zip(drawn, owners, strict=True)]
+            left = score_subsets(adapter, problem, rest, goals).goal_log_prob
+            reward -= objectives.comprehensiveness * left.cpu()
+    reward = reward.clamp(-1e4, 1e4).view(-1, objectives.samples).float()  # -inf: no support
+    others = (reward.sum(1, keepdim=True) - reward) / (objectives.samples - 1)
+    advantage = (reward - others).view(-1).to(scores.device)
+    terms["faithfulness"] = -(advantage * torch.stack(log_likelihoods)).mean()
+    if finetune and objectives.sufficiency:
+        terms["model_sufficiency"] = objectives.sufficiency * -model_log_probs(
+            adapter, problem, drawn, owners).mean()
+    return terms
+
+
+def draw_rationale(row: Tensor, previous: int, size: int, noise: torch.Generator
+                   ) -> tuple[list[int], Tensor]:
+    """A rationale of ``size`` codes drawn from the Plackett-Luce distribution of ``row``
+    (the previous token first, then ``size - 1`` codes by Gumbel-perturbed scores) and the
+    log-likelihood of its draw order (differentiable in ``row``)."""
+    gumbel = -torch.log(-torch.log(torch.rand(len(row), generator=noise).clamp(1e-12, 1 - 1e-7)))
+    keys = row.detach().cpu() + gumbel
+    keys[previous] = float("-inf")
+    picks = keys.topk(size - 1).indices.tolist()
+    available = torch.ones(len(row), dtype=torch.bool, device=row.device)
+    available[previous] = False
+    log_likelihood = row.new_zeros(())
+    for pick in picks:
+        log_likelihood = log_likelihood + row[pick] - torch.logsumexp(row[available], 0)
+        available = available.clone()  # the mask indexed above stays as autograd saw it
+        available[pick] = False
+    return [previous, *picks], log_likelihood
+
+
+def model_log_probs(adapter: ModelAdapter, problem: RationalizationProblem,
+                    subsets: Sequence[Sequence[int]], targets: Sequence[int]) -> Tensor:
+    """``log p(y_t | subset)`` of each (subset, target) with gradients into the model."""
+    out = []
+    for codes, t in zip(subsets, targets, strict=True):
+        row = RationalizationProblem(problem.target_ids, problem.source_ids, targets=[t])
+        log_probs = adapter.log_probs(build_batch(row, [codes]).to(adapter.device))
+        out.append(log_probs[0, problem.goal(t)])
+    return torch.stack(out)
 
 
 def sequence_loss(extractor: RationaleExtractor, hidden: Tensor,
@@ -316,6 +477,7 @@ def mean_order_loss(extractor: RationaleExtractor, adapter: AdapterSource,
     return sum(losses) / max(len(losses), 1)
 
 
-__all__ = ["ExtractorConfig", "RationaleExtractor", "TeacherSequence", "distance_bucket",
+__all__ = ["ExtractorConfig", "Objectives", "RationaleExtractor", "TeacherSequence",
+           "distance_bucket",
            "extractor_scores", "hidden_states", "mean_order_loss", "order_loss",
            "train_extractor"]

@@ -211,12 +211,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log = _train_log(out / "train_log.jsonl", start)
     board = _tensorboard(out / "tensorboard")
 
-    def on_step(step: int, loss: float, current: RationaleExtractor, optimizer: Any) -> None:
+    def on_step(step: int, loss: float, current: RationaleExtractor, optimizer: Any,
+                parts: dict[str, float]) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
-        log.write(json.dumps({"step": step, "loss": loss}) + "\n")
+        log.write(json.dumps({"step": step, "loss": loss, **parts}) + "\n")
         if board is not None:
             board.add_scalar("loss/train", loss, step)
+            for name, value in parts.items():
+                board.add_scalar(f"objective/{name}", value, step)
         if step % 100 == 0 or step == args.steps:
             _save_checkpoint(checkpoint, current, optimizer, step, args)
 
