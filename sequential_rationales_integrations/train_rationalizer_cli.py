@@ -9,9 +9,16 @@ records of an earlier `rationalize --out FILE.jsonl` run (--teacher FILE.jsonl; 
 order, greedy's by default). Language models (Hugging Face) and fairseq translation models
 (source sentences as the texts; --data as for `rationalize`) are served.
 
+The objectives are UNIREX's, for next-token predictions (sequential_rationales.extractor.
+Objectives): the teacher's order (--lambda-order, plausibility), the sufficiency and
+comprehensiveness of rationales drawn from the extractor's own ranking, scored exactly by the
+model (--lambda-sufficiency, --lambda-comprehensiveness: faithfulness), and with --finetune the
+model's own loss (--lambda-task), the model then training jointly.
+
 OUT receives extractor.json and extractor.pt (the extractor), checkpoint.pt (weights,
 optimizer and step: a rerun with the same settings resumes from it), train_log.jsonl (the loss
-of every step) and tensorboard/ (the same curves, when tensorboard is installed). Examples:
+of every step and of each objective), tensorboard/ (the same curves, when tensorboard is
+installed) and, with --finetune, model/ (the fine-tuned model and its tokenizer). Examples:
 
   rationales-train-rationalizer --model path/to/gpt2 --input texts.txt --out extractor/
   rationalize --model path/to/gpt2 --input texts.txt --out greedy.jsonl
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,7 @@ import torch
 from sequential_rationales import RationalizationProblem
 from sequential_rationales.extractor import (
     ExtractorConfig,
+    Objectives,
     RationaleExtractor,
     TeacherSequence,
     mean_order_loss,
@@ -78,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the block whose output the extractor reads (-1: the last)")
     p.add_argument("--batch-sequences", type=positive_int, default=8,
                    help="sequences per step")
+    p.add_argument("--lambda-order", type=float, default=1.0, metavar="W",
+                   help="weight of the teacher's order (plausibility)")
+    p.add_argument("--lambda-sufficiency", type=float, default=0.0, metavar="W",
+                   help="weight of sufficiency: log p(target) given only a rationale drawn from "
+                        "the extractor's ranking")
+    p.add_argument("--lambda-comprehensiveness", type=float, default=0.0, metavar="W",
+                   help="weight of comprehensiveness: -log p(target) given the context "
+                        "without the drawn rationale")
+    p.add_argument("--lambda-task", type=float, default=0.0, metavar="W",
+                   help="--finetune: weight of the model's own loss on the texts")
+    p.add_argument("--samples", type=int, default=4,
+                   help="rationales drawn per target for the faithfulness objectives (>= 2)")
+    p.add_argument("--finetune", action="store_true",
+                   help="train the model jointly (Hugging Face language models; the "
+                        "fine-tuned model is saved in OUT/model)")
+    p.add_argument("--model-lr", type=float, default=1e-5,
+                   help="--finetune: the model's learning rate")
     p.add_argument("--held-out", type=float, default=0.1, metavar="FRACTION",
                    help="share of the sequences kept out of training to report the loss on")
     p.add_argument("--max-steps", type=positive_int, default=1024,
@@ -95,8 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.rank = QUICK["steps"], QUICK["rank"]
     if not 0 <= args.held_out < 1:
         raise InputError(f"--held-out {args.held_out} must be in [0, 1)")
-    if args.lr <= 0:
-        raise InputError(f"--lr {args.lr} must be positive")
+    if args.lr <= 0 or args.model_lr <= 0:
+        raise InputError(f"--lr {args.lr} and --model-lr {args.model_lr} must be positive")
+    if args.lambda_task and not args.finetune:
+        raise InputError("--lambda-task trains the model: it needs --finetune")
+    args.objectives = Objectives(
+        order=args.lambda_order, sufficiency=args.lambda_sufficiency,
+        comprehensiveness=args.lambda_comprehensiveness, task=args.lambda_task,
+        samples=args.samples)
     return args
 
 
@@ -173,7 +205,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "data": args.data,
             "texts": args.text, "input": args.input, "rank": args.rank, "layer": args.layer,
             "lr": args.lr, "batch_sequences": args.batch_sequences, "seed": args.seed,
-            "held_out": args.held_out, "max_steps": args.max_steps}
+            "held_out": args.held_out, "max_steps": args.max_steps,
+            "objectives": asdict(args.objectives), "finetune": args.finetune,
+            "model_lr": args.model_lr if args.finetune else None}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -181,6 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rationalizer = load(args.model, args.tokenizer, device=args.device, data=args.data)
+    if args.finetune and rationalizer.kind != "language model":
+        raise InputError("--finetune serves Hugging Face language models; train the "
+                         "extractor of a translation model with the model frozen")
     adapter = rationalizer.text_model.adapter_for
     if args.teacher is not None:
         sequences = teacher_sequences(read_records(args.teacher), args.teacher)
@@ -202,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "--out or delete it")
         extractor = RationaleExtractor(ExtractorConfig(**saved["config"]))
         extractor.load_state_dict(saved["weights"])
+        if args.finetune:  # the model as it was at that step
+            rationalizer.text_model.model.load_state_dict(saved["model"])
         extractor.to(adapter(sequences[0].problem).device)
         optimizer_state, start = saved["optimizer"], saved["step"]
 
@@ -221,18 +260,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, value in parts.items():
                 board.add_scalar(f"objective/{name}", value, step)
         if step % 100 == 0 or step == args.steps:
-            _save_checkpoint(checkpoint, current, optimizer, step, args)
+            _save_checkpoint(checkpoint, current, optimizer, step, args,
+                             rationalizer.text_model.model if args.finetune else None)
 
     try:
         extractor = train_extractor(
             adapter, train, ExtractorConfig(0, rank=args.rank, layer=args.layer),
             steps=args.steps, lr=args.lr, seed=args.seed, batch_sequences=args.batch_sequences,
             extractor=extractor, optimizer_state=optimizer_state, start_step=start,
-            on_step=on_step)
+            on_step=on_step, objectives=args.objectives, finetune=args.finetune,
+            model_lr=args.model_lr)
     finally:
         bar.close()
         log.close()
     extractor.save(out)
+    if args.finetune:
+        text_model = rationalizer.text_model
+        text_model.model.save_pretrained(out / "model")
+        text_model.tokenizer.save_pretrained(out / "model")
     summary = {"sequences": len(sequences), "train": len(train), "held_out": len(test),
                "steps": args.steps,
                "train_loss": mean_order_loss(extractor, adapter, train),
@@ -246,14 +291,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, extractor: RationaleExtractor, optimizer: Any, step: int,
-                     args: argparse.Namespace) -> None:
+                     args: argparse.Namespace, model: Any = None) -> None:
     """Written whole, then moved into place: a killed run leaves the previous checkpoint."""
-    from dataclasses import asdict
-
     partial = path.with_suffix(".partial")
-    torch.save({"weights": extractor.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step, "config": asdict(extractor.config), "settings": settings(args)},
-               partial)
+    state = {"weights": extractor.state_dict(), "optimizer": optimizer.state_dict(),
+             "step": step, "config": asdict(extractor.config), "settings": settings(args)}
+    if model is not None:  # fine-tuned jointly: the model's weights at this step
+        state["model"] = model.state_dict()
+    torch.save(state, partial)
     os.replace(partial, path)
 
 

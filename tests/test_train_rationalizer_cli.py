@@ -122,3 +122,34 @@ def test_a_fairseq_translation_model_trains_from_sources_and_from_records(tmp_pa
             first = entry["log"][0]  # the previous target token comes first
             assert first["from"] == "target"
             assert first["added_token_position"] == entry["target_position"] - 1
+
+
+def test_faithfulness_and_joint_fine_tuning_log_each_objective_and_resume(lm_dir, tmp_path):
+    """With every objective on and the model fine-tuned, the log names each objective, the
+    fine-tuned model is saved, and a stopped run resumes into the same extractor and model."""
+    from transformers import AutoModelForCausalLM
+
+    # A teacher of two-token rationales (greedy's fill this random model's whole contexts,
+    # which leaves the faithfulness draws nothing to choose).
+    teacher = tmp_path / "top2.jsonl"
+    rationalize_cli.main(["--model", str(lm_dir), "--device", "cpu", "--text", *MORE,
+                          "--method", "last_attention", "--top-k", "2", "--out", str(teacher)])
+    flags = ["--teacher", str(teacher), "--held-out", "0", "--lambda-sufficiency", "1",
+             "--lambda-comprehensiveness", "0.5", "--finetune", "--lambda-task", "1",
+             "--model-lr", "1e-3", "--lr", "0.01"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run(lm_dir, whole, *flags, "--steps", "200")
+    log = [json.loads(line) for line in (whole / "train_log.jsonl").read_text().splitlines()]
+    assert {"order", "task"} <= set(log[0]) and any("faithfulness" in x for x in log)
+    tuned = AutoModelForCausalLM.from_pretrained(whole / "model")
+    original = AutoModelForCausalLM.from_pretrained(lm_dir)
+    assert not torch.equal(tuned.lm_head.weight, original.lm_head.weight)
+    run(lm_dir, parts, *flags, "--steps", "100")
+    (parts / "extractor.pt").unlink()
+    run(lm_dir, parts, *flags, "--steps", "200")
+    assert [round(x, 4) for x in losses(parts)] == [round(x, 4) for x in losses(whole)]
+    again = AutoModelForCausalLM.from_pretrained(parts / "model")
+    for a, b in zip(tuned.parameters(), again.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(InputError, match="--lambda-task trains the model"):
+        run(lm_dir, tmp_path / "x", "--text", "a b", "--lambda-task", "1")
