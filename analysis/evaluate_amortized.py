@@ -1,7 +1,8 @@
-"""The learned rationale extractor against greedy search and the baselines on Majority Class
-(17 bits, and 81 bits for long contexts): agreement with greedy, rationale length, the argmax
-condition, label bits, time and forward tokens per target, and a figure of speed against
-agreement.
+"""The learned rationale extractor against greedy search and the other methods, on Majority
+Class, the two synthetic translation tasks, long contexts (82 tokens) and a held-out setting
+(longer contexts than the extractor was trained on): agreement with greedy, rationale length,
+the argmax condition, faithfulness, the gold metrics, NRG, time and forward tokens per target,
+and a figure of speed against agreement.
 
     python analysis/evaluate_amortized.py --quick --out outputs/amortized
 """

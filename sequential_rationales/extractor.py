@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import MASKED_FORWARDS, ModelAdapter
+from .results import SOURCE, TARGET, SequenceRationales
 from .search import RationalizationProblem, build_batch, score_subsets
 from .validation import InputError, check_positive_int
 
@@ -240,6 +241,15 @@ class TeacherSequence:
 
     problem: RationalizationProblem
     orders: dict[int, list[int]]
+
+    @classmethod
+    def from_result(cls, problem: RationalizationProblem, result: SequenceRationales
+                    ) -> TeacherSequence:
+        """The teacher orders of a method's result on ``problem`` (as context codes)."""
+        offset = {SOURCE: 0, TARGET: problem.num_source}
+        return cls(problem, {r.target_position: [offset[c.stream] + c.position
+                                                 for c in r.rationale]
+                             for r in result.rationales})
 
 
 AdapterSource = ModelAdapter | Callable[[RationalizationProblem], ModelAdapter]

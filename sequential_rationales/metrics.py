@@ -52,6 +52,8 @@ METHOD_LABELS = {
     "lrp": "LRP (AttnLRP)",
     "iba": "IBA",
     "random": "Random",
+    "amortized": "Amortized (learned)",
+    "amortized_top_k": "Amortized top-k",
 }
 
 

@@ -179,10 +179,7 @@ def results_teacher(results: list[Any]) -> list[TeacherSequence]:
             continue
         source = None if result.source_ids is None else torch.tensor(result.source_ids)
         problem = RationalizationProblem(torch.tensor(result.target_ids), source)
-        offset = {"source": 0, "target": problem.num_source}
-        sequences.append(TeacherSequence(problem, {
-            r.target_position: [offset[c.stream] + c.position for c in r.rationale]
-            for r in result.rationales}))
+        sequences.append(TeacherSequence.from_result(problem, result))
     if not sequences:
         raise InputError("the texts hold no rationalized targets to learn from")
     return sequences

@@ -1,20 +1,36 @@
-"""The learned rationale extractor against greedy search: how much of greedy's agreement and
-minimality it keeps, at what fraction of the forward passes.
+"""The learned rationale extractor against greedy search and the other methods: how much of
+greedy's agreement, minimality and faithfulness it keeps, at what fraction of the forward
+passes.
 
-Per setting, a compatible GPT-2 (word dropout) is trained on Majority Class with
-``huggingface/run_clm.py``; greedy rationales of the label of training sentences are the
-teacher of an extractor (``sequential_rationales.extractor``); then, on test sentences, every
-method rationalizes the label. Settings: ``majority_class`` (17 bits, contexts of 18 tokens)
-and ``long_context`` (the same 17 bits and label after 64 filler tokens drawn from their own
-four words: contexts of 82 tokens, where greedy tries every filler token at every step).
-81-bit Majority Class did not serve: the small model's label loss stayed at chance for 5,000
-steps. Per method: the mean rationale length, ``f1_vs_greedy`` and ``exact_vs_greedy`` (the
-rationale's positions against greedy's), ``argmax_reached``, ``label_bit_precision`` (the
-share of the rationale's bits equal to the label; greedy's are all equal to it on a
-compatible model), seconds and forward tokens per target, and both as ratios to greedy.
-Writes OUT/SETTING/ (data, model, extractor, results.json), OUT/summary.json,
-OUT/amortized.md and OUT/amortized.png (speed-up against agreement). Finished models and
-extractors are reused by a rerun. Example::
+Settings (``--settings``):
+
+* ``majority_class``: a compatible GPT-2 on Majority Class (17 bits, contexts of 18 tokens);
+* ``translation`` and ``translation_hard``: the compatible fairseq models of the synthetic
+  translation tasks (``scripts/run_translation_benchmark.py --quick``, trained here when
+  ``--translation`` / ``--translation-hard`` name no finished folder), every target of each
+  test pair;
+* ``long_context``: a compatible GPT-2 trained on Majority Class after 0 to 64 random filler
+  words (``a b c d``); the label after 64 of them (contexts of 82 tokens);
+* ``held_out``: the same model and test sentences, with an extractor trained only on
+  sentences of at most 16 filler words: longer contexts than it ever saw.
+
+Per setting an extractor is trained on greedy's rationales of training examples (its teacher,
+never the test examples), then every method rationalizes the test examples. Per method: mean
+rationale length, ``f1_vs_greedy`` / ``exact_vs_greedy`` (the rationale's context codes against
+greedy's), ``argmax_reached``, faithfulness (sufficiency, comprehensiveness: lower and higher
+are better), the gold metrics (Majority Class: ``label_bit_precision``, the share of added bits
+equal to the label; translation: AER and F1 against the gold alignments), seconds and forward
+tokens per target (the tokens the model's body runs through), both as ratios to greedy, and
+UNIREX's normalized relative gain (NRG, Chan et al., 2022): each metric min-max normalized over
+the methods of the setting (1: the best), averaged per desideratum (faithfulness: sufficiency
+and comprehensiveness; plausibility: the gold metrics), then over the two. The task desideratum
+is left out: every method explains the same frozen model, so its task performance is the
+same. ``amortized_top_k`` is the one-pass mode: the first k tokens of the extractor's order,
+k the teacher's mean rationale length rounded.
+
+Writes OUT/SETTING/ (extractor, records.json, results.json), OUT/summary.json (the figures
+per setting), OUT/amortized.md (the table) and OUT/amortized.png (speed-up against agreement
+with greedy). Finished models and extractors are reused by a rerun. Example::
 
     python analysis/evaluate_amortized.py --quick --out outputs/amortized
 """
@@ -24,231 +40,374 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sequential_rationales import RationalizationProblem, rationalize
-from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-from sequential_rationales.extractor import (
-    ExtractorConfig,
-    RationaleExtractor,
-    TeacherSequence,
-    mean_order_loss,
-    train_extractor,
+from sequential_rationales.adapter import ModelAdapter
+from sequential_rationales.extractor import Objectives, RationaleExtractor
+from sequential_rationales.metrics import (
+    METHOD_LABELS,
+    alignment_table_row,
+    faithfulness,
+    faithfulness_table_row,
+    mean,
+)
+from sequential_rationales_experiments.amortized import (
+    ForwardTokens,
+    cached_extractor,
+    counted_modules,
+    label_problem,
+    label_sentences,
+    train_label_model,
 )
 from sequential_rationales_experiments.cli import ProgramParser
-from sequential_rationales_experiments.commands import demo
 
-SETTINGS = {"majority_class": 0, "long_context": 64}  # filler tokens before the 17 bits
-BITS = 17
-FILLER_WORDS = ("a", "b", "c", "d")
-METHODS = ("greedy", "amortized", "last_attention", "gradient_norm", "random")
-# Training steps of the models per setting. The label is learned late (a sudden drop of its
-# loss): 1,500 steps on 17 bits, and 2,000 after 64 filler tokens, left it at chance in one
-# run of two.
-LEARNING_RATE = {False: 1e-3, True: 3e-3}  # with filler: 1e-3 left the label at chance
-QUICK = {"train_steps": {"majority_class": 3000, "long_context": 6000}, "teacher": 200,
-         "test": 60, "extractor_steps": 300}
-FULL = {"train_steps": {"majority_class": 5000, "long_context": 10000}, "teacher": 500,
-        "test": 200, "extractor_steps": 1000}
+SETTINGS = ("majority_class", "translation", "translation_hard", "long_context", "held_out")
+PAPER_BASELINES = ("gradient_norm", "signed_gradient", "integrated_gradient",
+                   "attention_rollout", "last_attention", "all_attention")
+METHODS = ("greedy", "amortized", "amortized_top_k", *PAPER_BASELINES, "lrp", "iba", "random")
+LONG_FILLER = 64
+HELD_OUT_FILLER = 16  # the held-out extractor's teacher sentences have at most this many
+# (model training steps, teacher examples, test examples, extractor steps)
+QUICK = {"lm_steps": {"majority_class": 2000, "long": 4000}, "teacher": 300, "test": 40,
+         "translation_teacher": 150, "translation_test": 15, "extractor_steps": 400}
+FULL = {"lm_steps": {"majority_class": 3000, "long": 6000}, "teacher": 1000, "test": 200,
+        "translation_teacher": 500, "translation_test": 60, "extractor_steps": 1500}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ProgramParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/amortized", help="output folder")
-    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
                    help="which settings to run")
-    p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   help="methods compared (greedy is always run: it is the reference)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="methods compared (greedy always runs: it is the reference)")
+    p.add_argument("--translation", default=None, metavar="DIR",
+                   help="a finished run_translation_benchmark folder of the standard task "
+                        "(default: OUT/translation, trained when missing)")
+    p.add_argument("--translation-hard", default=None, metavar="DIR",
+                   help="the same for the hard task (default: OUT/translation_hard)")
+    p.add_argument("--lambda-sufficiency", type=float, default=0.0, metavar="W",
+                   help="the extractors' sufficiency weight (the teacher's order weighs 1)")
+    p.add_argument("--lambda-comprehensiveness", type=float, default=0.0, metavar="W",
+                   help="the extractors' comprehensiveness weight")
     p.add_argument("--quick", action="store_true",
-                   help="CPU-sized: fewer training steps, teacher and test sentences")
+                   help="CPU-sized: fewer training steps, teacher and test examples")
     p.add_argument("--seed", type=int, default=0, help="seed of data, training and draws")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         setattr(args, key, value)
     if "greedy" not in args.methods:
         args.methods = ["greedy", *args.methods]
+    args.objectives = Objectives(sufficiency=args.lambda_sufficiency,
+                                 comprehensiveness=args.lambda_comprehensiveness)
     return args
 
 
-class ForwardTokens:
-    """Counts the tokens the model's body runs (cached prefixes are not run again)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.tokens = 0
-        self.handle = model.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
-
-    def _count(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        shape = ids.shape if ids is not None else embeds.shape[:2]
-        self.tokens += int(shape[0] * shape[1])
-
-    def close(self) -> None:
-        self.handle.remove()
-
-
-def write_data(folder: Path, filler: int, test: int, seed: int) -> Path:
-    """Majority Class sentences (``BITS`` bits, ``=``, the label), each after ``filler`` random
-    filler words, and a word-level tokenizer for them."""
-    from sequential_rationales_experiments.majority_class import majority_class_sentences
-    from sequential_rationales_integrations.huggingface.word_level_tokenizer import (
-        build_word_level_tokenizer,
-    )
-
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(seed)
-    for split, n in {"train": 20_000, "valid": 1000, "test": test}.items():
-        lines = majority_class_sentences(n, BITS, generator)
-        words = torch.randint(len(FILLER_WORDS), (n, filler), generator=generator).tolist()
-        lines = [" ".join([*(FILLER_WORDS[w] for w in row), line])
-                 for row, line in zip(words, lines, strict=True)]
-        (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    build_word_level_tokenizer([" ".join(["0 1 =", *FILLER_WORDS])]).save_pretrained(
-        str(folder / "tokenizer"))
-    return data
+# -- one method on the test examples -----------------------------------------------------------
+def run_method(method: str, examples: Sequence[tuple[ModelAdapter, RationalizationProblem]],
+               counter_modules: list[torch.nn.Module], extractor: RationaleExtractor,
+               top_k: int) -> tuple[list[Any], float, int]:
+    """Every example's result, the seconds the method took and the forward tokens it ran."""
+    name, options = ("amortized", {"top_k": top_k}) if method == "amortized_top_k" else (
+        method, {})
+    counter = ForwardTokens(counter_modules)
+    start = time.perf_counter()
+    try:
+        results = [rationalize(adapter, problem, name, progress=False, precision="fp32",
+                               extractor=extractor, **options)
+                   for adapter, problem in examples]
+    finally:
+        counter.close()
+    return results, time.perf_counter() - start, counter.tokens
 
 
-def train_model(folder: Path, filler: int, steps: int, seed: int) -> tuple[Any, Any, Path]:
-    """Data and a compatible GPT-2 (reused when present)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    data = write_data(folder, filler, FULL["test"], seed)
-    # demo.train sizes the model's positions by its bits: the filler counts as bits there.
-    args = argparse.Namespace(bits=filler + BITS, seed=seed, layers=2, dim=64, steps=steps,
-                              batch_size=64, learning_rate=LEARNING_RATE[filler > 0])
-    if not (folder / "compatible" / "config.json").is_file():
-        demo.train(folder, data, args, mixture=1.0)
-    model = AutoModelForCausalLM.from_pretrained(folder / "compatible").eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    return model, tokenizer, data
+def codes_of(problem: RationalizationProblem, rationale: Any) -> list[int]:
+    return [c.position + (problem.num_source if c.stream == "target" else 0)
+            for c in rationale.rationale]
 
 
-def label_problem(tokenizer: Any, sentence: str) -> RationalizationProblem:
-    """The label (the last word) is the target."""
-    ids = torch.tensor(tokenizer(sentence)["input_ids"])
-    return RationalizationProblem(ids, targets=[len(sentence.split()) - 1])
-
-
-def f1(a: list[int], b: list[int]) -> float:
+def f1(a: Sequence[int], b: Sequence[int]) -> float:
     common = len(set(a) & set(b))
     return 2 * common / (len(set(a)) + len(set(b))) if a or b else 1.0
 
 
-def evaluate(adapter: HuggingFaceCausalLM, model: Any, problems: list[RationalizationProblem],
-             sentences: list[str], methods: list[str],
-             extractor: RationaleExtractor) -> dict[str, dict[str, float]]:
-    """Per method, the label's rationale metrics averaged over the test sentences."""
-    rationales: dict[str, list[list[int]]] = {}
+def evaluate(examples: Sequence[tuple[ModelAdapter, RationalizationProblem]],
+             counter_modules: list[torch.nn.Module], methods: Sequence[str],
+             extractor: RationaleExtractor, top_k: int,
+             gold: Callable[[str, list[list[Any]]], dict[str, float]]
+             ) -> dict[str, dict[str, float]]:
+    """Per method, its metrics over every target of ``examples``; ``gold(method, results)``
+    adds the setting's gold metrics."""
     rows: dict[str, dict[str, float]] = {}
+    codes: dict[str, list[list[int]]] = {}
     for method in methods:
-        counter = ForwardTokens(model)
-        start = time.perf_counter()
-        results = [rationalize(adapter, p, method, progress=False, precision="fp32",
-                               extractor=extractor).rationales[0] for p in problems]
-        seconds = time.perf_counter() - start
-        counter.close()
-        rationales[method] = [r.target_rationale for r in results]
-        bit_shares = []
-        for r, sentence in zip(results, sentences, strict=True):
-            words = sentence.split()
-            seen = [words[p] for p in r.target_rationale if words[p] in ("0", "1")]
-            label = words[-1]
-            if seen:
-                bit_shares.append(sum(b == label for b in seen) / len(seen))
+        results, seconds, tokens = run_method(method, examples, counter_modules, extractor,
+                                              top_k)
+        targets = [(problem, r) for (_, problem), result in zip(examples, results, strict=True)
+                   for r in result.rationales]
+        codes[method] = [codes_of(problem, r) for problem, r in targets]
+        scores = [faithfulness(adapter, problem, result)
+                  for (adapter, problem), result in zip(examples, results, strict=True)]
+        faith = faithfulness_table_row(s for per in scores for s in per.values())
         rows[method] = {
-            "mean_length": sum(len(r) for r in rationales[method]) / len(results),
-            "argmax_reached": sum(r.reached_argmax for r in results) / len(results),
-            "label_bit_precision": sum(bit_shares) / max(len(bit_shares), 1),
-            "seconds_per_target": seconds / len(results),
-            "forward_tokens_per_target": counter.tokens / len(results)}
-    greedy = rows["greedy"]
+            "mean_length": mean(len(c) for c in codes[method]),
+            "argmax_reached": mean(float(r.reached_argmax) for _, r in targets),
+            "sufficiency": faith["sufficiency"],
+            "comprehensiveness": faith["comprehensiveness"],
+            "seconds_per_target": seconds / len(targets),
+            "forward_tokens_per_target": tokens / len(targets),
+            "targets": float(len(targets)),
+            **gold(method, [result.rationales for result in results])}
+    reference = rows["greedy"]
     for method, row in rows.items():
-        pairs = list(zip(rationales[method], rationales["greedy"], strict=True))
-        row["f1_vs_greedy"] = sum(f1(a, b) for a, b in pairs) / len(pairs)
-        row["exact_vs_greedy"] = sum(a == b for a, b in pairs) / len(pairs)
-        row["speedup"] = greedy["seconds_per_target"] / row["seconds_per_target"]
-        row["forward_tokens_ratio"] = (greedy["forward_tokens_per_target"]
+        pairs = list(zip(codes[method], codes["greedy"], strict=True))
+        row["f1_vs_greedy"] = mean(f1(a, b) for a, b in pairs)
+        row["exact_vs_greedy"] = mean(float(sorted(a) == sorted(b)) for a, b in pairs)
+        row["speedup"] = reference["seconds_per_target"] / row["seconds_per_target"]
+        row["forward_tokens_ratio"] = (reference["forward_tokens_per_target"]
                                        / max(row["forward_tokens_per_target"], 1))
-        row["length_ratio"] = row["mean_length"] / greedy["mean_length"]
+        row["length_ratio"] = row["mean_length"] / reference["mean_length"]
+    add_nrg(rows)
     return rows
 
 
-def run_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    filler = SETTINGS[name]
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, data = train_model(folder, filler, args.train_steps[name], args.seed)
-    label = filler + BITS + 1
+# (metric, higher is better, desideratum)
+NRG_METRICS = (("sufficiency", False, "faithfulness"), ("comprehensiveness", True,
+                                                        "faithfulness"),
+               ("label_bit_precision", True, "plausibility"), ("alignment_f1", True,
+                                                               "plausibility"),
+               ("aer", False, "plausibility"))
+
+
+def add_nrg(rows: dict[str, dict[str, float]]) -> None:
+    """UNIREX's normalized relative gain, per method (see the module docstring)."""
+    gains: dict[str, dict[str, list[float]]] = {m: {} for m in rows}
+    for metric, higher, desideratum in NRG_METRICS:
+        values = {m: r[metric] for m, r in rows.items() if metric in r and r[metric] == r[metric]}
+        if len(values) < 2:
+            continue
+        low, high = min(values.values()), max(values.values())
+        for method, value in values.items():
+            gain = 1.0 if high == low else (value - low) / (high - low)
+            gains[method].setdefault(desideratum, []).append(gain if higher else 1 - gain)
+    for method, per in gains.items():
+        for desideratum, values in per.items():
+            rows[method][f"nrg_{desideratum}"] = mean(values)
+        if per:
+            rows[method]["nrg"] = mean(mean(v) for v in per.values())
+
+
+# -- settings ----------------------------------------------------------------------------------
+def label_bits(sentences: list[str]) -> Callable[[str, list[list[Any]]], dict[str, float]]:
+    """Majority Class: the share of the label rationale's bits equal to the label."""
+    def gold(_method: str, rationales: list[list[Any]]) -> dict[str, float]:
+        shares = []
+        for sentence, (r,) in zip(sentences, rationales, strict=True):
+            words = sentence.split()
+            bits = [words[p] for p in r.target_rationale if words[p] in ("0", "1")]
+            if bits:
+                shares.append(sum(b == words[-1] for b in bits) / len(bits))
+        return {"label_bit_precision": mean(shares)}
+    return gold
+
+
+def majority_class_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    long = name != "majority_class"
+    model_name = "long" if long else "majority_class"
+    print(f"[{name}] model ({model_name})", flush=True)
+    model, tokenizer = train_label_model(out / "models" / model_name,
+                                         (0, LONG_FILLER) if long else (0, 0),
+                                         args.lm_steps[model_name], args.seed)
+    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+
     adapter = HuggingFaceCausalLM(model)
-    train_lines = [s for s in (data / "train.txt").read_text().split("\n") if s]
-    teacher = []
-    for sentence in train_lines[:args.teacher]:
-        problem = label_problem(tokenizer, sentence)
-        result = rationalize(adapter, problem, "greedy", progress=False)
-        teacher.append(TeacherSequence(problem, {label: result.rationales[0].target_rationale}))
-    extractor_dir = folder / "extractor"
-    if (extractor_dir / "extractor.json").is_file():
-        extractor = RationaleExtractor.load(extractor_dir)
-    else:
-        extractor = train_extractor(adapter, teacher, ExtractorConfig(0, rank=16),
-                                    steps=args.extractor_steps, lr=3e-3, seed=args.seed)
-        extractor.save(extractor_dir)
-    test_lines = [s for s in (data / "test.txt").read_text().split("\n") if s][:args.test]
-    problems = [label_problem(tokenizer, s) for s in test_lines]
-    rows = evaluate(adapter, model, problems, test_lines, args.methods, extractor)
-    summary = {"filler": filler, "bits": BITS, "mean_context_tokens": label,
-               "test_sentences": len(problems),
-               "teacher_sentences": len(teacher),
-               "extractor_loss": mean_order_loss(extractor, adapter, teacher),
-               "methods": rows}
-    (folder / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    teacher_filler = {"majority_class": (0, 0), "long_context": (LONG_FILLER, LONG_FILLER),
+                      "held_out": (0, HELD_OUT_FILLER)}[name]
+    teacher_lines = label_sentences(args.teacher, teacher_filler,
+                                    torch.Generator().manual_seed(args.seed + 1))
+    test_lines = label_sentences(args.test, (LONG_FILLER, LONG_FILLER) if long else (0, 0),
+                                 torch.Generator().manual_seed(args.seed + 2))
+    print(f"[{name}] extractor", flush=True)
+    extractor, teacher = cached_extractor(
+        out / name / "extractor", lambda _p: adapter,
+        [label_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
+        args.objectives)
+    examples = [(adapter, label_problem(tokenizer, s)) for s in test_lines]
+    print(f"[{name}] {len(examples)} test sentences x {len(args.methods)} methods", flush=True)
+    rows = evaluate(examples, counted_modules(model), args.methods, extractor,
+                    max(1, round(teacher["mean_length"])), label_bits(test_lines))
+    return {"model": model_name, "teacher": teacher, "test_examples": len(examples),
+            "mean_context_tokens": mean(p.context_size(p.targets[0]) for _, p in examples),
+            "methods": rows}
 
 
-def markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    columns = [("mean_length", "length", "{:.2f}"), ("f1_vs_greedy", "F1 vs greedy", "{:.2f}"),
-               ("exact_vs_greedy", "exact", "{:.2f}"), ("argmax_reached", "argmax", "{:.2f}"),
-               ("label_bit_precision", "label bits", "{:.2f}"),
-               ("seconds_per_target", "ms/target", "{:.1f}"),
-               ("forward_tokens_per_target", "fwd tokens/target", "{:.0f}"),
-               ("speedup", "speed-up", "{:.1f}x"),
-               ("forward_tokens_ratio", "fewer tokens", "{:.1f}x")]
-    lines = ["| setting | method | " + " | ".join(c[1] for c in columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
-    for setting, summary in summaries.items():
-        for method, row in summary["methods"].items():
-            cells = [fmt.format(row[key] * (1000 if key == "seconds_per_target" else 1))
-                     for key, _, fmt in columns]
-            lines.append(f"| {setting} | {method} | " + " | ".join(cells) + " |")
+def translation_folder(name: str, args: argparse.Namespace, out: Path) -> Path:
+    """A finished pipeline folder, trained with the quick schedule of ``make methods`` when
+    missing."""
+    from sequential_rationales_experiments.commands import run_translation_benchmark
+    from sequential_rationales_experiments.commands.compare_methods import check_model_folder
+
+    given = args.translation if name == "translation" else args.translation_hard
+    folder = Path(given) if given else out / name
+    variant = "standard" if name == "translation" else "hard"
+    if not given and not (folder / "summary.json").is_file():
+        print(f"[{name}] training the {variant} translation model ({folder})", flush=True)
+        run_translation_benchmark.main(["--out", str(folder), "--quick", "--variant", variant,
+                                        "--rationalize", "2", "--methods", "greedy",
+                                        "--standard-updates", "500",
+                                        "--compatible-updates", "200"])
+    check_model_folder(variant, folder)
+    return folder
+
+
+def translation_pairs(hub: Any, split: str, n: int) -> list[tuple[str, RationalizationProblem]]:
+    """``(index, problem)`` of the first ``n`` pairs of a split: the source without its
+    ``</s>``, the decoder input ``</s>`` then the reference without its ``</s>``."""
+    hub.task.load_dataset(split)
+    dataset = hub.task.dataset(split)
+    eos = hub.task.target_dictionary.eos()
+    pairs = []
+    for i in range(min(n, len(dataset))):
+        example = dataset[i]
+        target = torch.cat([torch.tensor([eos]), example["target"][:-1]])
+        pairs.append((str(i), RationalizationProblem(target, example["source"][:-1])))
+    return pairs
+
+
+def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from sequential_rationales.adapters.fairseq import FairseqTranslationModel
+    from sequential_rationales_experiments import fairseq_tools
+    from sequential_rationales_experiments.commands.compare_methods import (
+        TRANSLATION_CHECKPOINT,
+    )
+    from sequential_rationales_experiments.commands.evaluate_alignment_rationales import (
+        read_alignments,
+        word_items,
+    )
+    from sequential_rationales_integrations.fairseq import load_hub_model
+
+    folder = translation_folder(name, args, out)
+    checkpoint = folder / TRANSLATION_CHECKPOINT
+    fairseq_tools.quiet_fairseq_logging()
+    hub = load_hub_model(checkpoint.parent, checkpoint.name,
+                         str(folder / "data-bin" / "synthetic.de-en")).eval()
+
+    def adapter_for(problem: RationalizationProblem) -> ModelAdapter:
+        return FairseqTranslationModel(hub, source_length=problem.num_source + 1)
+
+    print(f"[{name}] extractor", flush=True)
+    teacher_pairs = translation_pairs(hub, "train", args.translation_teacher)
+    extractor, teacher = cached_extractor(out / name / "extractor", adapter_for,
+                                          [p for _, p in teacher_pairs],
+                                          args.extractor_steps, args.seed, args.objectives)
+    test_pairs = translation_pairs(hub, "test", args.translation_test)
+    alignments = read_alignments(folder / "text" / "test_alignments.jsonl")
+
+    def gold(_method: str, rationales: list[list[Any]]) -> dict[str, float]:
+        items = []
+        for (index, problem), per_target in zip(test_pairs, rationales, strict=True):
+            log = {"source_tokens": [0] * (problem.num_source + 1), "rationalizations": [
+                {"target_position": r.target_position, "source_rationale": r.source_rationale}
+                for r in per_target]}
+            items += word_items(log, alignments[index], None)
+        predicted, sure, possible, lengths, _ = (list(c) for c in zip(*items))
+        row = alignment_table_row(predicted, sure, possible, lengths, None)
+        return {"aer": row["AER"], "alignment_f1": row["F1"]}
+
+    examples = [(adapter_for(p), p) for _, p in test_pairs]
+    print(f"[{name}] {len(examples)} test pairs x {len(args.methods)} methods", flush=True)
+    rows = evaluate(examples, counted_modules(hub), args.methods, extractor,
+                    max(1, round(teacher["mean_length"])), gold)
+    targets = [(p, t) for _, p in examples for t in p.targets]
+    return {"model": str(folder), "teacher": teacher, "test_examples": len(examples),
+            "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
+            "methods": rows}
+
+
+def summary_of(setting: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The figures the goals are stated in."""
+    rows = result["methods"]
+    ordered, greedy = rows.get("amortized", {}), rows["greedy"]
+    out = {"mean_context_tokens": result["mean_context_tokens"],
+           "test_examples": result["test_examples"],
+           "f1_vs_greedy": ordered.get("f1_vs_greedy"),
+           "forward_tokens_ratio": ordered.get("forward_tokens_ratio"),
+           "speedup": ordered.get("speedup"),
+           "length_ratio": ordered.get("length_ratio"),
+           "argmax_reached": ordered.get("argmax_reached"),
+           "greedy_argmax_reached": greedy["argmax_reached"]}
+    if "label_bit_precision" in greedy:
+        out["label_bit_precision"] = ordered.get("label_bit_precision")
+        out["greedy_label_bit_precision"] = greedy["label_bit_precision"]
+    if "amortized_top_k" in rows:
+        out["topk_speedup"] = rows["amortized_top_k"]["speedup"]
+        out["topk_f1_vs_greedy"] = rows["amortized_top_k"]["f1_vs_greedy"]
+    return out
+
+
+# -- output ------------------------------------------------------------------------------------
+COLUMNS = [("mean_length", "length", "{:.2f}"), ("f1_vs_greedy", "F1 vs greedy", "{:.2f}"),
+           ("exact_vs_greedy", "exact", "{:.2f}"), ("argmax_reached", "argmax", "{:.2f}"),
+           ("sufficiency", "suff.", "{:.3f}"), ("comprehensiveness", "comp.", "{:.3f}"),
+           ("label_bit_precision", "label bits", "{:.2f}"), ("aer", "AER", "{:.2f}"),
+           ("alignment_f1", "align. F1", "{:.2f}"), ("nrg", "NRG", "{:.2f}"),
+           ("seconds_per_target", "ms/target", "{:.2f}"),
+           ("forward_tokens_per_target", "fwd tokens/target", "{:.0f}"),
+           ("speedup", "speed-up", "{:.1f}x"), ("forward_tokens_ratio", "fewer tokens", "{:.1f}x")]
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["| setting | method | " + " | ".join(c[1] for c in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for setting, result in results.items():
+        for method, row in result["methods"].items():
+            cells = []
+            for key, _, fmt in COLUMNS:
+                value = row.get(key)
+                if value is None or value != value:
+                    cells.append("-")
+                else:
+                    cells.append(fmt.format(value * (1000 if key == "seconds_per_target"
+                                                     else 1)))
+            label = METHOD_LABELS.get(method, method)
+            lines.append(f"| {setting} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:
+def figure(results: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    markers = "os^Dv"
-    methods = sorted({m for s in summaries.values() for m in s["methods"]})
-    for k, (setting, summary) in enumerate(summaries.items()):
-        for method, row in summary["methods"].items():
-            ax.scatter(row["speedup"], row["f1_vs_greedy"], marker=markers[k % len(markers)],
-                       color=f"C{methods.index(method)}", label=f"{setting}: {method}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
-    ax.set_xlabel("speed-up over greedy search (wall time per target)")
-    ax.set_ylabel("F1 against greedy's rationale")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
+    settings = list(results)
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.2 * len(settings), 3.4),
+                             sharey=True, squeeze=False)
+    methods = list(METHODS)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        for method, row in results[setting]["methods"].items():
+            ours = method.startswith("amortized")
+            ax.scatter(row["speedup"], row["f1_vs_greedy"], s=60 if ours else 25,
+                       marker="*" if ours else "o", color=f"C{methods.index(method) % 10}",
+                       label=METHOD_LABELS.get(method, method), zorder=3 if ours else 2)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+        ax.set_title(f"{setting} ({results[setting]['mean_context_tokens']:.0f} tokens)",
+                     fontsize=9)
+        ax.set_xlabel("speed-up over greedy (wall time)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("F1 against greedy's rationale")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(7, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -258,13 +417,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    summaries = {}
+    results = {}
     for name in args.settings:
-        print(f"[{name}] ...", flush=True)
-        summaries[name] = run_setting(name, args, out)
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
-    table = markdown(summaries)
+        run = translation_setting if name.startswith("translation") else majority_class_setting
+        results[name] = run(name, args, out)
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "results.json").write_text(json.dumps(results[name], indent=2) + "\n")
+    summary = {name: summary_of(name, result) for name, result in results.items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown(results)
     (out / "amortized.md").write_text(table + "\n")
-    figure(summaries, out / "amortized.png")
+    figure(results, out / "amortized.png")
     print(table)
-    return summaries
+    return {"summary": summary, "results": results}
