@@ -137,6 +137,20 @@ def cached_extractor(folder: Path, adapter_for: AdapterFor,
     return extractor, info
 
 
+def translation_pairs(hub: Any, split: str, n: int) -> list[tuple[str, RationalizationProblem]]:
+    """``(index, problem)`` of the first ``n`` pairs of a split: the source without its
+    ``</s>``, the decoder input ``</s>`` then the reference without its ``</s>``."""
+    hub.task.load_dataset(split)
+    dataset = hub.task.dataset(split)
+    eos = hub.task.target_dictionary.eos()
+    pairs = []
+    for i in range(min(n, len(dataset))):
+        example = dataset[i]
+        target = torch.cat([torch.tensor([eos]), example["target"][:-1]])
+        pairs.append((str(i), RationalizationProblem(target, example["source"][:-1])))
+    return pairs
+
+
 # -- counting the model's work -----------------------------------------------------------------
 class ForwardTokens:
     """Counts the tokens the model's body runs through: a pre-hook on each of ``modules`` (the

@@ -71,12 +71,13 @@ class SearchOptions:
 
 
 def measure(adapter: ModelAdapter, problem: RationalizationProblem, method: str,
-            options: SearchOptions, top_1: bool = False) -> dict[str, Any]:
+            options: SearchOptions, top_1: bool = False, **more: Any) -> dict[str, Any]:
     """One example's record: the time of the search, and per target its rationale (source and
     target positions, in the order added), size and faithfulness. ``top_1`` (conditional
     models) also runs the search stopped at the first source token, for Top1; exhaustive
-    search has no such run."""
-    settings = options.for_method(method)
+    search has no such run. ``more``: further options of the method (``extractor``,
+    ``top_k``)."""
+    settings = {**options.for_method(method), **more}
     result = rationalize(adapter, problem, method, progress=False, **settings)
     scores = faithfulness(adapter, problem, result, options.max_tokens_per_batch)
     record: dict[str, Any] = {"seconds": result.duration, "num_source": problem.num_source,
@@ -93,13 +94,13 @@ def measure(adapter: ModelAdapter, problem: RationalizationProblem, method: str,
 
 
 def measure_majority_class(adapter: ModelAdapter, ids: Sequence[int], bit_is_label:
-                           Sequence[bool], method: str, options: SearchOptions
+                           Sequence[bool], method: str, options: SearchOptions, **more: Any
                            ) -> dict[str, Any]:
     """:func:`measure` on the label of one Majority Class sentence (``ids``: ``</s>``, the
     bits, ``=``, the label), plus ``bits_match``: for each bit in the label's rationale,
     whether it equals the label (``bit_is_label[i]``: bit ``i + 1``)."""
     problem = lm_problem(adapter, ids, start_step=len(ids) - 2)
-    record = measure(adapter, problem, method, options)
+    record = measure(adapter, problem, method, options, **more)
     rationale = record["targets"][0]["target"]
     record["bits_match"] = [bool(bit_is_label[p - 1]) for p in rationale
                             if 1 <= p <= len(bit_is_label)]

@@ -192,6 +192,40 @@ def test_a_failing_method_is_reported_and_the_others_kept(tmp_path, monkeypatch,
     assert result["errors"] == {"majority_class/random": "RuntimeError: no scores"}
 
 
+def test_amortized_rows_use_one_extractor_per_model(tmp_path, monkeypatch, lm_adapter):
+    """The extractor is trained once (greedy's rationales of training examples); the ordered
+    rows start with the previous token and the top-k rows hold k tokens."""
+    from sequential_rationales_experiments.amortized import cached_extractor
+
+    calls: list[str] = []
+    _fake_majority_class(monkeypatch, lm_adapter, calls)
+    trained = []
+
+    def fake_extractor(kind, folder, checkpoint, model_dir, args):
+        trained.append(model_dir)
+        problems = [cm.lm_problem(lm_adapter, ids, start_step=len(ids) - 2)
+                    for _, (ids, _) in _majority_class_examples(4)]
+        return cached_extractor(model_dir / "extractor", lambda _p: lm_adapter, problems,
+                                args.extractor_steps, args.seed, rank=4)
+    monkeypatch.setattr(command, "model_extractor", fake_extractor)
+    result = command.main(["--majority-class", str(tmp_path / "mc"), "--no-translation",
+                           "--out", str(tmp_path / "out"), "--methods", "greedy", "amortized",
+                           "amortized_top_k", "--majority-class-examples", "3",
+                           "--extractor-steps", "3"])
+    rows = result["rows"]["majority_class"]
+    assert calls == ["greedy"] * 3 + ["amortized"] * 6  # the top-k rows run amortized
+    assert len(trained) == 2 and (trained[0] / "extractor" / "extractor.json").is_file()
+    teacher = json.loads((trained[0] / "extractor" / "teacher.json").read_text())
+    assert rows["amortized_top_k"]["Length"] == max(1, round(teacher["mean_length"]))
+    ordered = cm.read_records(tmp_path / "out" / "results" / "majority_class" / "amortized",
+                              ["0", "1", "2"])
+    for record in ordered.values():
+        (target,) = record["targets"]
+        assert target["target"][0] == target["position"] - 1
+    assert "| majority_class | Amortized top-k |" in (tmp_path / "out" / "comparison.md"
+                                                      ).read_text()
+
+
 def test_bad_folders_name_the_command_that_makes_them(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"missing .*run_majority_class\.py --out"):
         command.main(["--majority-class", str(tmp_path / "none"), "--no-translation",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sequential_rationales import list_methods
+from sequential_rationales import list_methods, lm_problem
 from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales_experiments import fairseq_tools
 from sequential_rationales_experiments.cli import (
@@ -42,8 +42,13 @@ TRANSLATION_CHECKPOINT = Path("checkpoints") / "compatible_iwslt" / "checkpoint_
 TRANSLATION_SKIPS = ("exhaustive",)
 
 
+# Rows of the learned extractor (trained here, per model, on greedy's rationales of training
+# examples): ordered, and its one-pass top-k mode (k: greedy's mean rationale length there).
+AMORTIZED_ROWS = ("amortized", "amortized_top_k")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    methods = [m for m in list_methods() if m not in TRAINED_METHODS]
+    methods = [m for m in list_methods() if m not in TRAINED_METHODS] + list(AMORTIZED_ROWS)
     p = ProgramParser(description=__doc__.split("\n\n")[0],
                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="outputs/compare_methods",
@@ -80,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Majority Class test sentences (their labels are rationalized)")
     p.add_argument("--translation-examples", type=positive_int, default=20,
                    help="translation test pairs (every target token is rationalized)")
+    p.add_argument("--teacher-examples", type=positive_int, default=300,
+                   help="amortized rows: training sentences (Majority Class) or pairs "
+                        "(translation, half as many) whose greedy rationales the extractor "
+                        "learns")
+    p.add_argument("--extractor-steps", type=positive_int, default=400,
+                   help="amortized rows: the extractor's training steps")
     p.add_argument("--max-steps", type=positive_int, default=1024,
                    help="largest rationale size searched")
     p.add_argument("--exhaustive-max-steps", type=positive_int, default=4,
@@ -228,14 +239,22 @@ def compare_model(name: str, kind: str, folder: Path, results: Path, args: argpa
     names = [n for n, _ in examples]
     rows = {}
     for method in methods:
-        def process(example: Any, method: str = method) -> dict[str, Any]:
+        run_as, more = method, {}
+        if method in AMORTIZED_ROWS:
+            extractor, teacher = model_extractor(kind, folder, checkpoint, model_dir, args)
+            run_as, more = "amortized", {"extractor": extractor}
+            if method == "amortized_top_k":
+                more["top_k"] = max(1, round(teacher["mean_length"]))
+
+        def process(example: Any, run_as: str = run_as, more: dict = more) -> dict[str, Any]:
             if majority:
                 ids, bit_is_label = example
-                return measure_majority_class(adapter, ids, bit_is_label, method, options)
+                return measure_majority_class(adapter, ids, bit_is_label, run_as, options,
+                                              **more)
             source, target = example
             adapter_ = make_adapter(source)
-            return measure(adapter_, conditional_problem(adapter_, source, target), method,
-                           options, top_1=True)
+            return measure(adapter_, conditional_problem(adapter_, source, target), run_as,
+                           options, top_1=True, **more)
 
         start = time.perf_counter()
         try:
@@ -254,6 +273,38 @@ def compare_model(name: str, kind: str, folder: Path, results: Path, args: argpa
         rows = {method: majority_class_row(read_records(model_dir / method, names), exhaustive)
                 for method in rows}
     return rows
+
+
+def model_extractor(kind: str, folder: Path, checkpoint: Path, model_dir: Path,
+                    args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The model's extractor (``MODEL_DIR/extractor``, trained once on greedy's rationales of
+    training examples: Majority Class labels, or every target of translation pairs)."""
+    from sequential_rationales_experiments.amortized import cached_extractor
+
+    if kind == "majority_class":
+        adapter, _ = majority_class_examples(folder, checkpoint, 0)
+        lines = (folder / "text" / "train.tok").read_text().splitlines()[:args.teacher_examples]
+        dictionary = adapter.decoder.dictionary
+        problems = [lm_problem(adapter, ids, start_step=len(ids) - 2) for ids in (
+            fairseq_tools.encode_lm_line(dictionary, line) for line in lines)]
+
+        def adapter_for(_problem: Any) -> Any:
+            return adapter
+    else:
+        from sequential_rationales.adapters.fairseq import FairseqTranslationModel
+        from sequential_rationales_experiments.amortized import translation_pairs
+        from sequential_rationales_integrations.fairseq import load_hub_model
+
+        hub = load_hub_model(checkpoint.parent, checkpoint.name,
+                             str(folder / "data-bin" / "synthetic.de-en")).eval()
+        problems = [p for _, p in translation_pairs(hub, "train",
+                                                    max(1, args.teacher_examples // 2))]
+
+        def adapter_for(problem: Any) -> Any:
+            return FairseqTranslationModel(hub, source_length=problem.num_source + 1)
+    print(f"training the extractor on {len(problems)} greedy teachers ({model_dir})")
+    return cached_extractor(model_dir / "extractor", adapter_for, problems,
+                            args.extractor_steps, args.seed)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

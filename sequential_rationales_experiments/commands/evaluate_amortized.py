@@ -63,6 +63,7 @@ from sequential_rationales_experiments.amortized import (
     label_problem,
     label_sentences,
     train_label_model,
+    translation_pairs,
 )
 from sequential_rationales_experiments.cli import ProgramParser
 
@@ -263,20 +264,6 @@ def translation_folder(name: str, args: argparse.Namespace, out: Path) -> Path:
                                         "--compatible-updates", "200"])
     check_model_folder(variant, folder)
     return folder
-
-
-def translation_pairs(hub: Any, split: str, n: int) -> list[tuple[str, RationalizationProblem]]:
-    """``(index, problem)`` of the first ``n`` pairs of a split: the source without its
-    ``</s>``, the decoder input ``</s>`` then the reference without its ``</s>``."""
-    hub.task.load_dataset(split)
-    dataset = hub.task.dataset(split)
-    eos = hub.task.target_dictionary.eos()
-    pairs = []
-    for i in range(min(n, len(dataset))):
-        example = dataset[i]
-        target = torch.cat([torch.tensor([eos]), example["target"][:-1]])
-        pairs.append((str(i), RationalizationProblem(target, example["source"][:-1])))
-    return pairs
 
 
 def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
