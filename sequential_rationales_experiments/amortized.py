@@ -1,11 +1,11 @@
-"""The pieces the learned rationale extractor's experiments share: compatible Majority Class
-language models trained on the label, greedy teachers, cached extractors, and forward tokens
-counted where the model's body runs.
+"""The pieces the learned rationale extractor's experiments share: compatible GPT-2 models of
+synthetic tasks (Majority Class after filler words, copying), greedy teachers, cached
+extractors, and forward tokens counted where the model's body runs.
 
-The Majority Class models here are trained on the label's loss only (with word dropout): after
-64 filler tokens, a GPT-2 trained on every token's loss (``huggingface/run_clm.py``) left the
-label at chance for 10,000 steps, while the label's loss alone reaches its optimum under word
-dropout within 2,000.
+The models here are trained on the loss of the tokens that are rationalized only (with word
+dropout): after 64 filler tokens, a GPT-2 trained on every token's loss
+(``huggingface/run_clm.py``) left the Majority Class label at chance for 10,000 steps, while
+the label's loss alone reaches its optimum under word dropout within 2,000.
 """
 
 from __future__ import annotations
@@ -54,9 +54,50 @@ def label_problem(tokenizer: Any, sentence: str) -> RationalizationProblem:
 
 def train_label_model(folder: Path, filler: tuple[int, int], steps: int, seed: int,
                       log: Callable[[str], None] = print) -> tuple[Any, Any]:
-    """A compatible GPT-2 (2 layers, width 64) for Majority Class after ``filler`` filler words
-    (reused when ``folder/model`` holds one): trained on the label's loss, every batch
-    word-dropped (``uniform_length``), one filler length per batch, fresh sentences per step."""
+    """A compatible GPT-2 for Majority Class after ``filler`` filler words (reused when
+    ``folder/model`` holds one), trained on the label's loss, one filler length per batch."""
+    def batch(tokenizer: Any, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        length = int(torch.randint(filler[0], filler[1] + 1, (), generator=generator))
+        lines = label_sentences(64, (length, length), generator)
+        return torch.tensor([tokenizer(line)["input_ids"] for line in lines]), length + BITS + 1
+
+    return train_compatible_gpt2(folder, ["0", "1", "=", *FILLER_WORDS],
+                                 filler[1] + BITS + 2, batch, steps, seed, log)
+
+
+COPY_WORDS = tuple(f"t{i}" for i in range(16))
+
+
+def copy_sentences(n: int, half: int, generator: torch.Generator) -> list[str]:
+    """``half`` random words, then the same words again."""
+    words = torch.randint(len(COPY_WORDS), (n, half), generator=generator).tolist()
+    return [" ".join(COPY_WORDS[w] for w in row + row) for row in words]
+
+
+def copy_problem(tokenizer: Any, sentence: str) -> RationalizationProblem:
+    """Every word of the repetition is a target."""
+    ids = torch.tensor(tokenizer(sentence)["input_ids"])
+    return RationalizationProblem(ids, targets=range(len(ids) // 2, len(ids)))
+
+
+def train_copy_model(folder: Path, half: int, steps: int, seed: int,
+                     log: Callable[[str], None] = print) -> tuple[Any, Any]:
+    """A compatible GPT-2 that continues ``half`` random words by their repetition (reused
+    when ``folder/model`` holds one), trained on the repetition's loss."""
+    def batch(tokenizer: Any, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        lines = copy_sentences(32, half, generator)
+        return torch.tensor([tokenizer(line)["input_ids"] for line in lines]), half
+
+    return train_compatible_gpt2(folder, list(COPY_WORDS), 2 * half, batch, steps, seed, log)
+
+
+def train_compatible_gpt2(folder: Path, words: Sequence[str], positions: int,
+                          batch: Callable[[Any, torch.Generator], tuple[torch.Tensor, int]],
+                          steps: int, seed: int, log: Callable[[str], None] = print
+                          ) -> tuple[Any, Any]:
+    """A GPT-2 (2 layers, width 64) over a word-level vocabulary, every batch word-dropped
+    (``uniform_length``) and fresh: ``batch(tokenizer, generator)`` gives ids ``[B, T]`` and
+    the first position whose token the loss covers. Reused when ``folder/model`` holds one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from sequential_rationales.word_dropout import self_attention_mask, word_dropout_keep_mask
@@ -69,8 +110,8 @@ def train_label_model(folder: Path, filler: tuple[int, int], steps: int, seed: i
     if (model_dir / "config.json").is_file():
         return (AutoModelForCausalLM.from_pretrained(model_dir).eval(),
                 AutoTokenizer.from_pretrained(model_dir))
-    tokenizer = build_word_level_tokenizer([" ".join(["0 1 =", *FILLER_WORDS])])
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=filler[1] + BITS + 2, n_layer=2,
+    tokenizer = build_word_level_tokenizer([" ".join(words)])
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=positions, n_layer=2,
                         n_embd=64, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                         bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id)
@@ -80,23 +121,23 @@ def train_label_model(folder: Path, filler: tuple[int, int], steps: int, seed: i
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100)
                                                  * 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
-    running = math.log(2)
+    running = None
     for step in range(steps):
-        length = int(torch.randint(filler[0], filler[1] + 1, (), generator=generator))
-        lines = label_sentences(64, (length, length), generator)
-        ids = torch.tensor([tokenizer(line)["input_ids"] for line in lines])
+        ids, first = batch(tokenizer, generator)
         keep = word_dropout_keep_mask(torch.ones_like(ids, dtype=torch.bool), "uniform_length",
                                       generator)
         mask = additive_mask(self_attention_mask(keep)[:, None], model)
-        logits = model(ids, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, -2], ids[:, -1])
+        logits = model(ids, attention_mask=mask).logits[:, first - 1:-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 ids[:, first:].reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-        running = 0.98 * running + 0.02 * float(loss.detach())
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
         if (step + 1) % 500 == 0:
-            log(f"  step {step + 1}/{steps}: label loss {running:.3f} (word-dropped)")
+            log(f"  step {step + 1}/{steps}: loss {running:.3f} (word-dropped)")
     model.eval()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)

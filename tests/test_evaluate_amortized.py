@@ -104,22 +104,29 @@ def test_f1_of_position_sets():
 
 
 def test_a_tiny_run_writes_the_summary_of_the_goals(tmp_path, monkeypatch):
-    tiny = {"lm_steps": {"majority_class": 30, "long": 30}, "teacher": 6, "test": 3,
-            "translation_teacher": 2, "translation_test": 1, "extractor_steps": 5}
+    tiny = {"lm_steps": {"majority_class": 30, "long": 30, "copy": 30}, "teacher": 6,
+            "test": 3, "translation_teacher": 2, "translation_test": 1, "copy_teacher": 2,
+            "copy_test": 2, "extractor_steps": 5}
     monkeypatch.setattr(evaluation, "QUICK", tiny)
     monkeypatch.setattr(evaluation, "LONG_FILLER", 6)
     monkeypatch.setattr(evaluation, "HELD_OUT_FILLER", 2)
+    monkeypatch.setattr(evaluation, "COPY_HALF", 5)  # the adapter probes 10 positions
     out = tmp_path / "out"
     evaluation.main(["--quick", "--out", str(out), "--settings", "majority_class", "held_out",
-                     "--methods", "greedy", "amortized", "amortized_top_k", "last_attention"])
+                     "long_context", "--methods", "greedy", "greedy_paper", "amortized",
+                     "amortized_top_k", "last_attention"])
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"majority_class", "held_out"}
-    for setting in summary.values():
+    assert set(summary) == {"majority_class", "held_out", "long_context"}
+    for name, setting in summary.items():
         assert {"mean_context_tokens", "f1_vs_greedy", "forward_tokens_ratio", "speedup",
-                "length_ratio", "argmax_reached", "greedy_argmax_reached",
-                "label_bit_precision", "topk_speedup", "topk_f1_vs_greedy"} <= set(setting)
+                "length_ratio", "argmax_reached", "greedy_argmax_reached", "topk_speedup",
+                "topk_f1_vs_greedy", "forward_tokens_ratio_vs_paper"} <= set(setting)
+        assert ("label_bit_precision" in setting) == (name != "long_context")
     assert summary["majority_class"]["mean_context_tokens"] == 18
     assert summary["held_out"]["mean_context_tokens"] == 6 + 18
+    assert summary["long_context"]["mean_context_tokens"] == (5 + 6 + 7 + 8 + 9) / 5
+    results = json.loads((out / "long_context" / "results.json").read_text())
+    assert results["methods"]["greedy_paper"]["exact_vs_greedy"] == 1.0  # from scratch
     teacher = json.loads((out / "held_out" / "extractor" / "teacher.json").read_text())
     assert teacher["mean_context_tokens"] <= 2 + 18  # trained on shorter contexts only
     assert (out / "amortized.png").stat().st_size > 0

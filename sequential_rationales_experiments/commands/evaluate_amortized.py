@@ -9,10 +9,13 @@ Settings (``--settings``):
   translation tasks (``scripts/run_translation_benchmark.py --quick``, trained here when
   ``--translation`` / ``--translation-hard`` name no finished folder), every target of each
   test pair;
-* ``long_context``: a compatible GPT-2 trained on Majority Class after 0 to 64 random filler
-  words (``a b c d``); the label after 64 of them (contexts of 82 tokens);
-* ``held_out``: the same model and test sentences, with an extractor trained only on
-  sentences of at most 16 filler words: longer contexts than it ever saw.
+* ``long_context``: a compatible GPT-2 that continues 64 random words (of 16) by their
+  repetition; every word of the repetition is a target (contexts of 64 to 127 tokens, 95.5
+  on average), as when a generated text is rationalized token by token;
+* ``held_out``: a compatible GPT-2 trained on Majority Class after 0 to 64 random filler words
+  (``a b c d``); the label after 64 of them (contexts of 82 tokens), rationalized with an
+  extractor trained only on sentences of at most 16 filler words: longer contexts than it
+  ever saw.
 
 Per setting an extractor is trained on greedy's rationales of training examples (its teacher,
 never the test examples), then every method rationalizes the test examples. Per method: mean
@@ -26,7 +29,9 @@ the methods of the setting (1: the best), averaged per desideratum (faithfulness
 and comprehensiveness; plausibility: the gold metrics), then over the two. The task desideratum
 is left out: every method explains the same frozen model, so its task performance is the
 same. ``amortized_top_k`` is the one-pass mode: the first k tokens of the extractor's order,
-k the teacher's mean rationale length rounded.
+k the teacher's mean rationale length rounded up. ``greedy_paper`` is greedy search as the
+paper's code runs it, every candidate subset from scratch (no reuse of the rationale prefix's
+keys and values): the same rationales, more forward tokens.
 
 Writes OUT/SETTING/ (extractor, records.json, results.json), OUT/summary.json (the figures
 per setting), OUT/amortized.md (the table) and OUT/amortized.png (speed-up against agreement
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,9 +65,12 @@ from sequential_rationales.metrics import (
 from sequential_rationales_experiments.amortized import (
     ForwardTokens,
     cached_extractor,
+    copy_problem,
+    copy_sentences,
     counted_modules,
     label_problem,
     label_sentences,
+    train_copy_model,
     train_label_model,
     translation_pairs,
 )
@@ -70,14 +79,20 @@ from sequential_rationales_experiments.cli import ProgramParser
 SETTINGS = ("majority_class", "translation", "translation_hard", "long_context", "held_out")
 PAPER_BASELINES = ("gradient_norm", "signed_gradient", "integrated_gradient",
                    "attention_rollout", "last_attention", "all_attention")
-METHODS = ("greedy", "amortized", "amortized_top_k", *PAPER_BASELINES, "lrp", "iba", "random")
+METHODS = ("greedy", "greedy_paper", "amortized", "amortized_top_k", *PAPER_BASELINES, "lrp",
+           "iba", "random")
 LONG_FILLER = 64
 HELD_OUT_FILLER = 16  # the held-out extractor's teacher sentences have at most this many
-# (model training steps, teacher examples, test examples, extractor steps)
-QUICK = {"lm_steps": {"majority_class": 2000, "long": 4000}, "teacher": 300, "test": 40,
-         "translation_teacher": 150, "translation_test": 15, "extractor_steps": 400}
-FULL = {"lm_steps": {"majority_class": 3000, "long": 6000}, "teacher": 1000, "test": 200,
-        "translation_teacher": 500, "translation_test": 60, "extractor_steps": 1500}
+COPY_HALF = 64  # long_context: words before their repetition
+# Model training steps; teacher and test examples (sentences, pairs or copy sequences);
+# extractor steps.
+QUICK = {"lm_steps": {"majority_class": 2000, "long": 4000, "copy": 1500},
+         "teacher": 1000, "test": 40, "translation_teacher": 150, "translation_test": 15,
+         "copy_teacher": 20, "copy_test": 4, "extractor_steps": 2000}
+FULL = {"lm_steps": {"majority_class": 3000, "long": 6000, "copy": 3000},
+        "teacher": 2000, "test": 200, "translation_teacher": 500, "translation_test": 60,
+        "copy_teacher": 50, "copy_test": 16, "extractor_steps": 3000}
+EXTRACTOR = {"rank": 32, "lr": 1e-2}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,8 +129,9 @@ def run_method(method: str, examples: Sequence[tuple[ModelAdapter, Rationalizati
                counter_modules: list[torch.nn.Module], extractor: RationaleExtractor,
                top_k: int) -> tuple[list[Any], float, int]:
     """Every example's result, the seconds the method took and the forward tokens it ran."""
-    name, options = ("amortized", {"top_k": top_k}) if method == "amortized_top_k" else (
-        method, {})
+    name, options = {"amortized_top_k": ("amortized", {"top_k": top_k}),
+                     "greedy_paper": ("greedy", {"reuse_prefix": False})}.get(method,
+                                                                              (method, {}))
     counter = ForwardTokens(counter_modules)
     start = time.perf_counter()
     try:
@@ -182,7 +198,7 @@ NRG_METRICS = (("sufficiency", False, "faithfulness"), ("comprehensiveness", Tru
                                                         "faithfulness"),
                ("label_bit_precision", True, "plausibility"), ("alignment_f1", True,
                                                                "plausibility"),
-               ("aer", False, "plausibility"))
+               ("aer", False, "plausibility"), ("copy_source_recall", True, "plausibility"))
 
 
 def add_nrg(rows: dict[str, dict[str, float]]) -> None:
@@ -217,33 +233,72 @@ def label_bits(sentences: list[str]) -> Callable[[str, list[list[Any]]], dict[st
     return gold
 
 
+def top_k_of(teacher: dict[str, Any]) -> int:
+    return max(1, math.ceil(teacher["mean_length"]))
+
+
 def majority_class_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    long = name != "majority_class"
-    model_name = "long" if long else "majority_class"
+    """``majority_class`` (17 bits) and ``held_out`` (after filler words, the extractor
+    trained on shorter contexts than it is tested on): the label of each test sentence."""
+    held_out = name == "held_out"
+    model_name = "long" if held_out else "majority_class"
     print(f"[{name}] model ({model_name})", flush=True)
     model, tokenizer = train_label_model(out / "models" / model_name,
-                                         (0, LONG_FILLER) if long else (0, 0),
+                                         (0, LONG_FILLER) if held_out else (0, 0),
                                          args.lm_steps[model_name], args.seed)
     from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 
     adapter = HuggingFaceCausalLM(model)
-    teacher_filler = {"majority_class": (0, 0), "long_context": (LONG_FILLER, LONG_FILLER),
-                      "held_out": (0, HELD_OUT_FILLER)}[name]
-    teacher_lines = label_sentences(args.teacher, teacher_filler,
+    teacher_lines = label_sentences(args.teacher, (0, HELD_OUT_FILLER) if held_out else (0, 0),
                                     torch.Generator().manual_seed(args.seed + 1))
-    test_lines = label_sentences(args.test, (LONG_FILLER, LONG_FILLER) if long else (0, 0),
+    test_lines = label_sentences(args.test, (LONG_FILLER,) * 2 if held_out else (0, 0),
                                  torch.Generator().manual_seed(args.seed + 2))
     print(f"[{name}] extractor", flush=True)
     extractor, teacher = cached_extractor(
         out / name / "extractor", lambda _p: adapter,
         [label_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
-        args.objectives)
+        args.objectives, **EXTRACTOR)
     examples = [(adapter, label_problem(tokenizer, s)) for s in test_lines]
     print(f"[{name}] {len(examples)} test sentences x {len(args.methods)} methods", flush=True)
     rows = evaluate(examples, counted_modules(model), args.methods, extractor,
-                    max(1, round(teacher["mean_length"])), label_bits(test_lines))
+                    top_k_of(teacher), label_bits(test_lines))
     return {"model": model_name, "teacher": teacher, "test_examples": len(examples),
             "mean_context_tokens": mean(p.context_size(p.targets[0]) for _, p in examples),
+            "methods": rows}
+
+
+def copy_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """``long_context``: every word of the repetition of 64 random words."""
+    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+
+    print(f"[{name}] model (copy)", flush=True)
+    model, tokenizer = train_copy_model(out / "models" / "copy", COPY_HALF,
+                                        args.lm_steps["copy"], args.seed)
+    adapter = HuggingFaceCausalLM(model)
+    teacher_lines = copy_sentences(args.copy_teacher, COPY_HALF,
+                                   torch.Generator().manual_seed(args.seed + 1))
+    test_lines = copy_sentences(args.copy_test, COPY_HALF,
+                                torch.Generator().manual_seed(args.seed + 2))
+    print(f"[{name}] extractor", flush=True)
+    extractor, teacher = cached_extractor(
+        out / name / "extractor", lambda _p: adapter,
+        [copy_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
+        args.objectives, **EXTRACTOR)
+    examples = [(adapter, copy_problem(tokenizer, s)) for s in test_lines]
+
+    def copied(_method: str, rationales: list[list[Any]]) -> dict[str, float]:
+        """The share of rationales holding the word the target copies."""
+        return {"copy_source_recall": mean(
+            float(r.target_position - COPY_HALF in r.target_rationale)
+            for per in rationales for r in per)}
+
+    print(f"[{name}] {len(examples)} sequences ({len(examples) * COPY_HALF} targets) x "
+          f"{len(args.methods)} methods", flush=True)
+    rows = evaluate(examples, counted_modules(model), args.methods, extractor,
+                    top_k_of(teacher), copied)
+    targets = [(p, t) for _, p in examples for t in p.targets]
+    return {"model": "copy", "teacher": teacher, "test_examples": len(examples),
+            "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
             "methods": rows}
 
 
@@ -291,7 +346,8 @@ def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[
     teacher_pairs = translation_pairs(hub, "train", args.translation_teacher)
     extractor, teacher = cached_extractor(out / name / "extractor", adapter_for,
                                           [p for _, p in teacher_pairs],
-                                          args.extractor_steps, args.seed, args.objectives)
+                                          args.extractor_steps, args.seed, args.objectives,
+                                          **EXTRACTOR)
     test_pairs = translation_pairs(hub, "test", args.translation_test)
     alignments = read_alignments(folder / "text" / "test_alignments.jsonl")
 
@@ -309,7 +365,7 @@ def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[
     examples = [(adapter_for(p), p) for _, p in test_pairs]
     print(f"[{name}] {len(examples)} test pairs x {len(args.methods)} methods", flush=True)
     rows = evaluate(examples, counted_modules(hub), args.methods, extractor,
-                    max(1, round(teacher["mean_length"])), gold)
+                    top_k_of(teacher), gold)
     targets = [(p, t) for _, p in examples for t in p.targets]
     return {"model": str(folder), "teacher": teacher, "test_examples": len(examples),
             "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
@@ -331,6 +387,11 @@ def summary_of(setting: str, result: dict[str, Any]) -> dict[str, Any]:
     if "label_bit_precision" in greedy:
         out["label_bit_precision"] = ordered.get("label_bit_precision")
         out["greedy_label_bit_precision"] = greedy["label_bit_precision"]
+    if "greedy_paper" in rows and ordered:  # against the paper's algorithm
+        out["forward_tokens_ratio_vs_paper"] = (rows["greedy_paper"]["forward_tokens_per_target"]
+                                                / ordered["forward_tokens_per_target"])
+        out["speedup_vs_paper"] = (rows["greedy_paper"]["seconds_per_target"]
+                                   / ordered["seconds_per_target"])
     if "amortized_top_k" in rows:
         out["topk_speedup"] = rows["amortized_top_k"]["speedup"]
         out["topk_f1_vs_greedy"] = rows["amortized_top_k"]["f1_vs_greedy"]
@@ -342,7 +403,8 @@ COLUMNS = [("mean_length", "length", "{:.2f}"), ("f1_vs_greedy", "F1 vs greedy",
            ("exact_vs_greedy", "exact", "{:.2f}"), ("argmax_reached", "argmax", "{:.2f}"),
            ("sufficiency", "suff.", "{:.3f}"), ("comprehensiveness", "comp.", "{:.3f}"),
            ("label_bit_precision", "label bits", "{:.2f}"), ("aer", "AER", "{:.2f}"),
-           ("alignment_f1", "align. F1", "{:.2f}"), ("nrg", "NRG", "{:.2f}"),
+           ("alignment_f1", "align. F1", "{:.2f}"), ("copy_source_recall", "copied", "{:.2f}"),
+           ("nrg", "NRG", "{:.2f}"),
            ("seconds_per_target", "ms/target", "{:.2f}"),
            ("forward_tokens_per_target", "fwd tokens/target", "{:.0f}"),
            ("speedup", "speed-up", "{:.1f}x"), ("forward_tokens_ratio", "fewer tokens", "{:.1f}x")]
@@ -406,7 +468,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     results = {}
     for name in args.settings:
-        run = translation_setting if name.startswith("translation") else majority_class_setting
+        run = (translation_setting if name.startswith("translation") else
+               copy_setting if name == "long_context" else majority_class_setting)
         results[name] = run(name, args, out)
         (out / name).mkdir(parents=True, exist_ok=True)
         (out / name / "results.json").write_text(json.dumps(results[name], indent=2) + "\n")
