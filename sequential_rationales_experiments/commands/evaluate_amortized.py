@@ -246,45 +246,23 @@ def majority_class_setting(name: str, args: argparse.Namespace, out: Path) -> di
     model, tokenizer = train_label_model(out / "models" / model_name,
                                          (0, LONG_FILLER) if held_out else (0, 0),
                                          args.lm_steps[model_name], args.seed)
-    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-
-    adapter = HuggingFaceCausalLM(model)
     teacher_lines = label_sentences(args.teacher, (0, HELD_OUT_FILLER) if held_out else (0, 0),
                                     torch.Generator().manual_seed(args.seed + 1))
     test_lines = label_sentences(args.test, (LONG_FILLER,) * 2 if held_out else (0, 0),
                                  torch.Generator().manual_seed(args.seed + 2))
-    print(f"[{name}] extractor", flush=True)
-    extractor, teacher = cached_extractor(
-        out / name / "extractor", lambda _p: adapter,
-        [label_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
-        args.objectives, **EXTRACTOR)
-    examples = [(adapter, label_problem(tokenizer, s)) for s in test_lines]
-    print(f"[{name}] {len(examples)} test sentences x {len(args.methods)} methods", flush=True)
-    rows = evaluate(examples, counted_modules(model), args.methods, extractor,
-                    top_k_of(teacher), label_bits(test_lines))
-    return {"model": model_name, "teacher": teacher, "test_examples": len(examples),
-            "mean_context_tokens": mean(p.context_size(p.targets[0]) for _, p in examples),
-            "methods": rows}
+    return language_model_setting(name, model_name, model, tokenizer, label_problem,
+                                  teacher_lines, test_lines, label_bits(test_lines), args, out)
 
 
 def copy_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """``long_context``: every word of the repetition of 64 random words."""
-    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
-
     print(f"[{name}] model (copy)", flush=True)
     model, tokenizer = train_copy_model(out / "models" / "copy", COPY_HALF,
                                         args.lm_steps["copy"], args.seed)
-    adapter = HuggingFaceCausalLM(model)
     teacher_lines = copy_sentences(args.copy_teacher, COPY_HALF,
                                    torch.Generator().manual_seed(args.seed + 1))
     test_lines = copy_sentences(args.copy_test, COPY_HALF,
                                 torch.Generator().manual_seed(args.seed + 2))
-    print(f"[{name}] extractor", flush=True)
-    extractor, teacher = cached_extractor(
-        out / name / "extractor", lambda _p: adapter,
-        [copy_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
-        args.objectives, **EXTRACTOR)
-    examples = [(adapter, copy_problem(tokenizer, s)) for s in test_lines]
 
     def copied(_method: str, rationales: list[list[Any]]) -> dict[str, float]:
         """The share of rationales holding the word the target copies."""
@@ -292,12 +270,32 @@ def copy_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, An
             float(r.target_position - COPY_HALF in r.target_rationale)
             for per in rationales for r in per)}
 
-    print(f"[{name}] {len(examples)} sequences ({len(examples) * COPY_HALF} targets) x "
+    return language_model_setting(name, "copy", model, tokenizer, copy_problem, teacher_lines,
+                                  test_lines, copied, args, out)
+
+
+def language_model_setting(name: str, model_name: str, model: Any, tokenizer: Any,
+                           make_problem: Callable[[Any, str], RationalizationProblem],
+                           teacher_lines: list[str], test_lines: list[str],
+                           gold: Callable[[str, list[list[Any]]], dict[str, float]],
+                           args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """An extractor taught by greedy on ``teacher_lines``, then every method on
+    ``test_lines``."""
+    from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+
+    adapter = HuggingFaceCausalLM(model)
+    print(f"[{name}] extractor", flush=True)
+    extractor, teacher = cached_extractor(
+        out / name / "extractor", lambda _p: adapter,
+        [make_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
+        args.objectives, **EXTRACTOR)
+    examples = [(adapter, make_problem(tokenizer, s)) for s in test_lines]
+    targets = [(p, t) for _, p in examples for t in p.targets]
+    print(f"[{name}] {len(examples)} test sequences ({len(targets)} targets) x "
           f"{len(args.methods)} methods", flush=True)
     rows = evaluate(examples, counted_modules(model), args.methods, extractor,
-                    top_k_of(teacher), copied)
-    targets = [(p, t) for _, p in examples for t in p.targets]
-    return {"model": "copy", "teacher": teacher, "test_examples": len(examples),
+                    top_k_of(teacher), gold)
+    return {"model": model_name, "teacher": teacher, "test_examples": len(examples),
             "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
             "methods": rows}
 
