@@ -5,23 +5,26 @@ Greedy search scores about (rationale length x context length) subsets per targe
 extractor ranks the whole context of every target of a sequence at once, from the hidden
 states of one forward pass of the frozen model over the full sequence:
 
-    score(t, c) = q(h_{t-1}) . k(h_c) / sqrt(r) + b(t - 1 - c),    c <= t - 1
+    score(t, c) = q(h_{t-1}) . k(g_c) / sqrt(r) + b(t - 1 - c),    c <= t - 1
 
-``h`` are the states at the output of one block (default: the last), layer-normalized without
-affine parameters; the state at position ``i`` is the same in every row that holds positions
-``0..i`` (causal attention), so one pass serves every target. ``q`` and ``k`` map them to rank
-``r``; ``b`` is a learned bias per distance bucket (each distance up to 8, then four buckets per
-doubling), the recency prior greedy rationales share. The method ``amortized`` adds tokens in
-this order until the argmax condition holds, so its rationales satisfy the paper's condition.
+``h`` and ``g`` are the states at the output of a block, layer-normalized without affine
+parameters: ``h`` the last block's by default (what the model is about to predict), ``g`` the
+first block's (which token sits where); the state at position ``i`` is the same in every row
+that holds positions ``0..i`` (causal attention), so one pass serves every target. ``q`` and
+``k`` map them to rank ``r``; ``b`` is a learned bias per distance bucket (each distance up to
+8, then four buckets per doubling), the recency prior greedy rationales share. The method
+``amortized`` adds tokens in this order until the argmax condition holds, so its rationales
+satisfy the paper's condition; with ``top_k`` it returns the first ``k`` with no search.
 
 Translation models: the keys of the source codes are the encoder's states at the output of the
 same block, through a key map of their own (encoder and decoder states differ), and their bias
 is learned per bucket of the distance from the diagonal, ``|s - (t - 1) * S / T|`` (source
 position ``s`` of ``S``, target ``t`` of ``T``), the monotone-alignment prior.
 
-Training (:func:`train_extractor`) distills a teacher's rationales: the Plackett-Luce
-likelihood of the order in which the teacher (greedy search by default) added its tokens, the
-previous token (always first) left out.
+Training (:func:`train_extractor`, :class:`Objectives`) distills a teacher's rationales (the
+Plackett-Luce likelihood of the order in which the teacher, greedy search by default, added its
+tokens, the previous token, always first, left out) and can add UNIREX's faithfulness
+objectives and, fine-tuning the model jointly, its task loss.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class ExtractorConfig:
     layer: int = -1  # the block whose output is read; -1: the last
     buckets: int = 32
     conditional: bool = False  # a translation model: source codes too
+    # The keys' block (None: ``layer``). An early block's states still say which token sits
+    # where, where the last block's say what comes next: on Majority Class and on a copy task,
+    # keys from block 0 agreed with greedy more often than keys from the last block.
+    key_layer: int | None = 0
 
 
 class RationaleExtractor(nn.Module):
@@ -82,15 +89,17 @@ class RationaleExtractor(nn.Module):
             self.diagonal_bias = nn.Parameter(torch.zeros(config.buckets))
 
     def forward(self, hidden: Tensor, num_source: int = 0) -> Tensor:
-        """``hidden`` ``[S + T, D]``: the states of the context codes (source, then target)."""
+        """``hidden`` ``[S + T, D]``: the states of the context codes (source, then target),
+        or ``[2, S + T, D]``: those the queries read, then those the keys read."""
         if num_source and not self.config.conditional:
             raise InputError("this extractor was trained for a language model; train one for "
                              "the translation model")
         h = self.norm(hidden.float())
-        target = h[num_source:]
-        keys = self.key(target)
+        h_query, h_key = (h[0], h[1]) if h.dim() == 3 else (h, h)
+        target = h_query[num_source:]
+        keys = self.key(h_key[num_source:])
         if self.config.conditional:
-            keys = torch.cat([self.source_key(h[:num_source]), keys])
+            keys = torch.cat([self.source_key(h_key[:num_source]), keys])
         scores = self.query(target) @ keys.T / math.sqrt(self.config.rank)
         rows = torch.arange(len(target), device=h.device)
         distance = rows[:, None] - rows[None, :]
@@ -118,8 +127,9 @@ class RationaleExtractor(nn.Module):
         if not config_path.is_file():
             raise InputError(f"{directory} holds no rationale extractor ({CONFIG_FILE} is "
                              "missing); train one with rationales-train-rationalizer")
-        try:
-            config = ExtractorConfig(**json.loads(config_path.read_text()))
+        try:  # files without key_layer were written when keys read ``layer``
+            config = ExtractorConfig(**{"key_layer": None,
+                                        **json.loads(config_path.read_text())})
         except (TypeError, ValueError) as error:
             raise InputError(f"{config_path} is not an extractor configuration ({error})"
                              ) from None
@@ -130,29 +140,39 @@ class RationaleExtractor(nn.Module):
 
 
 @torch.no_grad()
-def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer: int = -1
-                  ) -> Tensor:
+def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer: int = -1,
+                  key_layer: int | None = None) -> Tensor:
     """``[S + T, D]`` states at the output of block ``layer`` of the encoder (the ``S``
     source codes) and of the decoder (the ``T`` target positions), from one pass over the full
-    sequence (one row)."""
+    sequence (one row); with a ``key_layer``, ``[2, S + T, D]``: those of ``layer``, then
+    those of ``key_layer``."""
     layers = getattr(adapter, "layers", None)
     if layers is None:
         raise InputError(f"the rationale extractor reads the model's hidden states (a layers() "
                          f"method), which {type(adapter).__name__} does not have")
     sides = ("source", "target") if problem.num_source else ("target",)
-    captured: dict[str, Tensor] = {}
+    requested = [layer] if key_layer is None else [layer, key_layer]
+    blocks = {side: layers()[side] for side in sides}
+
+    def block_index(index: int, side: str) -> int:  # -1 and 0 may name one block
+        return index % len(blocks[side])
+
+    captured: dict[tuple[int, str], Tensor] = {}
     with contextlib.ExitStack() as stack:
-        for side in sides:
-            stack.enter_context(_output_of(layers()[side][layer],
-                                           lambda out, side=side: captured.update({side: out})))
+        for index, side in {(block_index(i, side), side) for i in requested for side in sides}:
+            stack.enter_context(_output_of(
+                blocks[side][index], lambda out, key=(index, side): captured.update({key: out})))
         codes = tuple(range(problem.num_source + len(problem.target_ids)))
         adapter.log_probs(build_batch(problem, [codes]).to(adapter.device))
     time_major = getattr(adapter, "hidden_time_major", False)
     lengths = {"source": problem.num_source, "target": len(problem.target_ids)}
-    # One row of every code: no padding (a source row may end with an appended </s>).
-    states = [(captured[side][:, 0] if time_major else captured[side][0])[:lengths[side]]
-              for side in sides]
-    return torch.cat(states).detach()
+
+    def row(index: int, side: str) -> Tensor:  # one row of every code: no padding
+        states = captured[block_index(index, side), side]
+        return (states[:, 0] if time_major else states[0])[:lengths[side]]
+
+    states = [torch.cat([row(index, side) for side in sides]) for index in requested]
+    return (states[0] if len(states) == 1 else torch.stack(states)).detach()
 
 
 @contextlib.contextmanager
@@ -186,7 +206,8 @@ def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
                      problem: RationalizationProblem) -> dict[int, Tensor]:
     """Per target ``t``, the extractor's score of each context code ``0..t-1`` (host)."""
     check_extractor_fits(extractor, adapter)
-    hidden = hidden_states(adapter, problem, extractor.config.layer)
+    hidden = hidden_states(adapter, problem, extractor.config.layer,
+                           extractor.config.key_layer)
     if hidden.shape[-1] != extractor.config.hidden_size:
         raise InputError(f"the extractor reads hidden states of size "
                          f"{extractor.config.hidden_size}, this model's are {hidden.shape[-1]}: "
@@ -245,11 +266,13 @@ class TeacherSequence:
     @classmethod
     def from_result(cls, problem: RationalizationProblem, result: SequenceRationales
                     ) -> TeacherSequence:
-        """The teacher orders of a method's result on ``problem`` (as context codes)."""
+        """The teacher orders of a method's result on ``problem`` (as context codes). Targets
+        whose rationale never reached the argmax are left out: their order is a search that
+        ran out of context, not a rationale."""
         offset = {SOURCE: 0, TARGET: problem.num_source}
         return cls(problem, {r.target_position: [offset[c.stream] + c.position
                                                  for c in r.rationale]
-                             for r in result.rationales})
+                             for r in result.rationales if r.reached_argmax})
 
 
 AdapterSource = ModelAdapter | Callable[[RationalizationProblem], ModelAdapter]
@@ -337,11 +360,11 @@ def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence]
     if extractor is not None:
         config = extractor.config
         check_extractor_fits(extractor, first)
-    layer = config.layer if config is not None else -1
+    layers = (config.layer, config.key_layer) if config is not None else (-1, None)
 
     def states_of(i: int) -> Tensor:
         problem = sequences[i].problem
-        return hidden_states(adapter_of(adapter, problem), problem, layer)
+        return hidden_states(adapter_of(adapter, problem), problem, *layers)
 
     states = None if finetune else [states_of(i) for i in range(len(sequences))]
     if extractor is None:  # the hidden size and the kind of model are the model's
@@ -482,7 +505,8 @@ def mean_order_loss(extractor: RationaleExtractor, adapter: AdapterSource,
     """:func:`order_loss` averaged over ``sequences`` (held-out evaluation)."""
     with torch.no_grad():
         losses = [float(sequence_loss(extractor, hidden_states(
-            adapter_of(adapter, s.problem), s.problem, extractor.config.layer), s))
+            adapter_of(adapter, s.problem), s.problem, extractor.config.layer,
+            extractor.config.key_layer), s))
             for s in sequences]
     return sum(losses) / max(len(losses), 1)
 

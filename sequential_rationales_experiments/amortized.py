@@ -27,6 +27,7 @@ from sequential_rationales.extractor import (
     TeacherSequence,
     train_extractor,
 )
+from sequential_rationales.metrics import mean
 
 BITS = 17
 FILLER_WORDS = ("a", "b", "c", "d")
@@ -149,11 +150,21 @@ AdapterFor = Callable[[RationalizationProblem], ModelAdapter]
 
 
 def greedy_teacher(adapter_for: AdapterFor, problems: Sequence[RationalizationProblem]
-                   ) -> list[TeacherSequence]:
-    """Greedy rationales of ``problems``, the default teacher."""
-    return [TeacherSequence.from_result(p, rationalize(adapter_for(p), p, "greedy",
-                                                       progress=False))
-            for p in problems]
+                   ) -> tuple[list[TeacherSequence], dict[str, Any]]:
+    """Greedy rationales of ``problems``, the default teacher (the targets whose rationale
+    reached the argmax), and what they were like: sequences, targets, the share that reached
+    the argmax, the mean rationale length and context of those."""
+    teacher, reached, total = [], 0, 0
+    for problem in problems:
+        result = rationalize(adapter_for(problem), problem, "greedy", progress=False)
+        teacher.append(TeacherSequence.from_result(problem, result))
+        reached += len(teacher[-1].orders)
+        total += len(result.rationales)
+    pairs = [(s, t) for s in teacher for t in s.orders]
+    info = {"sequences": len(teacher), "targets": total, "reached_argmax": reached / total,
+            "mean_length": mean(len(s.orders[t]) for s, t in pairs),
+            "mean_context_tokens": mean(s.problem.context_size(t) for s, t in pairs)}
+    return teacher, info
 
 
 def cached_extractor(folder: Path, adapter_for: AdapterFor,
@@ -161,21 +172,22 @@ def cached_extractor(folder: Path, adapter_for: AdapterFor,
                      objectives: Objectives | None = None, rank: int = 16, lr: float = 3e-3
                      ) -> tuple[RationaleExtractor, dict[str, Any]]:
     """The extractor trained on greedy's rationales of ``problems`` (kept in ``folder`` and
-    reused), and what its teacher was like (``folder/teacher.json``: sequences, targets, mean
-    rationale length)."""
+    reused), and what its teacher was like (``folder/teacher.json``, see
+    :func:`greedy_teacher`)."""
     if (folder / "extractor.json").is_file() and (folder / TEACHER_FILE).is_file():
         return RationaleExtractor.load(folder), json.loads((folder / TEACHER_FILE).read_text())
-    teacher = greedy_teacher(adapter_for, problems)
-    lengths = [len(o) for s in teacher for o in s.orders.values()]
-    info = {"sequences": len(teacher), "targets": len(lengths),
-            "mean_length": sum(lengths) / len(lengths),
-            "mean_context_tokens": sum(s.problem.context_size(t) for s in teacher
-                                       for t in s.orders) / len(lengths)}
+    teacher, info = greedy_teacher(adapter_for, problems)
     extractor = train_extractor(adapter_for, teacher, ExtractorConfig(0, rank=rank),
                                 steps=steps, lr=lr, seed=seed, objectives=objectives)
     extractor.save(folder)
     (folder / TEACHER_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return extractor, info
+
+
+def top_k_for(teacher: dict[str, Any]) -> int:
+    """The one-pass mode's k: the teacher's mean rationale length rounded up (1 without one)."""
+    length = teacher["mean_length"]
+    return max(1, math.ceil(length)) if length == length else 1
 
 
 def translation_pairs(hub: Any, split: str, n: int) -> list[tuple[str, RationalizationProblem]]:

@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=positive_int, default=32,
                    help="width of the extractor's query and key maps")
     p.add_argument("--layer", type=int, default=-1,
-                   help="the block whose output the extractor reads (-1: the last)")
+                   help="the block whose output the extractor's queries read (-1: the last)")
+    p.add_argument("--key-layer", type=int, default=0,
+                   help="the block whose output its keys read (0: the first, whose states "
+                        "still say which token sits where)")
     p.add_argument("--batch-sequences", type=positive_int, default=8,
                    help="sequences per step")
     p.add_argument("--lambda-order", type=float, default=1.0, metavar="W",
@@ -108,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the sequences kept out of training to report the loss on")
     p.add_argument("--max-steps", type=positive_int, default=1024,
                    help="largest greedy rationale of the teacher (--text / --input)")
+    p.add_argument("--generate", type=positive_int, default=None, metavar="N",
+                   help="language models: first continue each text greedily by up to N "
+                        "tokens and learn the continuation's rationales (the model's own "
+                        "predictions: what `rationalize --generate` explains)")
     p.add_argument("--seed", type=int, default=0, help="seeds the extractor and the draws")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present)")
     p.add_argument("--quick", action="store_true",
@@ -133,7 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def teacher_sequences(records: list[dict[str, Any]], source: str) -> list[TeacherSequence]:
-    """Sequences and their teacher orders (context codes in the order added) from seed logs:
+    """Sequences and their teacher orders (context codes in the order added) from seed logs
+    (targets whose rationale did not reach the argmax are left out):
     a language model's (``input_ids``, ``rationalization`` entries with ``target_position``
     and ``rationale``) or a fairseq translation model's (``source_tokens`` ending with
     ``</s>``, ``target_tokens``, ``rationalizations`` whose ``log`` steps say which token was
@@ -147,7 +155,7 @@ def teacher_sequences(records: list[dict[str, Any]], source: str) -> list[Teache
                 ids = torch.tensor(record["input_ids"], dtype=torch.long)
                 sequence = TeacherSequence(RationalizationProblem(ids), {
                     int(e["target_position"]): [int(c) for c in e["rationale"]]
-                    for e in record["rationalization"]})
+                    for e in record["rationalization"] if e.get("reached_argmax", True)})
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{source}, record {number}: not a record of `rationalize --out` "
                              "(a language model's input_ids and rationalization, or a "
@@ -156,7 +164,7 @@ def teacher_sequences(records: list[dict[str, Any]], source: str) -> list[Teache
         if sequence.orders:
             sequences.append(sequence)
     if not sequences:
-        raise InputError(f"{source} holds no rationalized targets to learn from")
+        raise InputError(f"{source} holds no rationale that reached the argmax to learn from")
     return sequences
 
 
@@ -168,7 +176,7 @@ def _translation_teacher(record: dict[str, Any]) -> TeacherSequence:
     return TeacherSequence(problem, {
         int(e["target_position"]): [offset[step["from"]] + int(step["added_token_position"])
                                     for step in e["log"]]
-        for e in record["rationalizations"]})
+        for e in record["rationalizations"] if e.get("reached_argmax", True)})
 
 
 def results_teacher(results: list[Any]) -> list[TeacherSequence]:
@@ -179,9 +187,13 @@ def results_teacher(results: list[Any]) -> list[TeacherSequence]:
             continue
         source = None if result.source_ids is None else torch.tensor(result.source_ids)
         problem = RationalizationProblem(torch.tensor(result.target_ids), source)
-        sequences.append(TeacherSequence.from_result(problem, result))
+        sequence = TeacherSequence.from_result(problem, result)
+        if sequence.orders:
+            sequences.append(sequence)
     if not sequences:
-        raise InputError("the texts hold no rationalized targets to learn from")
+        raise InputError("no greedy rationale of the texts reached the argmax (the model "
+                         "never predicted their next tokens): nothing to learn from; "
+                         "--generate N learns the rationales of the model's own continuations")
     return sequences
 
 
@@ -201,8 +213,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": str(Path(args.model).resolve()), "teacher": args.teacher,
             "data": args.data,
             "texts": args.text, "input": args.input, "rank": args.rank, "layer": args.layer,
+            "key_layer": args.key_layer,
             "lr": args.lr, "batch_sequences": args.batch_sequences, "seed": args.seed,
-            "held_out": args.held_out, "max_steps": args.max_steps,
+            "held_out": args.held_out, "max_steps": args.max_steps, "generate": args.generate,
             "objectives": asdict(args.objectives), "finetune": args.finetune,
             "model_lr": args.model_lr if args.finetune else None}
 
@@ -220,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sequences = teacher_sequences(read_records(args.teacher), args.teacher)
     else:
         rationales = rationalizer.rationalize(read_texts(args), method="greedy",
+                                              generate=args.generate,
                                               max_steps=args.max_steps, progress=True)
         sequences = results_teacher(rationales.results)
     held = int(len(sequences) * args.held_out)
@@ -262,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     try:
         extractor = train_extractor(
-            adapter, train, ExtractorConfig(0, rank=args.rank, layer=args.layer),
+            adapter, train, ExtractorConfig(0, rank=args.rank, layer=args.layer,
+                                           key_layer=args.key_layer),
             steps=args.steps, lr=args.lr, seed=args.seed, batch_sequences=args.batch_sequences,
             extractor=extractor, optimizer_state=optimizer_state, start_step=start,
             on_step=on_step, objectives=args.objectives, finetune=args.finetune,

@@ -36,8 +36,9 @@ def sentences_and_problems(count: int, seed: int):
 def test_metrics_against_greedy_have_known_answers(tiny_gpt2, tmp_path):
     adapter = HuggingFaceCausalLM(tiny_gpt2)
     sentences, problems = sentences_and_problems(8, seed=0)
-    teacher = [TeacherSequence.from_result(p, rationalize(adapter, p, "greedy"))
-               for p in problems]
+    greedy_results = [rationalize(adapter, p, "greedy") for p in problems]
+    teacher = [TeacherSequence.from_result(p, r)
+               for p, r in zip(problems, greedy_results, strict=True)]
     extractor = train_extractor(adapter, teacher, ExtractorConfig(0, rank=4), steps=5)
     rows = evaluation.evaluate([(adapter, p) for p in problems],
                                amortized.counted_modules(tiny_gpt2),
@@ -46,7 +47,7 @@ def test_metrics_against_greedy_have_known_answers(tiny_gpt2, tmp_path):
     greedy = rows["greedy"]
     assert greedy["f1_vs_greedy"] == greedy["exact_vs_greedy"] == 1.0
     assert greedy["speedup"] == greedy["forward_tokens_ratio"] == greedy["length_ratio"] == 1.0
-    lengths = [len(t.orders[BITS + 1]) for t in teacher]
+    lengths = [len(r.rationales[0].rationale) for r in greedy_results]
     assert greedy["mean_length"] == pytest.approx(sum(lengths) / len(lengths))
     # Greedy scores more subsets than an ordered search of the same model; top-k runs one
     # pass for the hidden states and one for its subsets.

@@ -5,7 +5,10 @@ refusals."""
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +136,24 @@ def test_hidden_states_are_those_of_the_full_sequence(tiny_gpt2):
     expected = tiny_gpt2(input_ids=ids[None], output_hidden_states=True).hidden_states[-1][0]
     # The last block's output is what the final layer norm receives.
     assert torch.allclose(tiny_gpt2.transformer.ln_f(states), expected, atol=1e-5)
+
+
+def test_keys_read_another_block_of_the_same_pass(tiny_gpt2):
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    ids = torch.tensor([3, 5, 7, 2, 9])
+    states = hidden_states(adapter, RationalizationProblem(ids), -1, 0)
+    out = tiny_gpt2(input_ids=ids[None], output_hidden_states=True)
+    assert states.shape == (2, 5, 32)
+    assert torch.allclose(tiny_gpt2.transformer.ln_f(states[0]), out.hidden_states[-1][0],
+                          atol=1e-5)
+    assert torch.allclose(states[1], out.hidden_states[1][0], atol=1e-5)  # block 0's output
+    # An extractor file written before key_layer existed read its keys from ``layer``.
+    old = RationaleExtractor(ExtractorConfig(hidden_size=32, key_layer=None))
+    folder = old.save(Path(tempfile.mkdtemp()))
+    config = json.loads((folder / "extractor.json").read_text())
+    del config["key_layer"]
+    (folder / "extractor.json").write_text(json.dumps(config))
+    assert RationaleExtractor.load(folder).config.key_layer is None
 
 
 def test_refusals_are_one_sentence(tiny_gpt2, toy_seq2seq):

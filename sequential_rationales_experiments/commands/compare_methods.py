@@ -15,6 +15,7 @@ from typing import Any
 from sequential_rationales import list_methods, lm_problem
 from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales_experiments import fairseq_tools
+from sequential_rationales_experiments.amortized import top_k_for
 from sequential_rationales_experiments.cli import (
     HelpFormatter,
     ProgramParser,
@@ -43,7 +44,8 @@ TRANSLATION_SKIPS = ("exhaustive",)
 
 
 # Rows of the learned extractor (trained here, per model, on greedy's rationales of training
-# examples): ordered, and its one-pass top-k mode (k: greedy's mean rationale length there).
+# examples): ordered, and its one-pass top-k mode (k: greedy's mean rationale length there,
+# rounded up).
 AMORTIZED_ROWS = ("amortized", "amortized_top_k")
 
 
@@ -244,7 +246,7 @@ def compare_model(name: str, kind: str, folder: Path, results: Path, args: argpa
             extractor, teacher = model_extractor(kind, folder, checkpoint, model_dir, args)
             run_as, more = "amortized", {"extractor": extractor}
             if method == "amortized_top_k":
-                more["top_k"] = max(1, round(teacher["mean_length"]))
+                more["top_k"] = top_k_for(teacher)
 
         def process(example: Any, run_as: str = run_as, more: dict = more) -> dict[str, Any]:
             if majority:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,6 +69,7 @@ from sequential_rationales_experiments.amortized import (
     counted_modules,
     label_problem,
     label_sentences,
+    top_k_for,
     train_copy_model,
     train_label_model,
     translation_pairs,
@@ -233,10 +233,6 @@ def label_bits(sentences: list[str]) -> Callable[[str, list[list[Any]]], dict[st
     return gold
 
 
-def top_k_of(teacher: dict[str, Any]) -> int:
-    return max(1, math.ceil(teacher["mean_length"]))
-
-
 def majority_class_setting(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """``majority_class`` (17 bits) and ``held_out`` (after filler words, the extractor
     trained on shorter contexts than it is tested on): the label of each test sentence."""
@@ -294,7 +290,7 @@ def language_model_setting(name: str, model_name: str, model: Any, tokenizer: An
     print(f"[{name}] {len(examples)} test sequences ({len(targets)} targets) x "
           f"{len(args.methods)} methods", flush=True)
     rows = evaluate(examples, counted_modules(model), args.methods, extractor,
-                    top_k_of(teacher), gold)
+                    top_k_for(teacher), gold)
     return {"model": model_name, "teacher": teacher, "test_examples": len(examples),
             "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
             "methods": rows}
@@ -363,7 +359,7 @@ def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[
     examples = [(adapter_for(p), p) for _, p in test_pairs]
     print(f"[{name}] {len(examples)} test pairs x {len(args.methods)} methods", flush=True)
     rows = evaluate(examples, counted_modules(hub), args.methods, extractor,
-                    top_k_of(teacher), gold)
+                    top_k_for(teacher), gold)
     targets = [(p, t) for _, p in examples for t in p.targets]
     return {"model": str(folder), "teacher": teacher, "test_examples": len(examples),
             "mean_context_tokens": mean(p.context_size(t) for p, t in targets),
