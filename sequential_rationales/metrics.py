@@ -52,6 +52,7 @@ METHOD_LABELS = {
     "lrp": "LRP (AttnLRP)",
     "iba": "IBA",
     "random": "Random",
+    "greedy_paper": "Greedy (paper's code)",
     "amortized": "Amortized (learned)",
     "amortized_top_k": "Amortized top-k",
 }
