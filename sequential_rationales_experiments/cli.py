@@ -22,15 +22,15 @@ from sequential_rationales_integrations.cli import (
 
 __all__ = ["VERBOSE_HELP", "HelpFormatter", "ProgramParser", "add_search_arguments",
            "check_writable_dir", "first_line", "input_error_message", "int_at_least",
-           "missing_data_error", "non_negative_int", "positive_int", "program_status",
-           "run_program"]
+           "method_options", "method_provenance", "missing_data_error", "non_negative_int",
+           "positive_int", "program_status", "run_program"]
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
                          max_steps_help: str = "largest rationale size searched") -> None:
-    """``--max_steps``, ``--max_tokens_per_batch``, ``--integrated_gradient_steps`` and
-    ``--precision``: the options of :func:`sequential_rationales.rationalize` every
-    rationalizing program takes."""
+    """``--max_steps``, ``--max_tokens_per_batch``, ``--integrated_gradient_steps``,
+    ``--precision``, ``--extractor`` and ``--top_k``: the options of
+    :func:`sequential_rationales.rationalize` every rationalizing program takes."""
     parser.add_argument("--max_steps", type=positive_int, default=max_steps,
                         help=max_steps_help)
     parser.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
@@ -44,6 +44,48 @@ def add_search_arguments(parser: argparse.ArgumentParser, max_steps: int | None,
                              "fp32 (the model's own), bf16-exact (greedy and exhaustive "
                              "search screened in bfloat16, decided in full precision: the "
                              "same rationales) or bf16 (all in bfloat16: not exact)")
+    parser.add_argument("--extractor", default=None, metavar="DIR",
+                        help="--method amortized: a rationale extractor trained for this model "
+                             "(rationales-train-rationalizer)")
+    parser.add_argument("--top_k", type=positive_int, default=None, metavar="K",
+                        help="methods that rank the context: its first K tokens, with no "
+                             "search (a rationale then need not reach the argmax)")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """``extractor`` and ``top_k`` for :func:`sequential_rationales.rationalize` from
+    :func:`add_search_arguments`' flags, checked (one line per mistake); the extractor is
+    loaded once and kept on ``args``."""
+    from sequential_rationales.extractor import RationaleExtractor
+    from sequential_rationales.methods import TRAINED_METHODS, get_method
+
+    if (args.method in TRAINED_METHODS) != (args.extractor is not None):
+        raise SystemExit("error: --method amortized needs --extractor DIR, and --extractor "
+                         "only serves --method amortized")
+    if args.top_k is not None and not get_method(args.method).ranks:
+        raise SystemExit(f"error: --top_k needs a method that ranks the context, not "
+                         f"{args.method} search")
+    if args.extractor is not None and getattr(args, "loaded_extractor", None) is None:
+        args.loaded_extractor = RationaleExtractor.load(args.extractor)
+    options = {"top_k": args.top_k} if args.top_k is not None else {}
+    if args.extractor is not None:
+        options["extractor"] = args.loaded_extractor
+    return options
+
+
+def method_provenance(args: argparse.Namespace) -> dict:
+    """What ``--top_k`` and ``--extractor`` add to a run's provenance (nothing when unused,
+    so results written before they existed still resume); checks them first, as a run's
+    provenance is settled before its first example."""
+    from sequential_rationales_integrations import provenance
+
+    method_options(args)
+    settings: dict = {}
+    if args.top_k is not None:
+        settings["top_k"] = args.top_k
+    if args.extractor is not None:
+        settings["extractor"] = provenance.identity(args.extractor, ("extractor.json",))
+    return settings
 
 
 def missing_data_error(path: Path, data_dir: Path) -> SystemExit:

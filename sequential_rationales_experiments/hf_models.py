@@ -27,6 +27,8 @@ from sequential_rationales_experiments.cli import (
     ProgramParser,
     add_search_arguments,
     first_line,
+    method_options,
+    method_provenance,
     positive_int,
 )
 from sequential_rationales_integrations import provenance
@@ -117,8 +119,8 @@ def load_model_and_tokenizer(args: argparse.Namespace, need_offsets: bool = Fals
 def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     """``--method``, ``--out``, ``--max_examples``, ``--max_steps`` and batching options."""
     parser.add_argument("--method", default="greedy", choices=list_methods(),
-                        help="rationalization method: greedy, exhaustive, or a baseline "
-                             "ordering")
+                        help="rationalization method: greedy, exhaustive, a baseline ordering "
+                             "or amortized (with --extractor)")
     parser.add_argument("--out", default=None,
                         help=f"output folder (default: rationalization_results/{task}/<method>, "
                              "relative to the current folder)")
@@ -161,7 +163,8 @@ def runner_provenance(args: argparse.Namespace, experiment: str, program: str,
     search = provenance.search_settings(args.method, args.max_steps, args.integrated_gradient_steps,
                                         args.precision)
     return provenance.make(program, args.method, path, args.tokenizer or path,
-                           {**search, **settings}, experiment=experiment)
+                           {**search, **method_provenance(args), **settings},
+                           experiment=experiment)
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:
@@ -193,7 +196,7 @@ def rationalize_tokens(model: Any, tokenizer: Any, ids: torch.Tensor, method: st
 def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
                            args: argparse.Namespace, start_step: int) -> dict[str, Any]:
     """Rationalize the targets after ``start_step`` as :func:`add_run_arguments`' flags say."""
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = method_options(args)
     if args.method in BASELINE_METHODS:
         options["integrated_gradient_steps"] = args.integrated_gradient_steps
     if args.method == "exhaustive":

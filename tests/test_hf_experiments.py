@@ -515,3 +515,27 @@ def test_help_explains_every_flag(command, monkeypatch, capsys):
     assert flags
     assert all(a.help and len(a.help) > 10 for a in flags), [
         a.option_strings for a in flags if not a.help]
+
+
+def test_dataset_runners_take_the_extractor_and_top_k(data_dir, word_model_dir, tmp_path):
+    from sequential_rationales.extractor import ExtractorConfig, RationaleExtractor
+
+    torch.manual_seed(0)
+    extractor = RationaleExtractor(ExtractorConfig(hidden_size=32, rank=4)).save(
+        tmp_path / "extractor")
+    common = ["--model_name_or_path", str(word_model_dir), "--data_dir", str(data_dir),
+              "--categories", "family", "--max_examples", "2", "--no_filter", "--device", "cpu"]
+    out = tmp_path / "amortized"
+    counts = rationalize_analogies.main([*common, "--method", "amortized", "--extractor",
+                                         str(extractor), "--top_k", "2", "--out", str(out)])
+    assert counts["written"] == 2
+    for record in read_results(out).values():
+        assert record["method"] == "amortized"
+        assert all(len(r) == 2 for r in record["all_rationales"])
+    saved = json.loads(next(out.glob("*provenance*.json")).read_text())
+    assert saved["settings"]["top_k"] == 2 and saved["settings"]["extractor"]["fingerprint"]
+    with pytest.raises(SystemExit, match="needs --extractor"):
+        rationalize_analogies.main([*common, "--method", "amortized", "--out",
+                                    str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="--top_k needs a method that ranks"):
+        rationalize_analogies.main([*common, "--top_k", "2", "--out", str(tmp_path / "y")])

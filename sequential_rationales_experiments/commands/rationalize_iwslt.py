@@ -16,10 +16,13 @@ import torch
 
 from sequential_rationales import BASELINE_METHODS, format_rationales, rationalize_translation
 from sequential_rationales.adapters.fairseq import FairseqTranslationModel, unwrap_model
+from sequential_rationales.methods import TRAINED_METHODS
 from sequential_rationales_experiments.cli import (
     ProgramParser,
     add_search_arguments,
     check_writable_dir,
+    method_options,
+    method_provenance,
     positive_int,
 )
 from sequential_rationales_experiments.fairseq_tools import quiet_fairseq_logging
@@ -32,7 +35,7 @@ DEFAULT_DATA = {
     "distractors": "data-bin/iwslt14_distractors.tokenized.de-en",
     "alignments": "data-bin/iwslt14_alignments.tokenized.de-en",
 }
-METHODS = ("greedy", *BASELINE_METHODS)
+METHODS = ("greedy", *BASELINE_METHODS, *TRAINED_METHODS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,7 +81,7 @@ def run_provenance(args: argparse.Namespace, checkpoint: Path, data: Path) -> di
     search settings."""
     search = provenance.search_settings(args.method, args.max_steps,
                                         args.integrated_gradient_steps, args.precision)
-    settings = {**search, "top_1": args.top_1, "split": args.split}
+    settings = {**search, **method_provenance(args), "top_1": args.top_1, "split": args.split}
     dictionaries = tuple(path.name for path in data.glob("dict.*.txt"))
     return provenance.make("rationalize_iwslt", args.method, checkpoint, data, settings,
                            experiment=args.task, data=provenance.identity(data, dictionaries))
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> Path:
             adapter, source, target, decode_source, decode_target, method=args.method,
             max_steps=args.max_steps, max_tokens_per_batch=args.max_tokens_per_batch,
             top_1=args.top_1, integrated_gradient_steps=args.integrated_gradient_steps,
-            precision=args.precision, progress=False)  # the runner's bar counts examples
+            precision=args.precision, progress=False,  # the runner's bar counts examples
+            **method_options(args))
         if args.verbose:
             print(format_rationales(result, decode_target, decode_source))
         log["example_index"] = index
