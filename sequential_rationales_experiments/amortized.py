@@ -169,7 +169,7 @@ def greedy_teacher(adapter_for: AdapterFor, problems: Sequence[RationalizationPr
 
 def cached_extractor(folder: Path, adapter_for: AdapterFor,
                      problems: Sequence[RationalizationProblem], steps: int, seed: int,
-                     objectives: Objectives | None = None, rank: int = 16, lr: float = 3e-3
+                     objectives: Objectives | None = None, rank: int = 32, lr: float = 1e-2
                      ) -> tuple[RationaleExtractor, dict[str, Any]]:
     """The extractor trained on greedy's rationales of ``problems`` (kept in ``folder`` and
     reused), and what its teacher was like (``folder/teacher.json``, see

@@ -87,11 +87,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Majority Class test sentences (their labels are rationalized)")
     p.add_argument("--translation-examples", type=positive_int, default=20,
                    help="translation test pairs (every target token is rationalized)")
-    p.add_argument("--teacher-examples", type=positive_int, default=300,
+    p.add_argument("--teacher-examples", type=positive_int, default=1000,
                    help="amortized rows: training sentences (Majority Class) or pairs "
                         "(translation, half as many) whose greedy rationales the extractor "
                         "learns")
-    p.add_argument("--extractor-steps", type=positive_int, default=400,
+    p.add_argument("--extractor-steps", type=positive_int, default=2000,
                    help="amortized rows: the extractor's training steps")
     p.add_argument("--max-steps", type=positive_int, default=1024,
                    help="largest rationale size searched")

@@ -92,7 +92,6 @@ QUICK = {"lm_steps": {"majority_class": 2000, "long": 4000, "copy": 1500},
 FULL = {"lm_steps": {"majority_class": 3000, "long": 6000, "copy": 3000},
         "teacher": 2000, "test": 200, "translation_teacher": 500, "translation_test": 60,
         "copy_teacher": 50, "copy_test": 16, "extractor_steps": 3000}
-EXTRACTOR = {"rank": 32, "lr": 1e-2}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -284,7 +283,7 @@ def language_model_setting(name: str, model_name: str, model: Any, tokenizer: An
     extractor, teacher = cached_extractor(
         out / name / "extractor", lambda _p: adapter,
         [make_problem(tokenizer, s) for s in teacher_lines], args.extractor_steps, args.seed,
-        args.objectives, **EXTRACTOR)
+        args.objectives)
     examples = [(adapter, make_problem(tokenizer, s)) for s in test_lines]
     targets = [(p, t) for _, p in examples for t in p.targets]
     print(f"[{name}] {len(examples)} test sequences ({len(targets)} targets) x "
@@ -340,8 +339,7 @@ def translation_setting(name: str, args: argparse.Namespace, out: Path) -> dict[
     teacher_pairs = translation_pairs(hub, "train", args.translation_teacher)
     extractor, teacher = cached_extractor(out / name / "extractor", adapter_for,
                                           [p for _, p in teacher_pairs],
-                                          args.extractor_steps, args.seed, args.objectives,
-                                          **EXTRACTOR)
+                                          args.extractor_steps, args.seed, args.objectives)
     test_pairs = translation_pairs(hub, "test", args.translation_test)
     alignments = read_alignments(folder / "text" / "test_alignments.jsonl")
 
