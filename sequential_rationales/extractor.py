@@ -256,12 +256,33 @@ def order_loss(scores: Tensor, targets: Sequence[int], orders: Sequence[Sequence
     return total / max(count, 1)
 
 
+def gold_loss(scores: Tensor, targets: Sequence[int], gold: Sequence[Sequence[int]],
+              previous: Sequence[int]) -> Tensor:
+    """Mean over targets of ``-log`` the probability that the extractor's first pick after the
+    previous token (Plackett-Luce, ``scores`` ``[T, S + T]``) is one of the target's gold
+    codes; targets whose gold holds nothing but the previous token contribute nothing."""
+    terms = []
+    for t, codes, prev in zip(targets, gold, previous, strict=True):
+        wanted = sorted(set(codes) - {prev})
+        if not wanted:
+            continue
+        row = scores[t - 1].clone()
+        row[prev] = float("-inf")
+        terms.append(torch.logsumexp(row, 0) - torch.logsumexp(row[wanted], 0))
+    if not terms:
+        return scores.masked_fill(~torch.isfinite(scores), 0.0).sum() * 0.0
+    return torch.stack(terms).mean()
+
+
 @dataclass
 class TeacherSequence:
-    """A sequence and its teacher's rationales: per target, context codes in the order added."""
+    """A sequence and its teacher's rationales: per target, context codes in the order added;
+    ``gold``, where a task has them, the target's gold rationale codes (a set: any of them is
+    right, in any order)."""
 
     problem: RationalizationProblem
     orders: dict[int, list[int]]
+    gold: dict[int, list[int]] | None = None
 
     @classmethod
     def from_result(cls, problem: RationalizationProblem, result: SequenceRationales
@@ -288,7 +309,9 @@ def adapter_of(adapter: AdapterSource, problem: RationalizationProblem) -> Model
 class Objectives:
     """Weights of the training objectives: UNIREX's, adapted to next-token predictions.
 
-    * ``order`` (plausibility): the Plackett-Luce likelihood of the teacher's order.
+    * ``order`` (plausibility): the Plackett-Luce likelihood of the teacher's order;
+      ``gold`` (plausibility, where a task has gold rationales): the likelihood that the first
+      pick after the previous token is a gold token (:func:`gold_loss`).
     * ``sufficiency`` and ``comprehensiveness`` (faithfulness): rationales are drawn from the
       extractor's own ranking (Plackett-Luce samples of the teacher's rationale size; the
       previous token first) and scored by the model: ``log p(y_t)`` given only them, and minus
@@ -305,6 +328,7 @@ class Objectives:
     """
 
     order: float = 1.0
+    gold: float = 0.0
     sufficiency: float = 0.0
     comprehensiveness: float = 0.0
     task: float = 0.0
@@ -312,7 +336,7 @@ class Objectives:
     targets: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("order", "sufficiency", "comprehensiveness", "task"):
+        for name in ("order", "gold", "sufficiency", "comprehensiveness", "task"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InputError(f"the {name} weight must be a number >= 0, got {value!r}")
@@ -418,6 +442,11 @@ def sequence_objectives(scores: Tensor, adapter: ModelAdapter, sequence: Teacher
     if objectives.order:
         terms["order"] = objectives.order * order_loss(
             scores, targets, [sequence.orders[t] for t in targets])
+    if objectives.gold and sequence.gold:
+        golden = sorted(sequence.gold)
+        terms["gold"] = objectives.gold * gold_loss(
+            scores, golden, [sequence.gold[t] for t in golden],
+            [problem.previous_code(t) for t in golden])
     if not (objectives.faithful or objectives.task):
         return terms
     picked = [targets[j] for j in torch.randperm(len(targets), generator=noise)
@@ -512,6 +541,6 @@ def mean_order_loss(extractor: RationaleExtractor, adapter: AdapterSource,
 
 
 __all__ = ["ExtractorConfig", "Objectives", "RationaleExtractor", "TeacherSequence",
-           "distance_bucket",
+           "distance_bucket", "gold_loss",
            "extractor_scores", "hidden_states", "mean_order_loss", "order_loss",
            "train_extractor"]

@@ -34,6 +34,16 @@ from .conftest import VOCAB
 pytest.importorskip("transformers")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One thread: tiny models run fastest so, and the trained models (and with them the
+    thresholds below) are the same on every machine, whatever its OpenMP setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_distance_buckets_are_exact_near_and_logarithmic_far():
     d = torch.arange(0, 2000)
     b = distance_bucket(d, 32)
@@ -514,3 +524,46 @@ def test_joint_fine_tuning_trains_the_model_and_lowers_its_task_loss(tiny_gpt2):
         train_extractor(adapter, train, steps=1, objectives=Objectives(task=1.0))
     with pytest.raises(InputError, match="samples must be an integer >= 2"):
         Objectives(samples=1)
+
+
+def test_gold_loss_is_the_first_pick_likelihood():
+    from sequential_rationales.extractor import gold_loss
+
+    scores = torch.tensor([[0.5, -1.0, 2.0, 0.1], [1.0, 0.0, -0.5, 0.3]])
+    # Target 1 (row 0): previous code 0, gold {0, 2}: the pick must be 2 among {1, 2, 3}.
+    # Target 2 (row 1): previous code 1, gold {0, 3} among {0, 2, 3}.
+    first = -math.log(math.exp(2.0) / (math.exp(-1.0) + math.exp(2.0) + math.exp(0.1)))
+    second = -math.log((math.exp(1.0) + math.exp(0.3))
+                       / (math.exp(1.0) + math.exp(-0.5) + math.exp(0.3)))
+    value = gold_loss(scores, [1, 2], [[0, 2], [0, 3]], [0, 1])
+    assert float(value) == pytest.approx((first + second) / 2)
+    assert float(gold_loss(scores, [1], [[0]], [0])) == 0.0  # nothing but the previous token
+
+
+def test_gold_rationales_teach_the_extractor(copy_model):
+    """Gold rationales alone (the position the target copies, as an alignment names a source
+    word): the first pick after the previous token becomes that position on most targets of
+    unseen sequences."""
+    from sequential_rationales.extractor import Objectives
+
+    adapter = HuggingFaceCausalLM(copy_model)
+    generator = torch.Generator().manual_seed(8)
+
+    def gold_of(x):
+        return {t: [t - 3] for t in range(4, 10)}
+
+    train = [TeacherSequence(RationalizationProblem(x), {}, gold_of(x))
+             for x in copy_sequences(32, generator)]
+    extractor = train_extractor(adapter, train, ExtractorConfig(0, rank=8), steps=300,
+                                lr=3e-2, seed=0, batch_sequences=4,
+                                objectives=Objectives(order=0.0, gold=1.0))
+    hits = total = 0
+    for x in copy_sequences(6, generator):
+        gold = gold_of(x)
+        for t, v in extractor_scores(extractor, adapter, RationalizationProblem(x)).items():
+            if t in gold and set(gold[t]) - {t - 1}:
+                v = v.clone()
+                v[t - 1] = float("-inf")
+                hits += int(v.argmax()) in gold[t]
+                total += 1
+    assert hits / total >= 0.8  # a random pick is the copied position one time in five
