@@ -1,11 +1,12 @@
 # Two entry points: `make demo` (set up + run the main job on CPU) and `make test`.
 # `make methods`: every method in one table, and ROAR, on the synthetic tasks (CPU).
+# `make docs` builds the documentation site (docs/ -> site/), `make docs-serve` serves it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo methods test lint clean gpu-check
+.PHONY: setup demo methods test lint docs docs-serve clean gpu-check
 
 setup: $(STAMP)
 
@@ -40,5 +41,12 @@ gpu-check:
 lint: setup
 	$(PY) -m ruff check .
 
+# The documentation site (docs/ -> site/); --strict turns broken links and references into errors.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
+
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs site
