@@ -1,17 +1,19 @@
 """An interactive, self-contained HTML viewer for rationalization logs.
 
-:func:`render_html` turns one or many seed logs (:func:`~sequential_rationales.results.lm_log` or
-:func:`~sequential_rationales.results.conditional_log` dictionaries, mixed freely) into one page
-with inline CSS and a small inline script: nothing is fetched from the network. Hovering,
-focusing (Tab) or clicking a target token highlights its rationale, darkest for the token added
-first, each marked with the order it was added; a panel shows the model's prediction after the
-last step, its probability and whether the argmax was reached. Clicking (or Enter) pins the
-selection; clicking again or Escape releases it. Translation logs show the source and the target
-side by side. :func:`render_fragment` gives the same viewer as an embeddable fragment (scoped
-CSS, unique ids), which :meth:`SequenceRationales._repr_html_` uses in notebooks.
+[`render_html`][sequential_rationales.html.render_html] turns one or many seed logs
+([`lm_log`][sequential_rationales.results.lm_log] or
+[`conditional_log`][sequential_rationales.results.conditional_log] dictionaries, mixed freely)
+into one page with inline CSS and a small inline script: nothing is fetched from the network.
+Hovering, focusing (Tab) or clicking a target token highlights its rationale, darkest for the
+token added first, each marked with the order it was added; a panel shows the model's prediction
+after the last step, its probability and whether the argmax was reached. Clicking (or Enter)
+pins the selection; clicking again or Escape releases it. Translation logs show the source and
+the target side by side. [`render_fragment`][sequential_rationales.html.render_fragment] gives
+the same viewer as an embeddable fragment (scoped CSS, unique ids), which notebooks show for a
+[`SequenceRationales`][sequential_rationales.results.SequenceRationales].
 
-Every token text is HTML-escaped; the data handed to the script is JSON with ``<``, ``>`` and
-``&`` written as ``\\u003c`` etc., so no token can close the ``<script>`` element.
+Every token text is HTML-escaped; the data handed to the script is JSON with `<`, `>` and `&`
+written as `\\u003c` etc., so no token can close the `<script>` element.
 """
 
 from __future__ import annotations
@@ -35,14 +37,36 @@ SOURCE_KEY, TARGET_KEY = "s", "t"
 
 
 def display_token(text: str) -> str:
-    """How a token is shown: ``Ġ``/``▁`` become a space, ``Ċ`` (newline) ``↵``, ``ĉ`` (tab)
-    ``⇥``; an empty token shows as ``∅``."""
+    """How a token's text is shown in the viewer.
+
+    The word-start markers of byte-level BPE (`Ġ`) and SentencePiece (`▁`) become a space, a
+    newline (`Ċ` or a raw one) `↵`, a tab (`ĉ` or a raw one) `⇥`; a carriage return is dropped.
+
+    Args:
+        text: the token's text (converted with `str`).
+
+    Returns:
+        The text as shown; `∅` for a token that would show as nothing.
+    """
     shown = "".join(_MARKERS.get(ch, ch) for ch in str(text))
     return shown if shown else "\u2205"
 
 
 def script_json(value: Any) -> str:
-    """``value`` as JSON that is safe inside a ``<script>`` element."""
+    """Serialize `value` as JSON that is safe inside a `<script>` element.
+
+    `<`, `>`, `&` and the line and paragraph separators are written as `\\u` escapes, so no
+    string can close the element.
+
+    Args:
+        value: a JSON-serializable value without NaN or infinite numbers.
+
+    Returns:
+        The JSON text (non-ASCII characters kept as they are).
+
+    Raises:
+        ValueError: `value` holds NaN or an infinite number.
+    """
     text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     return "".join(_JSON_ESCAPES.get(ch, ch) for ch in text)
 
@@ -74,10 +98,22 @@ def _texts(log: dict[str, Any], text_key: str, ids_key: str) -> list[str]:
 
 
 def rationale_order(entry: dict[str, Any], conditional: bool) -> list[tuple[str, int]]:
-    """The rationale of one target entry as ``(stream, position)`` pairs in the order the tokens
-    were added (``stream``: ``"s"`` source, ``"t"`` target), read from the steps of its log.
-    Tokens no step names (searches that record subsets, such as exhaustive search) follow: the
-    previous target token, then the source, then the other target tokens."""
+    """The rationale of one target entry of a seed log, in the order its tokens were added.
+
+    The order is read from the steps of the entry's `log`. Tokens no step names (searches that
+    record subsets, such as exhaustive search) follow: the previous target token, then the
+    source tokens, then the other target tokens.
+
+    Args:
+        entry: one target's entry of a seed log (an item of `rationalization` or
+            `rationalizations`).
+        conditional: whether the entry comes from a translation log (with
+            `source_rationale` and `target_rationale`) rather than a language-model log
+            (with `rationale`).
+
+    Returns:
+        `(stream, position)` pairs, `stream` being `"s"` (source) or `"t"` (target).
+    """
     targets = [(TARGET_KEY, int(p)) for p in
                entry.get("target_rationale" if conditional else "rationale", [])]
     sources = [(SOURCE_KEY, int(p)) for p in entry.get("source_rationale", [])] \
@@ -148,10 +184,20 @@ def _turns(log: dict[str, Any], length: int) -> list[tuple[str, int]] | None:
 
 
 def log_from_result(result: SequenceRationales) -> dict[str, Any]:
-    """A seed log of ``result`` without a tokenizer: the token texts come from
-    ``result.extra["target_text"]`` / ``["source_text"]`` when attached, else the ids are shown.
-    A predicted id is shown as the text of that id where it occurs in the sequence, else as
-    ``#id``."""
+    """Build a seed log of `result` without a tokenizer.
+
+    The token texts come from `result.extra["target_text"]` and `result.extra["source_text"]`
+    when attached, else the ids are shown. A predicted id is shown as the text of that id where
+    it occurs in the sequence, else as `#id`.
+
+    Args:
+        result: the rationales of one sequence.
+
+    Returns:
+        The log as [`lm_log`][sequential_rationales.results.lm_log] (language models) or
+            [`conditional_log`][sequential_rationales.results.conditional_log] (conditional
+            models) builds it.
+    """
     def texts(key: str, ids: list[int]) -> list[str]:
         given = result.extra.get(key)
         if isinstance(given, (list, tuple)) and len(given) >= len(ids):
@@ -374,9 +420,25 @@ def _as_logs(logs: Any) -> list[dict[str, Any]]:
 
 def render_fragment(logs: Iterable[dict[str, Any] | SequenceRationales] | dict[str, Any],
                     root_id: str | None = None) -> str:
-    """The viewer as an embeddable ``<div>`` with its own ``<style>`` (scoped to
-    ``.sr-viewer``) and ``<script>``; ``root_id`` (default: random) keeps several fragments on
-    one page apart."""
+    """Render the viewer as an embeddable HTML fragment.
+
+    The fragment is one `<div>` with its own `<style>` (scoped to `.sr-viewer`) and
+    `<script>`, as a notebook shows it.
+
+    Args:
+        logs: seed logs ([`lm_log`][sequential_rationales.results.lm_log] or
+            [`conditional_log`][sequential_rationales.results.conditional_log] dicts) and
+            [`SequenceRationales`][sequential_rationales.results.SequenceRationales], mixed;
+            a single log or result is accepted too.
+        root_id: the `id` of the fragment's `<div>`, which keeps several fragments on one page
+            apart; `None` (the default) draws a random one.
+
+    Returns:
+        The HTML fragment.
+
+    Raises:
+        ValueError: a dict is not a rationalization log.
+    """
     root_id = root_id or f"sr-{secrets.token_hex(6)}"
     sequences = [_describe(log) for log in _as_logs(logs)]
     sections = "".join(_section(i, seq, root_id) for i, seq in enumerate(sequences))
@@ -391,9 +453,23 @@ def render_fragment(logs: Iterable[dict[str, Any] | SequenceRationales] | dict[s
 
 def render_html(logs: Iterable[dict[str, Any] | SequenceRationales] | dict[str, Any],
                 title: str | None = None) -> str:
-    """One self-contained HTML page viewing the rationales of ``logs`` (seed LM or translation
-    logs, mixed; a single log or :class:`SequenceRationales` is accepted too). A Content
-    Security Policy forbids every network request."""
+    """Render one self-contained HTML page viewing the rationales of `logs`.
+
+    A Content Security Policy forbids every network request.
+
+    Args:
+        logs: seed logs ([`lm_log`][sequential_rationales.results.lm_log] or
+            [`conditional_log`][sequential_rationales.results.conditional_log] dicts) and
+            [`SequenceRationales`][sequential_rationales.results.SequenceRationales], mixed;
+            a single log or result is accepted too.
+        title: the page's title and heading; `None` (the default): "Sequential rationales".
+
+    Returns:
+        The page, a complete HTML document.
+
+    Raises:
+        ValueError: a dict is not a rationalization log.
+    """
     logs = _as_logs(logs)
     title = title or "Sequential rationales"
     csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -408,7 +484,16 @@ def render_html(logs: Iterable[dict[str, Any] | SequenceRationales] | dict[str, 
 
 def write_html(logs: Iterable[dict[str, Any] | SequenceRationales] | dict[str, Any],
                path: str | os.PathLike, title: str | None = None) -> Path:
-    """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
+    """Write the page of [`render_html`][sequential_rationales.html.render_html] to a file.
+
+    Args:
+        logs: as for `render_html`.
+        path: the file to write (UTF-8); an existing file is replaced.
+        title: as for `render_html`.
+
+    Returns:
+        `path` as a `Path`.
+    """
     path = Path(path)
     path.write_text(render_html(logs, title), encoding="utf-8")
     return path

@@ -1,4 +1,12 @@
-"""Rationalization methods registered by name, and the one entry point that runs them."""
+"""Rationalization methods registered by name, and the one entry point that runs them.
+
+[`rationalize`][sequential_rationales.methods.rationalize] runs a method, named as
+[`list_methods`][sequential_rationales.methods.list_methods] lists them, on a
+[`RationalizationProblem`][sequential_rationales.search.RationalizationProblem]: greedy and
+exhaustive search, and orderings of the context (gradient, attention, perturbation, learned and
+random scores) turned into rationales by ordered search. New methods are added with
+[`register_method`][sequential_rationales.methods.register_method].
+"""
 
 from __future__ import annotations
 
@@ -36,9 +44,22 @@ ScoreFn = Callable[..., dict]
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method. ``scores`` is set for orderings that rank the whole context by
-    scores (the rationale then stops early; ROAR needs the full ranking); ``ranks`` for every
-    method that orders the context (those take ``top_k``)."""
+    """A registered rationalization method, as
+    [`get_method`][sequential_rationales.methods.get_method] returns it.
+
+    Attributes:
+        name: the name it is registered under.
+        run: the search, `run(adapter, problem, *, max_steps, max_tokens_per_batch, ...,
+            **_) -> list[TargetRationale]` (see
+            [`register_method`][sequential_rationales.methods.register_method]).
+        description: one line describing the method.
+        scores: for orderings that rank the whole context by scores,
+            `scores_of(adapter, problem, *, max_tokens_per_batch, **options)`, which returns
+            per target position the importance of every context code (higher: added
+            earlier). The rationale stops early; ROAR needs the full ranking. `None` for the
+            other methods.
+        ranks: whether the method orders the context (those take `top_k`).
+    """
 
     name: str
     run: SearchFn
@@ -52,10 +73,26 @@ _REGISTRY: dict[str, Method] = {}
 
 def register_method(name: str, description: str, scores: ScoreFn | None = None,
                     ranks: bool = False) -> Callable[[SearchFn], SearchFn]:
-    """Register ``fn(adapter, problem, *, max_steps, max_tokens_per_batch, top_1,
-    top_1_skip_source, integrated_gradient_steps, reuse_prefix, max_subsets, progress, seed,
-    **_)`` under ``name`` (the ``**_`` takes the options of other methods). A method that
-    ranks the context (``ranks``, implied by ``scores``) also takes ``top_k``."""
+    """Return a decorator that registers a search function as a method under `name`.
+
+    The decorated function is called as `fn(adapter, problem, *, max_steps,
+    max_tokens_per_batch, top_1, top_1_skip_source, integrated_gradient_steps, reuse_prefix,
+    max_subsets, progress, seed, precision, screening, extractor, **_)` and returns one
+    [`TargetRationale`][sequential_rationales.results.TargetRationale] per target of
+    `problem` (the `**_` takes the options of other methods). A method that ranks the context
+    also takes `top_k`.
+
+    Args:
+        name: the method's name, as `rationalize(method=...)` takes it.
+        description: one line describing the method.
+        scores: for an ordering of the context by scores, the function that computes them
+            (see [`Method`][sequential_rationales.methods.Method]).
+        ranks: whether the method orders the context; implied by `scores`.
+
+    Returns:
+        A decorator that registers the function and returns it unchanged. It raises
+            `ValueError` when `name` is already registered.
+    """
     def wrap(fn: SearchFn) -> SearchFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
@@ -65,11 +102,23 @@ def register_method(name: str, description: str, scores: ScoreFn | None = None,
 
 
 def list_methods() -> list[str]:
-    """Names of all registered rationalization methods (for CLI ``choices``)."""
+    """The names of all registered rationalization methods, in registration order (e.g. for a
+    command line's `choices`)."""
     return list(_REGISTRY)
 
 
 def get_method(name: str) -> Method:
+    """Look a registered method up by name.
+
+    Args:
+        name: a name from [`list_methods`][sequential_rationales.methods.list_methods].
+
+    Returns:
+        The registered method.
+
+    Raises:
+        ValueError: no method is registered under `name`; the message lists the names.
+    """
     return _REGISTRY[check_choice(name, "method", list_methods())]
 
 
@@ -216,35 +265,68 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
                 seed: int = 0, precision: str = "auto",
                 extractor: RationaleExtractor | None = None,
                 top_k: int | None = None) -> SequenceRationales:
-    """Run ``method`` on every target of ``problem``; returns typed results with timing.
+    """Run a rationalization method on every target of a problem.
 
-    ``integrated_gradient_steps``: ``None`` takes the adapter's default
-    (:func:`~sequential_rationales.baselines.baseline_defaults`).
-    ``max_tokens_per_batch``: tokens per forward pass (``None``: 2,048 on CPU, 32,768 on CUDA);
-    ``reuse_prefix``: let greedy and ordered search reuse the keys and values of rationale
-    prefixes where the adapter supports it. Neither changes the results.
-    ``max_subsets``: exhaustive search only, see
-    :func:`~sequential_rationales.search.exhaustive_search`. ``progress``: greedy search
-    reports ``(targets finished, targets)`` after every step, exhaustive search ``(subsets
-    scored, upper bound)``; ``True`` prints a line on stderr, ``None`` (the default) only when
-    stderr is a terminal.
-    ``precision``: ``"fp32"`` (the model's own precision), ``"bf16-exact"`` (greedy and
-    exhaustive search: rows screened by the adapter's bfloat16 twin, decided in full
-    precision, the same rationales, see :class:`~sequential_rationales.search.Screen`; the
-    other methods add one token per step and record its full-precision probabilities, so there
-    they run in full precision), ``"bf16"`` (the whole method on the twin: faster, not exact)
-    or ``"auto"`` (``bf16-exact`` where bfloat16 is fast, else ``fp32``: see
-    :func:`~sequential_rationales.search.resolve_precision`). The precision used is kept in
-    ``extra["precision"]``, and under ``bf16-exact`` what the screen did in
-    ``extra["screening"]``.
-    ``extractor``: the ``amortized`` method's trained
-    :class:`~sequential_rationales.extractor.RationaleExtractor`.
-    ``top_k``: methods that rank the context (every method but greedy and exhaustive search)
-    return the first ``top_k`` tokens of their order (the previous token first) instead of
-    growing the order until the argmax condition holds: one pass, no search, so a rationale
-    need not reach the argmax (``reached_argmax`` says whether it does).
-    ``seed``: the ``random`` method's orders (:func:`~sequential_rationales.perturbation.
-    random_order`); the same seed gives the same rationales in every run.
+    All targets are searched together; candidate subsets are scored in shared batches. The
+    options a method does not use are ignored.
+
+    Args:
+        adapter: the model.
+        problem: the token ids and the target positions to rationalize.
+        method: the method's registered name (see
+            [`list_methods`][sequential_rationales.methods.list_methods]).
+        max_steps: the largest rationale size; a target that has not reached its argmax by
+            then stops with `reached_argmax=False`. For exhaustive search, the largest subset
+            size tried.
+        max_tokens_per_batch: tokens per forward pass; `None`: 2,048 on CPU, 32,768 on CUDA
+            (4,096 on CUDA for passes with gradients). Does not change the results.
+        top_1: conditional models only: stop each search as soon as a source token is added
+            (to score the first aligned source token), whether or not the argmax is reached.
+            Not defined for exhaustive search.
+        top_1_skip_source: source positions that do not count for `top_1` (e.g. `</s>`).
+        integrated_gradient_steps: the integrated-gradients methods' number of steps; `None`
+            takes the adapter's default
+            ([`baseline_defaults`][sequential_rationales.baselines.baseline_defaults]).
+        reuse_prefix: let greedy and ordered search reuse the keys and values of rationale
+            prefixes where the adapter supports it. Does not change the results.
+        max_subsets: exhaustive search only: refuse to start a search of more subsets (see
+            [`exhaustive_search`][sequential_rationales.search.exhaustive_search]).
+        progress: greedy search reports `(targets finished, targets)` after every step,
+            exhaustive search `(subsets scored, upper bound)`. A `(done, total)` callback
+            receives them; `True` prints a line on stderr, `False` nothing, `None` (the
+            default) a line only when stderr is a terminal.
+        seed: the `random` method's orders (see
+            [`random_order`][sequential_rationales.perturbation.random_order]) and IBA's
+            noise; the same seed gives the same rationales in every run.
+        precision: `"fp32"` (the model's own precision); `"bf16-exact"` (greedy and
+            exhaustive search: rows screened by the adapter's bfloat16 twin, decided in full
+            precision, the same rationales, see [`Screen`][sequential_rationales.search.Screen];
+            the other methods add one token per step and record its full-precision
+            probabilities, so there they run in full precision); `"bf16"` (the whole method
+            on the twin: faster, not exact); or `"auto"` (`"bf16-exact"` where bfloat16 is
+            fast, else `"fp32"`, see
+            [`resolve_precision`][sequential_rationales.search.resolve_precision]).
+        extractor: the `amortized` method's trained
+            [`RationaleExtractor`][sequential_rationales.extractor.RationaleExtractor].
+        top_k: methods that rank the context (every method but greedy and exhaustive search)
+            return the first `top_k` tokens of their order (the previous token first) instead
+            of growing the order until the argmax condition holds: one pass, no search, so a
+            rationale need not reach the argmax (`reached_argmax` says whether it does).
+
+    Returns:
+        The rationales of every target, with the method's time. `extra["precision"]` keeps
+            the precision used, `extra["screening"]` what the screen did under `bf16-exact`,
+            and `extra["top_k"]` the `top_k` given.
+
+    Raises:
+        ValueError: an unknown method or precision; token ids outside the adapter's
+            vocabulary or positions; an option that is not a positive integer (or a `seed`
+            that is not an integer); `top_k` with a method that does not rank the context;
+            `top_1` with a language model or with exhaustive search; a gradient method under
+            `torch.inference_mode()`; an exhaustive search of more than `max_subsets`
+            subsets; a bfloat16 precision with an adapter that has no bfloat16 twin; or
+            NaN or infinite scores from the model.
+        InputError: the `amortized` method without an `extractor`.
     """
     chosen = get_method(method)
     if method in GRADIENT_METHODS and torch.is_inference_mode_enabled():

@@ -27,8 +27,23 @@ def _context_text(r: TargetRationale, target_text: list[str], source_text: list[
 def format_rationales(result: SequenceRationales, decode_target: Callable[[int], str],
                       decode_source: Callable[[int], str] | None = None,
                       color: bool = False) -> str:
-    """One line per target: the predicted token, then its rationale in position order
-    (``color``: with ANSI styles, for a terminal)."""
+    """Format a result as plain text, one line per target.
+
+    The text starts with the method and its time, then the source (conditional models) and the
+    target tokens. Each target's line gives its position, its token and its rationale in
+    position order (source tokens first, marked `src:`), each rationale token as its text and
+    position; a rationale that does not reach the argmax is marked so.
+
+    Args:
+        result: the rationales of one sequence.
+        decode_target: turns a target token id into its text.
+        decode_source: turns a source token id into its text; `None` uses `decode_target`.
+        color: style the text with ANSI escape codes (the target token bold, rationale tokens
+            cyan), for a terminal.
+
+    Returns:
+        The lines, joined by newlines (no final newline).
+    """
     target_text = [decode_target(i) for i in result.target_ids]
     source_text = None
     lines = [f"method: {result.method}  ({result.duration:.2f}s)"]
@@ -46,7 +61,17 @@ def format_rationales(result: SequenceRationales, decode_target: Callable[[int],
 
 
 def highlight_rationale(tokens: list[str], rationale: list[int], target_position: int) -> str:
-    """``tokens`` up to the target, rationale tokens in brackets, then ``-> target``."""
+    """Show one rationale inline: the tokens before the target, rationale tokens in brackets.
+
+    Args:
+        tokens: the texts of the sequence's tokens.
+        rationale: the positions of the rationale's tokens.
+        target_position: the position of the target token in `tokens`.
+
+    Returns:
+        The tokens before the target separated by spaces, the rationale's in `[brackets]`,
+        then `->` and the target token.
+    """
     chosen = set(rationale)
     shown = [f"[{tok}]" if i in chosen else tok for i, tok in enumerate(tokens[:target_position])]
     return " ".join(shown) + f"  ->  {tokens[target_position]}"

@@ -1,4 +1,12 @@
-"""Typed rationalization results, the seed-compatible JSON log built from them, and JSONL I/O."""
+"""Typed rationalization results, the seed-compatible JSON logs built from them, and JSONL I/O.
+
+A search returns one [`TargetRationale`][sequential_rationales.results.TargetRationale] per
+target token, collected with the sequence's token ids in a
+[`SequenceRationales`][sequential_rationales.results.SequenceRationales].
+[`lm_log`][sequential_rationales.results.lm_log] and
+[`conditional_log`][sequential_rationales.results.conditional_log] turn a result into the
+original project's JSON log.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,13 @@ TARGET = "target"
 
 @dataclass(frozen=True)
 class ContextToken:
-    """One context position: ``stream`` is ``"source"`` or ``"target"``."""
+    """One context position, in the source or in the target.
+
+    Attributes:
+        stream: `"source"` (the input of a conditional model) or `"target"` (the language
+            model's sequence, or the decoder's input).
+        position: the token's position in its stream, from 0.
+    """
 
     stream: str
     position: int
@@ -24,8 +38,18 @@ class ContextToken:
 class SearchStep:
     """The state after one token was added to a rationale.
 
-    ``added`` is ``None`` for searches that do not grow one token at a time (exhaustive search
-    records one step per subset size, with the best subset of that size in ``subset``).
+    Searches that do not grow one token at a time record whole subsets instead: exhaustive
+    search records one step per subset size, with the best subset of that size, and a top-k
+    rationale one step with its `k` tokens.
+
+    Attributes:
+        rationale_size: the number of tokens in the rationale after this step.
+        added: the token added at this step; `None` for searches that record a `subset`.
+        prediction: the model's most probable token id given only the rationale.
+        prediction_prob: the probability of `prediction`.
+        true_token_prob: the probability of the target's true token given only the rationale.
+        subset: the whole rationale of this step, for searches that do not grow one token
+            at a time; `None` otherwise.
     """
 
     rationale_size: int
@@ -40,9 +64,15 @@ class SearchStep:
 class TargetRationale:
     """The rationale of one target token.
 
-    ``rationale`` lists the context tokens in the order they were added (the previous target
-    token first), except for exhaustive search, whose order is the previous token, then by
-    position.
+    Attributes:
+        target_position: the target's position in the target stream.
+        goal_id: the token id at `target_position`, the prediction being explained.
+        rationale: the context tokens in the order they were added (the previous target
+            token first), except for exhaustive search, whose order is the previous token,
+            then the source tokens, then the target tokens, each by position.
+        steps: the search's state after each step.
+        reached_argmax: whether the model, shown only the rationale, predicts the goal token
+            as its argmax (the final step's `prediction` is `goal_id`).
     """
 
     target_position: int
@@ -53,16 +83,35 @@ class TargetRationale:
 
     @property
     def source_rationale(self) -> list[int]:
+        """The positions of the rationale's source tokens, in rationale order."""
         return [c.position for c in self.rationale if c.stream == SOURCE]
 
     @property
     def target_rationale(self) -> list[int]:
+        """The positions of the rationale's target tokens, in rationale order."""
         return [c.position for c in self.rationale if c.stream == TARGET]
 
 
 @dataclass
 class SequenceRationales:
-    """Rationales of every rationalized target token of one sequence."""
+    """Rationales of every rationalized target token of one sequence.
+
+    In a notebook a result displays as the interactive viewer, its tokens shown as
+    `extra["target_text"]` and `extra["source_text"]` when attached, else as ids.
+
+    Attributes:
+        method: the registered name of the method that produced the rationales.
+        target_ids: the token ids of the language model's sequence, or the decoder input of a
+            conditional model (starting with its begin token).
+        source_ids: a conditional model's source ids (without an end token that is always
+            visible, such as fairseq's final `</s>`); `None` for a language model.
+        rationales: one rationale per rationalized target, in the order of the problem's
+            targets.
+        duration: the seconds the method took.
+        extra: further facts about the run, e.g. `precision` (the precision used),
+            `screening` (what the bfloat16 screen did), `top_k`, and the token texts
+            `target_text` and `source_text` when a caller attaches them.
+    """
 
     method: str
     target_ids: list[int]
@@ -72,6 +121,7 @@ class SequenceRationales:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as nested dicts and lists (`dataclasses.asdict`), e.g. for JSON."""
         return asdict(self)
 
     def _repr_html_(self) -> str:
@@ -122,8 +172,19 @@ def _target_entry(r: TargetRationale, target_text: list[str], decode: Decoder,
 
 
 def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
-    """The seed's language-model log: ``input_ids``, ``input_text``, ``rationalization``,
-    ``all_rationales``, ``duration`` (plus ``method``)."""
+    """Build the original project's JSON log of a language model's rationales.
+
+    Args:
+        result: the rationales of one sequence of a language model.
+        decode: turns a token id into its text.
+
+    Returns:
+        A JSON-serializable dict with the seed's keys `input_ids`, `input_text`,
+            `rationalization` (per target: `target_position`, `goal_word`, `log` with one
+            entry per step, `rationale` and `reached_argmax`), `all_rationales` (the
+            positions of each target's rationale, in the order added) and `duration`, plus
+            `method`, and `precision` and `screening` where `result.extra` records them.
+    """
     text = [decode(i) for i in result.target_ids]
 
     def context_text(c: ContextToken) -> str:
@@ -145,11 +206,23 @@ def lm_log(result: SequenceRationales, decode: Decoder) -> dict[str, Any]:
 def conditional_log(result: SequenceRationales, decode_source: Decoder,
                     decode_target: Decoder, source_ids: list[int] | None = None
                     ) -> dict[str, Any]:
-    """The seed's translation log: ``source_tokens(_text)``, ``target_tokens(_text)``,
-    ``rationalizations`` (per target: ``source_rationale``, ``target_rationale``, ``log`` whose
-    steps say ``from`` which side the token came), ``all_source_rationales``,
-    ``all_target_rationales``, ``duration``. ``source_ids``: the source as given, when it is
-    longer than the rationalized one (fairseq's final ``</s>``, always visible)."""
+    """Build the original project's JSON log of a translation's rationales.
+
+    Args:
+        result: the rationales of one sequence of a conditional (source-target) model.
+        decode_source: turns a source token id into its text.
+        decode_target: turns a target token id into its text.
+        source_ids: the source as given, when it is longer than the rationalized one
+            (fairseq's final `</s>`, always visible); `None` takes `result.source_ids`.
+
+    Returns:
+        A JSON-serializable dict with the seed's keys `source_tokens`, `source_tokens_text`,
+            `target_tokens`, `target_tokens_text`, `rationalizations` (per target:
+            `source_rationale`, `target_rationale` and a `log` whose steps say `from` which
+            side the added token came), `all_source_rationales`, `all_target_rationales` and
+            `duration`, plus `method`, and `precision` and `screening` where `result.extra`
+            records them.
+    """
     source_ids = result.source_ids if source_ids is None else source_ids
     assert source_ids is not None
     src_text = [decode_source(i) for i in source_ids]
@@ -181,8 +254,18 @@ def _precision_fields(result: SequenceRationales) -> dict[str, Any]:
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike,
                 append: bool = False) -> int:
-    """Write one JSON object per line; returns the number written. Each line is flushed, so an
-    interrupted run keeps every finished record."""
+    """Write records as JSON Lines, one JSON object per line (UTF-8, non-ASCII kept as is).
+
+    Each line is flushed as it is written, so an interrupted run keeps every finished record.
+
+    Args:
+        records: the JSON-serializable records to write.
+        path: the file to write.
+        append: add to the end of an existing file instead of replacing it.
+
+    Returns:
+        The number of records written.
+    """
     n = 0
     with open(path, "a" if append else "w", encoding="utf-8") as f:
         for record in records:
@@ -193,8 +276,16 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | os.PathLike,
 
 
 def write_json_atomic(record: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``record`` to a temporary file, then rename it to ``path``: an interrupted run
-    never leaves a partial file that a resumed run would take for a finished one."""
+    """Write one JSON record to a file atomically.
+
+    The record is written to `path` with `.tmp` appended, then renamed to `path`: an
+    interrupted run never leaves a partial file that a resumed run would take for a finished
+    one.
+
+    Args:
+        record: the JSON-serializable record.
+        path: the file to write; an existing file is replaced.
+    """
     tmp = f"{os.fspath(path)}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -206,7 +297,19 @@ def write_json_atomic(record: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Read the records of a JSONL file; a truncated last line (interrupted run) is skipped."""
+    """Read the records of a JSON Lines file.
+
+    Blank lines are skipped, and so is a truncated last line (an interrupted run).
+
+    Args:
+        path: the file to read (UTF-8).
+
+    Yields:
+        Each line's JSON value, in file order.
+
+    Raises:
+        ValueError: a line other than the last is not valid JSON.
+    """
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):

@@ -1,28 +1,31 @@
 """Rationale search, written once for every model family.
 
-The objective (Vafa et al., 2021, eq. 2): for target token ``y_t`` find the smallest set ``S`` of
-context positions such that the model, shown only ``y_S`` (and ``x_S`` for conditional models)
-at their original positions, predicts ``y_t`` as its argmax.
+The objective (Vafa et al., 2021, eq. 2): for target token `y_t` find the smallest set `S` of
+context positions such that the model, shown only `y_S` (and `x_S` for conditional models) at
+their original positions, predicts `y_t` as its argmax.
 
-* :func:`greedy_search` grows ``S`` from ``{t-1}``, each step adding the context token that
-  maximizes ``log p(y_t | S + {c})``, until the argmax condition holds.
-* :func:`ordered_search` adds tokens in a fixed order (a baseline's importance ranking).
-* :func:`exhaustive_search` tries all subsets of size 1, 2, ... that contain ``t-1``.
+* [`greedy_search`][sequential_rationales.search.greedy_search] grows `S` from `{t-1}`, each
+  step adding the context token that maximizes `log p(y_t | S + {c})`, until the argmax
+  condition holds.
+* [`ordered_search`][sequential_rationales.search.ordered_search] adds tokens in a fixed order
+  (a baseline's importance ranking).
+* [`exhaustive_search`][sequential_rationales.search.exhaustive_search] tries all subsets of
+  size 1, 2, ... that contain `t-1`.
 
-Context tokens are coded as integers: ``0 .. S-1`` are source positions, ``S + j`` is target
-position ``j``. A subset is a sorted tuple of codes, so its source part and its target part are
+Context tokens are coded as integers: `0 .. S-1` are source positions, `S + j` is target
+position `j`. A subset is a sorted tuple of codes, so its source part and its target part are
 each in position order, as the sparse forward pass requires.
 
 How the work is batched (what makes the search fast):
 
 * All targets of a sequence advance together: every candidate subset of every unfinished target
-  at a step is scored in shared batches of at most ``max_tokens_per_batch`` tokens.
-* Candidates are built as tensors: a step's rows are ``(owner, candidate code)`` pairs, and a
+  at a step is scored in shared batches of at most `max_tokens_per_batch` tokens.
+* Candidates are built as tensors: a step's rows are `(owner, candidate code)` pairs, and a
   row's subset is its owner's sorted rationale with the candidate inserted.
 * Rows of equal length need no padding and no attention mask. In a step every row of a language
   model has the same length; rows of a conditional model are grouped by their number of source
-  tokens, so each group is padding-free too (``group_by_length``).
-* The model reduces its next-token distribution where it runs: per row, only ``log p(goal)``,
+  tokens, so each group is padding-free too (`group_by_length`).
+* The model reduces its next-token distribution where it runs: per row, only `log p(goal)`,
   the argmax and its log-probability come back to the host, once per step.
 * A CUDA out-of-memory error halves the rows of the failing batch and retries; the smaller
   budget is kept for the rest of the search. Results never depend on the batching.
@@ -60,7 +63,7 @@ _HOST_LOGITS = 1 << 23
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-# Exhaustive search refuses to start above this many subsets (``max_subsets`` raises it) and
+# Exhaustive search refuses to start above this many subsets (`max_subsets` raises it) and
 # warns above the lower threshold. A tiny GPT-2 on the 2-core CPU scored about 700 subsets of
 # ~24 tokens a second (44,552 in 61 s): 1e5 is minutes, 1e6 tens of minutes. The paper's
 # analogy sentences (~20 tokens, max_steps 6) need about 17,000 each and pass silently.
@@ -73,19 +76,42 @@ DEFAULT_GRADIENT_TOKEN_BUDGET = {"cpu": 2048, "cuda": 4096}
 
 
 def default_token_budget(device: torch.device | str, gradients: bool = False) -> int:
-    """The default ``max_tokens_per_batch`` for a device: 2,048 on CPU, 32,768 on CUDA
-    (4,096 for passes with gradients)."""
+    """The default `max_tokens_per_batch` for a device.
+
+    Args:
+        device: the device the model runs on.
+        gradients: whether the passes keep activations for a backward pass.
+
+    Returns:
+        2,048 on CPU; on CUDA 32,768, or 4,096 for passes with gradients; 4,096 on other
+            devices.
+    """
     table = DEFAULT_GRADIENT_TOKEN_BUDGET if gradients else DEFAULT_TOKEN_BUDGET
     return table.get(torch.device(device).type, 4096)
 
 
 @dataclass
 class RationalizationProblem:
-    """One sequence to rationalize.
+    """One sequence to rationalize: its token ids and the target positions to explain.
 
-    ``target_ids`` is the LM sequence, or the decoder input of a conditional model (which starts
-    with its begin token). ``targets`` are the target positions whose tokens are explained;
-    each needs at least one earlier target token (position >= 1).
+    The searches name context tokens by integer codes: `0 .. S-1` are the source positions
+    and `S + j` is target position `j`, `S` being
+    [`num_source`][sequential_rationales.search.RationalizationProblem.num_source].
+
+    Attributes:
+        target_ids: the language model's sequence, or the decoder input of a conditional model
+            (which starts with its begin token), a 1-D integer tensor `[T]` with `T >= 2`.
+        source_ids: a conditional model's source, a 1-D integer tensor `[S]` (the tokens
+            that can join a rationale: without an always-visible end token); `None` for a
+            language model.
+        targets: the target positions whose tokens are explained, each in `[1, T - 1]` (it
+            needs at least one earlier target token) and given once; empty (the default)
+            means every position from 1. Stored as a list of `int`.
+
+    Raises:
+        TypeError: the ids are not integer tensors, or a target is not an integer.
+        ValueError: the ids are not 1-D or `target_ids` has fewer than 2 tokens, or a
+            target is out of range or repeated.
     """
 
     target_ids: Tensor
@@ -115,34 +141,70 @@ class RationalizationProblem:
 
     @property
     def num_source(self) -> int:
+        """The number of source tokens (0 for a language model)."""
         return 0 if self.source_ids is None else len(self.source_ids)
 
     def context_size(self, t: int) -> int:
-        """Number of context tokens available when predicting target position ``t``."""
+        """The number of context tokens available when predicting target position `t`: every
+        source token and the `t` target tokens before it.
+
+        Args:
+            t: a target position.
+        """
         return self.num_source + t
 
     def previous_code(self, t: int) -> int:
+        """The code of target position `t`'s previous token, which every rationale of `t`
+        starts with.
+
+        Args:
+            t: a target position.
+        """
         return self.num_source + t - 1
 
     def goal(self, t: int) -> int:
+        """The token id at target position `t`, the prediction to explain.
+
+        Args:
+            t: a target position.
+        """
         return int(self.target_ids[t])
 
     def decode_code(self, code: int) -> ContextToken:
+        """The context token a code stands for.
+
+        Args:
+            code: a context code.
+        """
         s = self.num_source
         return ContextToken(SOURCE, code) if code < s else ContextToken(TARGET, code - s)
 
     def is_source(self, code: int) -> bool:
+        """Whether a code stands for a source token.
+
+        Args:
+            code: a context code.
+        """
         return code < self.num_source
 
 
 def batch_from_codes(problem: RationalizationProblem, codes: Tensor,
                      lengths: Tensor | None = None) -> SubsetBatch:
-    """Lay out rows of sorted context codes as a :class:`SubsetBatch` (padding conventions in
-    :mod:`sequential_rationales.adapter`).
+    """Lay out rows of sorted context codes as a
+    [`SubsetBatch`][sequential_rationales.adapter.SubsetBatch] (padding conventions in
+    `sequential_rationales.adapter`).
 
-    ``codes`` is ``[N, m]``, each row ascending; with ``lengths``, only the first
-    ``lengths[i]`` codes of row ``i`` are real. Source codes sort first, so a row's source part
-    is its first ``n_source`` codes and its target part the rest.
+    Source codes sort first, so a row's source part is its first `n_source` codes and its
+    target part the rest. The target part is left-padded and the source part right-padded.
+
+    Args:
+        problem: the problem the codes belong to.
+        codes: `[N, m]` context codes, each row ascending.
+        lengths: `[N]`: only the first `lengths[i]` codes of row `i` are real; `None`: all
+            are.
+
+    Returns:
+        The batch, on the CPU.
     """
     n, m = codes.shape
     s = problem.num_source
@@ -171,7 +233,15 @@ def batch_from_codes(problem: RationalizationProblem, codes: Tensor,
 
 
 def build_batch(problem: RationalizationProblem, subsets: Sequence[Subset]) -> SubsetBatch:
-    """A :class:`SubsetBatch` of arbitrary subsets (each a collection of context codes)."""
+    """Lay out arbitrary subsets as a [`SubsetBatch`][sequential_rationales.adapter.SubsetBatch].
+
+    Args:
+        problem: the problem the codes belong to.
+        subsets: collections of context codes, in any order, of any lengths.
+
+    Returns:
+        The batch, one row per subset, on the CPU.
+    """
     rows = [sorted(sub) for sub in subsets]
     lengths = torch.tensor([len(r) for r in rows])
     codes = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
@@ -181,8 +251,16 @@ def build_batch(problem: RationalizationProblem, subsets: Sequence[Subset]) -> S
 
 
 def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> Iterable[slice]:
-    """Split rows into consecutive chunks whose padded size (rows x longest row) stays within
-    ``max_tokens``; a single row longer than the budget forms its own chunk."""
+    """Split rows into consecutive chunks whose padded size stays within a token budget.
+
+    Args:
+        lengths: the rows' lengths, in order.
+        max_tokens: the budget for a chunk's padded size (rows x longest row).
+
+    Yields:
+        A slice of row indices per chunk; a single row longer than the budget forms its own
+            chunk.
+    """
     start, longest = 0, 0
     for i, length in enumerate(lengths):
         longest_with = max(longest, length)
@@ -195,11 +273,18 @@ def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> Iterable[sli
 
 
 def scores_from_logits(logits: Tensor, goals: Tensor) -> Tensor:
-    """Reduce next-token logits (or log-probabilities) ``[N, V]`` to ``[N, 3]`` float64 on
-    their own device: ``log p(goal)``, the argmax id and ``log p(argmax)``.
+    """Reduce next-token logits to the three numbers a search needs per row.
 
     The log-softmax is taken in float32 whatever the model's dtype; float64 holds token ids
     exactly, so one small tensor carries all three numbers back to the host.
+
+    Args:
+        logits: `[N, V]` next-token logits (or log-probabilities).
+        goals: `[N]` goal token ids.
+
+    Returns:
+        `[N, 3]` float64 on the logits' device: `log p(goal)`, the argmax id and
+            `log p(argmax)`.
     """
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     goal = log_probs.gather(1, to_device(goals, log_probs.device)[:, None])[:, 0]
@@ -208,8 +293,20 @@ def scores_from_logits(logits: Tensor, goals: Tensor) -> Tensor:
 
 
 def adapter_scores(adapter: ModelAdapter, batch: SubsetBatch, goals: Tensor) -> Tensor:
-    """``[N, 3]`` scores of a batch (see :func:`scores_from_logits`) on the adapter's device.
-    Uses the adapter's own ``score`` when it has one, else reduces its ``log_probs``."""
+    """Score a batch with an adapter.
+
+    Uses the adapter's own `score` when it has one, else reduces its `log_probs` with
+    `scores_from_logits`.
+
+    Args:
+        adapter: the model.
+        batch: the subsets, on the adapter's device.
+        goals: `[N]` goal token ids.
+
+    Returns:
+        `[N, 3]` float64 on the adapter's device: `log p(goal)`, the argmax id and
+            `log p(argmax)`.
+    """
     score = getattr(adapter, "score", None)
     if score is not None:
         return score(batch, goals)
@@ -218,7 +315,15 @@ def adapter_scores(adapter: ModelAdapter, batch: SubsetBatch, goals: Tensor) -> 
 
 @dataclass
 class SubsetScores:
-    """Per-subset results: log p(goal), the argmax token, and the two probabilities."""
+    """Per-subset scores, as [`score_subsets`][sequential_rationales.search.score_subsets]
+    returns them; every field is a tensor `[N]`, one entry per subset.
+
+    Attributes:
+        goal_log_prob: `log p(goal | subset)`, float64.
+        prediction: the most probable token id given the subset, `int64`.
+        prediction_prob: the probability of `prediction`.
+        goal_prob: `p(goal | subset)`.
+    """
 
     goal_log_prob: Tensor
     prediction: Tensor
@@ -227,6 +332,11 @@ class SubsetScores:
 
     @classmethod
     def from_table(cls, table: Tensor) -> SubsetScores:
+        """Build the scores from a table of scores.
+
+        Args:
+            table: `[N, 3]`: `log p(goal)`, the argmax id and `log p(argmax)` per subset.
+        """
         return cls(table[:, 0], table[:, 1].long(), table[:, 2].exp(), table[:, 0].exp())
 
 
@@ -234,10 +344,22 @@ class SubsetScorer:
     """Scores rows of sorted context codes in token-bounded, padding-free batches.
 
     Holds the token budget, which shrinks for the rest of the search after an out-of-memory
-    error. ``group_by_length=False`` batches rows of different lengths together with padding
-    and masks (the slower form; kept to test that grouping never changes results).
-    ``reuse_prefix`` lets :meth:`extensions` compute shared rationale prefixes once, where the
-    adapter supports it (see :meth:`extensions`).
+    error.
+
+    Args:
+        adapter: the model.
+        problem: the problem the codes belong to.
+        max_tokens_per_batch: tokens per forward pass; `None`: the device's default
+            (`default_token_budget`).
+        group_by_length: batch only rows with the same number of source tokens together;
+            `False` batches rows of different lengths with padding and masks (the slower
+            form, kept to test that grouping never changes results).
+        reuse_prefix: let `extensions` compute shared rationale prefixes once, where the
+            adapter supports it (language models with a `prefix_cache`).
+
+    Attributes:
+        budget (int): the current token budget per forward pass.
+        on_rows (Callable[[int], None] | None): told the number of rows of each forward pass.
     """
 
     def __init__(self, adapter: ModelAdapter, problem: RationalizationProblem,
@@ -261,22 +383,38 @@ class SubsetScorer:
                          else None)
 
     def __call__(self, codes: Tensor, goals: Tensor) -> Tensor:
-        """``[R, 3]`` float64 host scores (see :func:`scores_from_logits`) of rows ``codes``
-        ``[R, m]`` (each ascending) for goal ids ``goals`` ``[R]``."""
+        """Score rows of context codes.
+
+        Args:
+            codes: `[R, m]` context codes, each row ascending.
+            goals: `[R]` goal token ids.
+
+        Returns:
+            `[R, 3]` float64 on the CPU: `log p(goal)`, the argmax id and `log p(argmax)` of
+                each row, in row order.
+        """
         pending: list[tuple[Tensor, Tensor]] = []
         self._enqueue_rows(codes, goals, torch.arange(len(codes)), pending)
         return _collect(pending, len(codes))
 
     def extensions(self, base: Tensor, owners: Tensor, candidates: Tensor,
                    goals: Tensor) -> Tensor:
-        """Scores of the subsets ``base[owner] + {candidate}`` (``base`` ``[A, k]`` sorted
-        rationales, ``owners`` ascending), as :meth:`__call__` returns them.
+        """Score the subsets `base[owner] + {candidate}` of a greedy or ordered step.
 
         With prefix reuse, a language model computes each rationale once per step and keeps its
-        keys and values; a candidate ``c`` then only runs ``c`` and the rationale tokens after
+        keys and values; a candidate `c` then only runs `c` and the rationale tokens after
         it, attending to the cached tokens before it (causal attention makes them identical).
         Used where it runs fewer tokens than the plain rows. Rows are built in slices, so long
         sequences never hold all rows of a step at once.
+
+        Args:
+            base: `[A, k]` sorted rationales, one per owner.
+            owners: `[R]` each row's rationale (an index into `base`), ascending.
+            candidates: `[R]` the code each row adds to its rationale.
+            goals: `[R]` goal token ids.
+
+        Returns:
+            `[R, 3]` float64 on the CPU, as calling the scorer returns them.
         """
         pending: list[tuple[Tensor, Tensor]] = []
         per_slice = max(1, _ROWS_ELEMENTS // (base.shape[1] + 1))
@@ -289,7 +427,7 @@ class SubsetScorer:
 
     def _enqueue_with_prefix(self, base: Tensor, owners: Tensor, candidates: Tensor,
                              goals: Tensor, rows: Tensor, pending: list) -> bool:
-        """Queue ``rows`` through cached prefixes; ``False`` (nothing queued) where that would
+        """Queue `rows` through cached prefixes; `False` (nothing queued) where that would
         not save work or the adapter cannot cache."""
         if self._singletons() is None:
             # The adapter cannot cache this problem (e.g. it spans a sliding window): asking
@@ -352,8 +490,8 @@ class SubsetScorer:
     def _prefix_groups(self, before: Tensor, k: int, owners: int
                        ) -> tuple[list[int], list[int]] | None:
         """Split rows (by how many rationale tokens precede their candidate) into groups that
-        share a cached prefix length: ``(prefix lengths, row counts)`` in ascending order, or
-        ``None`` when plain rows are cheaper.
+        share a cached prefix length: `(prefix lengths, row counts)` in ascending order, or
+        `None` when plain rows are cheaper.
 
         Every group is another forward pass, so a group is only opened where the tokens it
         saves outweigh a pass's fixed cost (:attr:`pass_cost` tokens).
@@ -400,7 +538,7 @@ class SubsetScorer:
     @torch.inference_mode()
     def _chunked(self, rows: Tensor, width: int, run: Callable[[slice], Tensor],
                  pending: list) -> None:
-        """Run ``rows`` (each ``width`` tokens) in chunks within the budget; on out-of-memory
+        """Run `rows` (each `width` tokens) in chunks within the budget; on out-of-memory
         halve the chunk and retry."""
         start = 0
         while start < len(rows):
@@ -436,7 +574,20 @@ def _collect(pending: list[tuple[Tensor, Tensor]], num_rows: int) -> Tensor:
 def score_subsets(adapter: ModelAdapter, problem: RationalizationProblem,
                   subsets: Sequence[Subset], goals: Sequence[int],
                   max_tokens_per_batch: int | None = None) -> SubsetScores:
-    """Evaluate ``p(goal_i | subset_i)`` for arbitrary subsets, in token-bounded batches."""
+    """Evaluate `p(goal_i | subset_i)` for arbitrary subsets, in token-bounded batches.
+
+    Args:
+        adapter: the model.
+        problem: the problem whose context codes the subsets hold.
+        subsets: one collection of context codes per row, in any order (see
+            [`RationalizationProblem`][sequential_rationales.search.RationalizationProblem]
+            for the codes).
+        goals: one goal token id per subset.
+        max_tokens_per_batch: tokens per forward pass; `None`: the device's default.
+
+    Returns:
+        The scores of every subset, in order.
+    """
     goals_t = torch.as_tensor(list(goals), dtype=torch.long)
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch)
     tables = []
@@ -449,7 +600,7 @@ def score_subsets(adapter: ModelAdapter, problem: RationalizationProblem,
 
 
 def _check_finite(table: Tensor) -> None:
-    """Refuse NaN scores (``log p(goal)`` may be ``-inf``; the argmax's may not): a NaN would
+    """Refuse NaN scores (`log p(goal)` may be `-inf`; the argmax's may not): a NaN would
     pass silently through the comparisons into the rationales and make the JSON log invalid."""
     if not bool(torch.isfinite(table[:, 2]).all()) or bool(table.isnan().any()):
         raise ValueError("the model returned NaN or infinite log-probabilities; check its "
@@ -458,7 +609,7 @@ def _check_finite(table: Tensor) -> None:
 
 def _first_best(values: Tensor, owners: Tensor, num_owners: int) -> tuple[Tensor, Tensor]:
     """Per owner, the largest value and the first row that has it (ties: the earliest row).
-    Owners without rows get ``-inf`` and row ``len(values)``."""
+    Owners without rows get `-inf` and row `len(values)`."""
     rows = len(values)
     best = torch.full((num_owners,), float("-inf"), dtype=values.dtype).scatter_reduce(
         0, owners, values, "amax")
@@ -477,17 +628,24 @@ CPU_SCREEN_PARAMETERS = 20_000_000
 
 
 class Screen:
-    """``precision="bf16-exact"``: every row is scored first by the adapter's bfloat16 twin;
-    only the rows that could decide (within the margin ``delta`` of a best score, or of the
-    argmax condition) are re-scored in the adapter's own precision, and the decision is taken
-    among those exactly as the full-precision search would (the same scores, ties to the
-    earliest row, the stop condition).
+    """The screen of `precision="bf16-exact"`: exact decisions with bfloat16 doing most work.
 
-    A row outside the margin cannot decide while every bfloat16 score is within ``delta / 2``
+    Every row is scored first by the adapter's bfloat16 twin; only the rows that could decide
+    (within the margin `delta` of a best score, or of the argmax condition) are re-scored in
+    the adapter's own precision, and the decision is taken among those exactly as the
+    full-precision search would (the same scores, ties to the earliest row, the stop
+    condition).
+
+    A row outside the margin cannot decide while every bfloat16 score is within `delta / 2`
     of its full-precision value. The errors are measured on every re-scored row; when one
-    exceeds ``delta / 4`` (a safety factor of two), ``delta`` widens to five times it and the
+    exceeds `delta / 4` (a safety factor of two), `delta` widens to five times it and the
     decision is taken again with the wider margin (rows already re-scored are kept). Five
     times, rather than eight, keeps the margin nearer the errors: fewer rows to re-score.
+
+    Args:
+        rough: the scorer on the bfloat16 twin.
+        exact: the scorer in the adapter's own precision.
+        delta: the initial margin, in log-probability.
     """
 
     def __init__(self, rough: SubsetScorer, exact: SubsetScorer, delta: float = 0.05) -> None:
@@ -496,7 +654,12 @@ class Screen:
         self.largest_error = 0.0
 
     def statistics(self) -> dict[str, float]:
-        """What the screen did: rows scored, re-scored in full precision, the final margin."""
+        """What the screen did.
+
+        Returns:
+            `rows` (rows scored), `rescored` (rows re-scored in full precision), `margin`
+                (the final `delta`) and `largest_error` (the largest bfloat16 error seen).
+        """
         return {"rows": self.scored, "rescored": self.rescored, "margin": self.delta,
                 "largest_error": self.largest_error}
 
@@ -507,7 +670,7 @@ class Screen:
         return table
 
     def _holds(self, rough: Tensor, exact: Tensor) -> bool:
-        """Record the screening errors of re-scored rows; ``False`` (and a wider margin) when
+        """Record the screening errors of re-scored rows; `False` (and a wider margin) when
         one came close to the margin."""
         if not len(exact):
             return True
@@ -520,8 +683,21 @@ class Screen:
 
     def choose(self, base: Tensor, owners: Tensor, candidates: Tensor, goals: Tensor,
                num_owners: int) -> tuple[Tensor, Tensor]:
-        """Greedy step: per owner, the chosen candidate and its full-precision ``[3]`` scores
-        (the step's rows as :meth:`SubsetScorer.extensions` takes them)."""
+        """Choose a greedy step's candidates, as the full-precision search would.
+
+        The step's rows are given as `SubsetScorer.extensions` takes them.
+
+        Args:
+            base: `[A, k]` sorted rationales, one per owner.
+            owners: `[R]` each row's rationale (an index into `base`), ascending.
+            candidates: `[R]` the code each row adds to its rationale.
+            goals: `[R]` goal token ids.
+            num_owners: `A`, the number of owners.
+
+        Returns:
+            Per owner, the chosen candidate `[num_owners]` and its full-precision scores
+                `[num_owners, 3]`.
+        """
         rough = self.rough.extensions(base, owners, candidates, goals)
         _check_finite(rough)
         self.scored += len(rough)
@@ -544,14 +720,24 @@ class Screen:
     def deciding_rows(self, codes: Tensor, goals: Tensor, owners: Tensor, top: Tensor
                       ) -> tuple[Tensor, Tensor] | None:
         """Exhaustive search, one chunk of a size's subsets: the rows that could decide and
-        their full-precision scores, or ``None`` when the margin had to widen (the size must
-        then be searched again). ``top`` holds each target's best bfloat16 ``log p(goal)`` of
+        their full-precision scores, or `None` when the margin had to widen (the size must
+        then be searched again). `top` holds each target's best bfloat16 `log p(goal)` of
         the size so far and is updated.
 
         A row can decide when it could reach the argmax condition (its argmax is within the
         margin of its goal: each of the two scores within half of it) or when its goal score is
         within the margin of its target's best so far (the best only rises, so a row left out
         stays out).
+
+        Args:
+            codes: `[R, size]` context codes, each row ascending.
+            goals: `[R]` goal token ids.
+            owners: `[R]` each row's target (an index into `top`).
+            top: `[num_targets]` float64, updated in place.
+
+        Returns:
+            The indices of the deciding rows `[D]` and their full-precision scores `[D, 3]`,
+                or `None` when the margin widened.
         """
         rough = self.rough(codes, goals)
         _check_finite(rough)
@@ -567,7 +753,18 @@ class Screen:
 
 
 def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
-    """The adapter's bfloat16 twin (``with_dtype``), or a one-sentence refusal."""
+    """The adapter's bfloat16 twin, from its `with_dtype`.
+
+    Args:
+        adapter: the model.
+        precision: the precision asked for, named in the error message.
+
+    Returns:
+        The twin adapter.
+
+    Raises:
+        ValueError: the adapter has no `with_dtype` (one sentence saying so).
+    """
     with_dtype = getattr(adapter, "with_dtype", None)
     if with_dtype is None:
         raise ValueError(f"precision={precision!r} needs an adapter with a bfloat16 twin "
@@ -577,11 +774,25 @@ def bfloat16_twin(adapter: ModelAdapter, precision: str) -> ModelAdapter:
 
 
 def resolve_precision(adapter: ModelAdapter, precision: str = "auto") -> str:
-    """``precision``, with ``"auto"`` resolved: ``"bf16-exact"`` where bfloat16 arithmetic is
-    fast for this adapter's float32 model (a CUDA GPU with bfloat16 support; a CPU with
-    bfloat16 instructions and a model of at least :data:`CPU_SCREEN_PARAMETERS` parameters,
-    below which a bfloat16 pass saves too little to pay for the re-scoring), else ``"fp32"``.
-    Either gives the same rationales."""
+    """Resolve `precision="auto"` for an adapter.
+
+    `"auto"` becomes `"bf16-exact"` where bfloat16 arithmetic is fast for the adapter's
+    float32 model (a CUDA GPU with bfloat16 support; a CPU with bfloat16 instructions and a
+    model of at least `CPU_SCREEN_PARAMETERS` (20 million) parameters, below which a bfloat16
+    pass saves too little to pay for the re-scoring), else `"fp32"`. Either gives the same
+    rationales. A model that is not float32, has no bfloat16 twin or is spread over devices
+    gets `"fp32"`.
+
+    Args:
+        adapter: the model.
+        precision: `"auto"`, `"fp32"`, `"bf16-exact"` or `"bf16"`.
+
+    Returns:
+        `precision`, or for `"auto"` the precision chosen.
+
+    Raises:
+        ValueError: `precision` is not one of the four.
+    """
     check_choice(precision, "precision", PRECISIONS)
     if precision != "auto":
         return precision
@@ -602,8 +813,23 @@ def resolve_precision(adapter: ModelAdapter, precision: str = "auto") -> str:
 
 
 def precision_adapter(adapter: ModelAdapter, precision: str) -> tuple[ModelAdapter, str]:
-    """The adapter a search runs on and its remaining precision: ``"bf16"`` runs everything on
-    the twin (then ``"fp32"`` there), ``"auto"`` is resolved."""
+    """The adapter a search runs on and the precision left to apply there.
+
+    `"auto"` is resolved (see `resolve_precision`); `"bf16"` runs everything on the bfloat16
+    twin, which then runs as `"fp32"`; `"bf16-exact"` on an adapter that is already bfloat16
+    has nothing to screen and becomes `"fp32"`.
+
+    Args:
+        adapter: the model.
+        precision: `"auto"`, `"fp32"`, `"bf16-exact"` or `"bf16"`.
+
+    Returns:
+        The adapter and the precision (`"fp32"` or `"bf16-exact"`).
+
+    Raises:
+        ValueError: an unknown precision, or a bfloat16 precision for an adapter without a
+            twin.
+    """
     precision = resolve_precision(adapter, precision)
     if precision == "bf16":
         return bfloat16_twin(adapter, precision), "fp32"
@@ -613,7 +839,7 @@ def precision_adapter(adapter: ModelAdapter, precision: str) -> tuple[ModelAdapt
 
 
 def _screen(adapter: ModelAdapter, scorer: SubsetScorer, precision: str) -> Screen | None:
-    """The screen of ``precision="bf16-exact"`` around the full-precision ``scorer``."""
+    """The screen of `precision="bf16-exact"` around the full-precision `scorer`."""
     if precision != "bf16-exact":
         return None
     rough = SubsetScorer(bfloat16_twin(adapter, precision), scorer.problem, scorer.budget,
@@ -633,8 +859,8 @@ def _grow(adapter: ModelAdapter, problem: RationalizationProblem, propose: Propo
           report: Progress | None = None, precision: str = "fp32",
           screening: dict | None = None) -> list[TargetRationale]:
     """Shared loop of greedy and ordered search: at each step every unfinished target tries
-    its proposed candidates and keeps the one with the highest ``log p(y_t)``; ``report``
-    hears ``(targets finished, targets)`` after every step."""
+    its proposed candidates and keeps the one with the highest `log p(y_t)`; `report`
+    hears `(targets finished, targets)` after every step."""
     check_positive_int(max_steps, "max_steps")
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, group_by_length, reuse_prefix)
     screen = _screen(adapter, scorer, precision)
@@ -704,27 +930,43 @@ def greedy_search(adapter: ModelAdapter, problem: RationalizationProblem, max_st
                   reuse_prefix: bool = True, progress: bool | Progress | None = False,
                   precision: str = "auto", screening: dict | None = None
                   ) -> list[TargetRationale]:
-    """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of ``problem``.
+    """Greedy rationalization (Vafa et al., 2021, Alg. 1) of every target of `problem`.
+
+    Each rationale starts with the previous target token; every step adds the context token
+    that maximizes `log p(y_t)` (ties: the earliest code) until the model's argmax is `y_t`.
+    All targets advance together.
 
     Args:
+        adapter: the model.
+        problem: the token ids and the targets.
         max_steps: largest rationale size; a target that has not reached its argmax by then
-            stops with ``reached_argmax=False``.
-        max_tokens_per_batch: tokens per forward pass (``None``: the device's default, see
-            :func:`default_token_budget`). Results do not depend on it.
+            stops with `reached_argmax=False`.
+        max_tokens_per_batch: tokens per forward pass (`None`: the device's default, see
+            [`default_token_budget`][sequential_rationales.search.default_token_budget]).
+            Results do not depend on it.
         top_1: conditional models only: stop as soon as a source token is added (used to score
             the first aligned source token), whether or not the argmax is reached.
-        top_1_skip_source: source positions that do not count for ``top_1`` (e.g. ``</s>``).
+        top_1_skip_source: source positions that do not count for `top_1` (e.g. `</s>`).
         group_by_length: batch only rows of equal length together (no padding or masks).
         reuse_prefix: reuse the keys and values of rationale prefixes where the adapter can
-            (:meth:`SubsetScorer.extensions`).
-        progress: a ``(targets finished, targets)`` callback called after every step,
-            ``True`` for a line on stderr, ``None`` for one only when stderr is a terminal.
-        precision: ``"fp32"`` (the adapter's own precision), ``"bf16-exact"`` (candidates
+            (`SubsetScorer.extensions`).
+        progress: a `(targets finished, targets)` callback called after every step, `True`
+            for a line on stderr, `False` (the default) for nothing, `None` for a line only
+            when stderr is a terminal.
+        precision: `"fp32"` (the adapter's own precision), `"bf16-exact"` (candidates
             screened by a bfloat16 twin, decided in full precision: the same rationales, see
-            :class:`Screen`), ``"bf16"`` (everything on the twin: faster, not exact) or
-            ``"auto"`` (``bf16-exact`` where it is faster, see :func:`resolve_precision`).
-        screening: a dict that receives the screen's statistics under ``bf16-exact``
-            (:meth:`Screen.statistics`).
+            [`Screen`][sequential_rationales.search.Screen]), `"bf16"` (everything on the
+            twin: faster, not exact) or `"auto"` (`"bf16-exact"` where it is faster, see
+            [`resolve_precision`][sequential_rationales.search.resolve_precision]).
+        screening: a dict that receives the screen's statistics under `"bf16-exact"`
+            ([`Screen.statistics`][sequential_rationales.search.Screen.statistics]).
+
+    Returns:
+        One rationale per target, in the order of `problem.targets`.
+
+    Raises:
+        ValueError: `max_steps` is not a positive integer, an unknown precision or one the
+            adapter cannot run, or the model returns NaN or infinite log-probabilities.
     """
     adapter, precision = precision_adapter(adapter, precision)
     context = problem.num_source + torch.tensor(list(problem.targets), dtype=torch.long)
@@ -748,8 +990,32 @@ def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
                    max_tokens_per_batch: int | None = None, top_1: bool = False,
                    top_1_skip_source: Iterable[int] = (), group_by_length: bool = True,
                    reuse_prefix: bool = True) -> list[TargetRationale]:
-    """Add context tokens in the given order (per target, a permutation of its context codes
-    that starts with the previous target token) until the argmax condition holds."""
+    """Add context tokens in a given order until the argmax condition holds.
+
+    Args:
+        adapter: the model.
+        problem: the token ids and the targets.
+        orders: per target position, a permutation of its context codes that starts with
+            the previous target token (e.g. from
+            [`importance_order`][sequential_rationales.baselines.importance_order]).
+        max_steps: largest rationale size; a target that has not reached its argmax by then
+            stops with `reached_argmax=False`.
+        max_tokens_per_batch: tokens per forward pass; `None`: the device's default.
+        top_1: conditional models only: stop as soon as a source token is added, whether or
+            not the argmax is reached.
+        top_1_skip_source: source positions that do not count for `top_1`.
+        group_by_length: batch only rows of equal length together (no padding or masks).
+        reuse_prefix: reuse the keys and values of rationale prefixes where the adapter can.
+
+    Returns:
+        One rationale per target, in the order of `problem.targets`, its tokens in the
+            given order.
+
+    Raises:
+        ValueError: an order does not start with the previous token or is not a permutation
+            of the target's context codes, or the model returns NaN or infinite
+            log-probabilities.
+    """
     width = max(problem.context_size(t) for t in problem.targets)
     table = torch.zeros(len(problem.targets), width, dtype=torch.long)
     for i, t in enumerate(problem.targets):
@@ -771,10 +1037,26 @@ def ordered_search(adapter: ModelAdapter, problem: RationalizationProblem,
 def top_k_rationales(adapter: ModelAdapter, problem: RationalizationProblem,
                      orders: dict[int, Sequence[int]], k: int,
                      max_tokens_per_batch: int | None = None) -> list[TargetRationale]:
-    """The first ``k`` codes of each target's order (all of a shorter context), with no search:
-    when speed is all that matters. One batched forward pass of these subsets records the
-    prediction each gives and whether it is the argmax (``reached_argmax``); it chooses
-    nothing."""
+    """The first `k` codes of each target's order (all of a shorter context), with no search.
+
+    For when speed is all that matters. One batched forward pass of these subsets records the
+    prediction each gives and whether it is the goal (`reached_argmax`); it chooses nothing.
+
+    Args:
+        adapter: the model.
+        problem: the token ids and the targets.
+        orders: per target position, its context codes in order of importance (the previous
+            target token first).
+        k: the number of codes to take, at least 1.
+        max_tokens_per_batch: tokens per forward pass; `None`: the device's default.
+
+    Returns:
+        One rationale per target, in the order of `problem.targets`, each with one step that
+            records its whole subset.
+
+    Raises:
+        ValueError: `k` is not a positive integer.
+    """
     check_positive_int(k, "top_k")
     targets = list(problem.targets)
     chosen = [list(orders[t])[:k] for t in targets]
@@ -794,18 +1076,46 @@ def top_k_rationales(adapter: ModelAdapter, problem: RationalizationProblem,
 
 
 def count_exhaustive_subsets(problem: RationalizationProblem, max_steps: int) -> int:
-    """Upper bound of the subsets :func:`exhaustive_search` scores: per target with context
-    ``C``, the sum over sizes ``k <= max_steps`` of ``C(C - 1, k - 1)`` (a target stops early
-    once a size reaches its argmax)."""
+    """An upper bound of the number of subsets
+    [`exhaustive_search`][sequential_rationales.search.exhaustive_search] scores.
+
+    Per target with `C` context tokens, the sum over sizes `k <= max_steps` of
+    `binomial(C - 1, k - 1)`; the bound is reached only if no target stops early (a target
+    stops once a size reaches its argmax).
+
+    Args:
+        problem: the token ids and the targets.
+        max_steps: the largest subset size.
+
+    Returns:
+        The number of subsets.
+    """
     return sum(math.comb(problem.context_size(t) - 1, k - 1)
                for t in problem.targets for k in range(1, max_steps + 1))
 
 
 def check_exhaustive_size(problem: RationalizationProblem, max_steps: int,
                           max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
-    """The subset count of an exhaustive search, refused above ``max_subsets`` and warned
-    about above :data:`WARN_SUBSETS`, so that a search that would run for hours says so
-    before it starts instead of running silently."""
+    """Count the subsets of an exhaustive search before it starts, refusing a search that is
+    too large.
+
+    A search that would run for hours says so before it starts instead of running silently.
+
+    Args:
+        problem: the token ids and the targets.
+        max_steps: the largest subset size.
+        max_subsets: the most subsets allowed.
+
+    Returns:
+        The count of
+            [`count_exhaustive_subsets`][sequential_rationales.search.count_exhaustive_subsets].
+
+    Raises:
+        ValueError: the count exceeds `max_subsets`; the message says how to proceed.
+
+    Warns:
+        RuntimeWarning: the count exceeds `WARN_SUBSETS` (100,000).
+    """
     total = count_exhaustive_subsets(problem, max_steps)
     context = max(problem.context_size(t) for t in problem.targets)
     what = (f"exhaustive search with max_steps={max_steps} would score up to {total:,} subsets "
@@ -836,8 +1146,8 @@ class _StderrLine:
 
 def _progress_callback(progress: bool | Progress | None, search: str, unit: str
                        ) -> Progress | None:
-    """``progress``: a ``(done, total)`` callback, ``True`` for a line on stderr, ``False`` for
-    nothing, ``None`` for a line on stderr only when stderr is a terminal."""
+    """`progress`: a `(done, total)` callback, `True` for a line on stderr, `False` for
+    nothing, `None` for a line on stderr only when stderr is a terminal."""
     if callable(progress):
         return progress
     if progress is None:
@@ -850,17 +1160,43 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
                       max_subsets: int = DEFAULT_MAX_SUBSETS,
                       progress: bool | Progress | None = None, precision: str = "auto",
                       screening: dict | None = None) -> list[TargetRationale]:
-    """Exact minimum-size rationales: all subsets containing ``t-1`` of size 1, 2, ...,
-    ``max_steps``. Among the sufficient subsets of the smallest size, the one with the highest
-    ``p(y_t)`` is returned. A target with no sufficient subset within ``max_steps`` gets the
-    most probable subset of size ``max_steps`` and ``reached_argmax=False``.
+    """Exact minimum-size rationales, by trying every subset that contains `t-1`.
 
-    The number of subsets grows as ``C(context, size - 1)``: above ``max_subsets`` (counted
-    up front by :func:`count_exhaustive_subsets`) the search refuses to start.
-    ``progress`` reports ``(subsets scored, upper bound)`` after each forward pass (see
-    :func:`_progress_callback`); the bound is reached only if no target stops early.
-    ``precision`` and ``screening``: as for :func:`greedy_search`; under ``bf16-exact`` the
-    subsets that could decide a size are re-scored (:meth:`Screen.deciding_rows`).
+    Subsets of size 1, 2, ..., `max_steps` are tried in turn. Among the sufficient subsets of
+    the smallest size, the one with the highest `p(y_t)` is returned (ties: the first in
+    enumeration order). A target with no sufficient subset within `max_steps` gets the most
+    probable subset of the largest size tried and `reached_argmax=False`.
+
+    The number of subsets grows as `binomial(context, size - 1)`: above `max_subsets`
+    (counted up front by
+    [`count_exhaustive_subsets`][sequential_rationales.search.count_exhaustive_subsets]) the
+    search refuses to start, and above 100,000 it warns.
+
+    Args:
+        adapter: the model.
+        problem: the token ids and the targets.
+        max_steps: the largest subset size.
+        max_tokens_per_batch: tokens per forward pass; `None`: the device's default.
+        group_by_length: batch only rows of equal length together (no padding or masks).
+        max_subsets: the most subsets the search may score.
+        progress: reports `(subsets scored, upper bound)` after each forward pass: a
+            `(done, total)` callback, `True` for a line on stderr, `False` for nothing,
+            `None` (the default) for a line only when stderr is a terminal. The bound is
+            reached only if no target stops early.
+        precision: as for [`greedy_search`][sequential_rationales.search.greedy_search];
+            under `"bf16-exact"` the subsets that could decide a size are re-scored
+            (`Screen.deciding_rows`).
+        screening: as for `greedy_search`.
+
+    Returns:
+        One rationale per target, in the order of `problem.targets`: the previous token
+            first, then the other codes in order (source before target). Its steps hold the
+            best subset of each size tried.
+
+    Raises:
+        ValueError: `max_steps` or `max_subsets` is not a positive integer, the search would
+            score more than `max_subsets` subsets, an unknown precision or one the adapter
+            cannot run, or the model returns NaN or infinite log-probabilities.
     """
     check_positive_int(max_steps, "max_steps")
     check_positive_int(max_subsets, "max_subsets")
@@ -919,7 +1255,7 @@ def exhaustive_search(adapter: ModelAdapter, problem: RationalizationProblem, ma
 def _search_size(problem: RationalizationProblem, scorer: SubsetScorer, screen: Screen | None,
                  targets: list[int], goals: Tensor, active: list[int], size: int
                  ) -> tuple[_RunningBest, _RunningBest]:
-    """Score every subset of ``size`` of the active targets: per target, the best row overall
+    """Score every subset of `size` of the active targets: per target, the best row overall
     and the best row that reaches the argmax, in enumeration order (ties: the first).
     Under a screen, only the rows that could decide are kept; when its margin widens the size
     is searched again, since rows left out under the narrower margin might decide."""

@@ -2,9 +2,10 @@
 models) or of a translation (source-target models).
 
 Both are built the same way: check the token ids, build the
-:class:`~sequential_rationales.search.RationalizationProblem`, run the method by name and return
-the typed result with the seed's JSON log. Nothing is printed: callers that want the rationales
-on screen pass the result to :func:`~sequential_rationales.render.format_rationales`.
+[`RationalizationProblem`][sequential_rationales.search.RationalizationProblem], run the method
+by name and return the typed result with the seed's JSON log. Nothing is printed: callers that
+want the rationales on screen pass the result to
+[`format_rationales`][sequential_rationales.render.format_rationales].
 """
 
 from __future__ import annotations
@@ -47,7 +48,23 @@ def _provenance(adapter: ModelAdapter, method: str, options: dict[str, Any],
 
 def lm_problem(adapter: ModelAdapter, input_ids: object, start_step: int = 0
                ) -> RationalizationProblem:
-    """Every position after ``start_step`` of the 1-D ``input_ids`` is a target."""
+    """Build the problem of a language model's sequence: every position after `start_step` is
+    a target.
+
+    Args:
+        adapter: the language model; its `vocab_size` and `max_positions` bound the ids.
+        input_ids: the sequence's token ids, a 1-D integer tensor `[T]` with `T >= 2`.
+        start_step: the last position that is not rationalized, in `[0, T - 2]`; the targets
+            are positions `start_step + 1 .. T - 1`.
+
+    Returns:
+        The problem, its ids as a CPU `int64` tensor.
+
+    Raises:
+        TypeError: `input_ids` is not an integer tensor.
+        ValueError: `input_ids` is not 1-D, is too short or too long for the model, holds an
+            id outside the vocabulary, or `start_step` is out of range.
+    """
     ids = check_token_ids(input_ids, "input_ids", adapter.vocab_size, adapter.max_positions, 2)
     check_start_step(start_step, len(ids))
     return RationalizationProblem(ids, targets=range(start_step + 1, len(ids)))
@@ -55,11 +72,28 @@ def lm_problem(adapter: ModelAdapter, input_ids: object, start_step: int = 0
 
 def conditional_problem(adapter: ModelAdapter, source_tokens: object, target_tokens: object
                         ) -> RationalizationProblem:
-    """Every target position after the first (the decoder's begin token) is a target.
+    """Build the problem of a translation: every target position after the first (the
+    decoder's begin token) is a target.
 
-    The adapter names its conventions: ``source_eos`` ends every source and stays visible, so
-    it is not a candidate; ``target_bos`` begins every target; ``source_pad`` and ``pad`` must
-    not occur.
+    The adapter names its conventions: `source_eos` ends every source and stays visible, so it
+    is not a candidate; `target_bos` begins every target; `source_pad` and `pad` must not
+    occur.
+
+    Args:
+        adapter: the conditional model; its vocabularies and position limits bound the ids.
+        source_tokens: the source's token ids, a 1-D integer tensor `[S]` ending with the
+            adapter's `source_eos`, with at least one token before it.
+        target_tokens: the decoder's token ids, a 1-D integer tensor `[T]` (`T >= 2`)
+            starting with the adapter's `target_bos`.
+
+    Returns:
+        The problem, its source without the final `source_eos`.
+
+    Raises:
+        TypeError: the tokens are not integer tensors.
+        ValueError: the tokens are not 1-D, too short or too long, hold ids outside the
+            vocabularies or padding, or do not end (source) or start (target) as the adapter
+            requires.
     """
     src = check_token_ids(source_tokens, "source_tokens", adapter.source_vocab_size,
                           adapter.max_source_positions, 1)
@@ -82,9 +116,31 @@ def conditional_problem(adapter: ModelAdapter, source_tokens: object, target_tok
 def rationalize_sequence(adapter: ModelAdapter, input_ids: object, decode: Decoder,
                          method: str = "greedy", start_step: int = 0, **options: Any
                          ) -> tuple[SequenceRationales, dict[str, Any]]:
-    """Rationalize every token of ``input_ids`` after ``start_step``; returns the result and
-    the seed's log (:func:`~sequential_rationales.results.lm_log`). ``options`` go to
-    :func:`~sequential_rationales.methods.rationalize`."""
+    """Rationalize every token of a language model's sequence after `start_step`.
+
+    Args:
+        adapter: the language model.
+        input_ids: the sequence's token ids, a 1-D integer tensor `[T]` (see
+            [`lm_problem`][sequential_rationales.sequences.lm_problem]).
+        decode: turns a token id into its text, for the log.
+        method: the method's registered name.
+        start_step: the last position that is not rationalized, in `[0, T - 2]`.
+        **options: passed on to
+            [`rationalize`][sequential_rationales.methods.rationalize] (`max_steps`,
+            `max_tokens_per_batch`, ...).
+
+    Returns:
+        The typed result, its `extra["target_text"]` holding the decoded tokens, and the
+            seed's log ([`lm_log`][sequential_rationales.results.lm_log]) with the keys
+            `version`, `settings` (every search setting, defaults included) and `device`
+            added, so that the run can be reproduced.
+
+    Raises:
+        TypeError: `decode` is not callable, or `input_ids` is not an integer tensor.
+        ValueError: the ids or options are invalid (see
+            [`rationalize`][sequential_rationales.methods.rationalize]), or the log would hold
+            NaN or infinite numbers.
+    """
     check_decoder(decode)
     result = rationalize(adapter, lm_problem(adapter, input_ids, start_step), method, **options)
     result.extra["target_text"] = [decode(int(i)) for i in result.target_ids]
@@ -97,10 +153,36 @@ def rationalize_translation(adapter: ModelAdapter, source_tokens: Tensor, target
                             decode_source: Decoder, decode_target: Decoder,
                             method: str = "greedy", **options: Any
                             ) -> tuple[SequenceRationales, dict[str, Any]]:
-    """Rationalize every target token after the begin token, each step choosing a source or a
-    target token; returns the result and the seed's log
-    (:func:`~sequential_rationales.results.conditional_log`, whose ``source_tokens`` keep the
-    final ``</s>``)."""
+    """Rationalize every target token of a translation after the begin token, each step
+    choosing a source or a target token.
+
+    Args:
+        adapter: the conditional model.
+        source_tokens: the source's token ids `[S]`, ending with the adapter's `source_eos`
+            (see [`conditional_problem`][sequential_rationales.sequences.conditional_problem]).
+        target_tokens: the decoder's token ids `[T]`, starting with the adapter's
+            `target_bos`.
+        decode_source: turns a source token id into its text, for the log.
+        decode_target: turns a target token id into its text, for the log.
+        method: the method's registered name.
+        **options: passed on to
+            [`rationalize`][sequential_rationales.methods.rationalize] (`max_steps`, `top_1`,
+            ...).
+
+    Returns:
+        The typed result, its `extra["target_text"]` and `extra["source_text"]` holding the
+            decoded tokens (the source's with the final `</s>`), and the seed's log
+            ([`conditional_log`][sequential_rationales.results.conditional_log], whose
+            `source_tokens` keep the final `</s>`) with the keys `version`, `settings` and
+            `device` added.
+
+    Raises:
+        TypeError: a decoder is not callable, or the tokens are not integer tensors.
+        ValueError: the ids or options are invalid (see
+            [`conditional_problem`][sequential_rationales.sequences.conditional_problem] and
+            [`rationalize`][sequential_rationales.methods.rationalize]), or the log would hold
+            NaN or infinite numbers.
+    """
     check_decoder(decode_source, "decode_source")
     check_decoder(decode_target, "decode_target")
     problem = conditional_problem(adapter, source_tokens, target_tokens)
