@@ -1,36 +1,12 @@
 """The one interface between the search algorithms and a concrete model.
 
 Every framework (Hugging Face, fairseq, plain torch modules in tests) is reached through an
-object implementing :class:`ModelAdapter`. The search code never sees framework types.
-
-Conventions shared by all adapters
-----------------------------------
-* A *subset* of the context is fed sparsely: only its tokens, sorted by position, each with its
-  **original** 0-based position id. Adapters add any framework offset (fairseq starts at
-  ``padding_idx + 1``).
-* Target (decoder) rows are **left-padded**, so the predicting token is always the last column.
-  Source (encoder) rows are **right-padded**. Masks are ``True`` on real tokens. Padded slots
-  hold token id 0 and position 0; adapters must ignore them.
-* ``log_probs`` returns log-probabilities of the token that follows the last target token.
-* ``equal_lengths=True`` promises that every row has the same number of target tokens and the
-  same number of source tokens, so target rows carry no padding and an adapter may run the
-  model's plain causal path without an attention mask (the fast path of fused kernels).
-* An adapter may also define ``score(batch, goals) -> [N, 3]``: the search's per-row numbers
-  (``log p(goal)``, argmax id, ``log p(argmax)``; see
-  :func:`sequential_rationales.search.scores_from_logits`) computed on the model's device, so
-  nothing of vocabulary size reaches the host. Without it the search reduces ``log_probs``.
-* The gradient baselines follow the paper's code per framework. An adapter may say how:
-  ``baseline_defaults`` (integrated-gradient steps and rule, which embedding the signed
-  gradient multiplies), ``input_embedding(batch)`` (what the first layer sees: token plus
-  position embedding where positions are added, the token embedding for rotary models) and
-  ``input_embedding_scale``; see :mod:`sequential_rationales.baselines`.
-* Methods that look inside the model use two optional members: ``logits(batch, embeddings)``
-  (the next-token logits before the softmax, what relevance propagation explains) and
-  ``layers()`` (``{"source": [...], "target": [...]}``: the transformer blocks of the encoder
-  and of the decoder, where an information bottleneck is placed). Their hidden states follow
-  the batch's layout (target rows left-padded, source rows right-padded) unless the adapter
-  says otherwise: ``hidden_time_major`` (``[L, N, D]``, fairseq) and
-  ``hidden_target_by_position`` (target rows scattered to their positions, right-padded).
+object implementing [`ModelAdapter`][sequential_rationales.adapter.ModelAdapter]; the search
+code never sees framework types. Batches of context subsets travel as a
+[`SubsetBatch`][sequential_rationales.adapter.SubsetBatch], substituted token embeddings as
+[`Embeddings`][sequential_rationales.adapter.Embeddings] and attention probabilities as
+[`AttentionMaps`][sequential_rationales.adapter.AttentionMaps]. The conventions every adapter
+follows (padding, positions, optional members) are described on `ModelAdapter`.
 """
 
 from __future__ import annotations
@@ -55,10 +31,20 @@ MASKED_FORWARDS = ("forward_with_mask", "forward_with_masks")
 
 
 def input_device(model: nn.Module, first: nn.Module | None = None) -> torch.device:
-    """Where ``model``'s inputs go: the execution device that accelerate's dispatch gave the
-    module taking them (``first``, else the model) when it was loaded with ``device_map``, whose
-    weights may sit on other devices or be offloaded (on ``meta`` until used); else the device
-    of its first parameter."""
+    """The device where `model`'s inputs go.
+
+    For a model loaded with `device_map`, whose weights may sit on several devices or be
+    offloaded (on `meta` until used), this is the execution device that accelerate's dispatch
+    gave the module taking the inputs; otherwise the device of the model's first parameter.
+
+    Args:
+        model: The model.
+        first: The module that receives the inputs (e.g. the input embedding), asked before
+            `model`; `None`: ask `model` only.
+
+    Returns:
+        The device to send input tensors to.
+    """
     for module in (first, model):
         device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
         if device is not None:
@@ -67,8 +53,18 @@ def input_device(model: nn.Module, first: nn.Module | None = None) -> torch.devi
 
 
 def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
-    """``tensor`` on ``device``; a host-to-GPU copy is asynchronous (through pinned memory), so
-    the host goes on building the next batch while the GPU works."""
+    """Move `tensor` to `device`.
+
+    A host-to-GPU copy is asynchronous (through pinned memory), so the host goes on building
+    the next batch while the GPU works.
+
+    Args:
+        tensor: Any tensor.
+        device: The destination.
+
+    Returns:
+        `tensor` on `device` (`tensor` itself when it is already there).
+    """
     device = torch.device(device)
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
@@ -76,7 +72,14 @@ def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
 
 
 def parameter_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 without one)."""
+    """The dtype of the model's first floating-point parameter.
+
+    Args:
+        model: The model.
+
+    Returns:
+        That dtype, or `torch.float32` for a model without floating-point parameters.
+    """
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
@@ -90,8 +93,18 @@ AdapterT = TypeVar("AdapterT")
 
 
 def weights_state(model: nn.Module) -> tuple:
-    """Changes whenever a weight of ``model`` is replaced or changed in place (an optimizer
-    step, ``load_state_dict``): a copy made from other weights is stale."""
+    """A fingerprint of `model`'s weights.
+
+    It changes whenever a parameter or buffer is replaced or changed in place (an optimizer
+    step, `load_state_dict`), so a copy made under another fingerprint is stale.
+
+    Args:
+        model: The model.
+
+    Returns:
+        A tuple of `(data pointer, version counter)` per parameter and buffer (the version
+            is `None` for tensors made under `torch.inference_mode`, which keep none).
+    """
     state = []
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         try:
@@ -104,11 +117,26 @@ def weights_state(model: nn.Module) -> tuple:
 
 def dtype_twin(adapter: AdapterT, dtype: torch.dtype, rebuild: Callable[[nn.Module], AdapterT]
                ) -> AdapterT:
-    """``adapter``'s twin in ``dtype``: ``adapter`` itself for its own ``dtype``, else
-    ``rebuild`` (the adapter's constructor, settings bound) applied to a copy of
-    ``adapter.model`` in ``dtype``. The twin is kept in ``adapter._twins`` and the copy is
-    shared by every adapter of the model (it costs the model's size in ``dtype``); both are
-    made again when the model's weights have changed since."""
+    """The twin of `adapter` that runs a copy of its model in `dtype`.
+
+    The ready adapters implement `with_dtype` with this. The twin is kept in `adapter._twins`
+    (a dict the adapter creates) and the copy of the model is shared by every adapter of that
+    model (it costs the model's size in `dtype`); both are made again when the model's weights
+    have changed since (see `weights_state`).
+
+    Args:
+        adapter: An adapter with `model`, `dtype` and a `_twins` dict.
+        dtype: The dtype of the twin.
+        rebuild: Builds an adapter of the same kind around a model (the adapter's constructor
+            with its settings bound).
+
+    Returns:
+        `adapter` itself when `dtype` is its own dtype, else the (kept) twin.
+
+    Raises:
+        InputError: When the model is spread over devices by `device_map` (no twin of it is
+            made).
+    """
     if dtype == adapter.dtype:
         return adapter
     model = adapter.model
@@ -127,10 +155,21 @@ def dtype_twin(adapter: AdapterT, dtype: torch.dtype, rebuild: Callable[[nn.Modu
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run with every module in eval mode (dropout off), then give each module back its own
-    mode: a caller's mix (one dropout left in train mode for MC dropout, or one frozen in eval
-    mode while training) comes back exactly as it was. A model already wholly in eval mode is
-    left alone."""
+    """Run the body with every module of `model` in eval mode (dropout off).
+
+    Afterwards each module gets its own mode back: a caller's mix (one dropout left in train
+    mode for MC dropout, or one module frozen in eval mode while training) comes back exactly
+    as it was. A model already wholly in eval mode is left alone.
+
+    Args:
+        model: The model whose modules are switched.
+
+    Example:
+        ```python
+        with eval_mode(model):
+            log_probs = adapter.log_probs(batch)
+        ```
+    """
     modules = [m for m in model.modules() if m.training]
     if not modules:
         yield
@@ -146,10 +185,24 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 @dataclass
 class SubsetBatch:
-    """A batch of N sparse context subsets.
+    """A batch of `N` sparse context subsets, one per row.
 
-    Shapes: ``target_*`` are ``[N, Lt]`` (left-padded), ``source_*`` are ``[N, Ls]``
-    (right-padded) or ``None`` for language models.
+    Each row holds only the tokens of its subset, sorted by position, each with its
+    **original** 0-based position id. Target (decoder) rows are left-padded, so the predicting
+    token is always the last column; source (encoder) rows are right-padded. Padded slots hold
+    token id 0 and position 0 and are `False` in the masks.
+
+    Attributes:
+        target_ids: `[N, Lt]` target (decoder) token ids, left-padded.
+        target_positions: `[N, Lt]` the original position of each target token.
+        target_mask: `[N, Lt]` bool, `True` on real tokens.
+        source_ids: `[N, Ls]` source (encoder) token ids, right-padded; `None` for language
+            models.
+        source_positions: `[N, Ls]` the original position of each source token, or `None`.
+        source_mask: `[N, Ls]` bool, `True` on real tokens, or `None`.
+        equal_lengths: A promise that every row has the same number of target tokens and the
+            same number of source tokens: target rows then carry no padding, and an adapter
+            may run the model's plain causal path without an attention mask.
     """
 
     target_ids: Tensor
@@ -164,6 +217,14 @@ class SubsetBatch:
         return self.target_ids.shape[0]
 
     def to(self, device: torch.device | str) -> SubsetBatch:
+        """Copy the batch to `device` (asynchronously from host to GPU, through pinned memory).
+
+        Args:
+            device: The destination, usually the adapter's `device`.
+
+        Returns:
+            A new batch with every tensor on `device`.
+        """
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else to_device(t, device)
 
@@ -175,9 +236,14 @@ class SubsetBatch:
 
 @dataclass
 class Embeddings:
-    """Token embeddings (before positions are added) for a :class:`SubsetBatch`.
+    """Token embeddings of a batch, before positions are added.
 
-    ``target``: ``[N, Lt, D]``; ``source``: ``[N, Ls, D]`` or ``None``.
+    Rows and columns are those of the
+    [`SubsetBatch`][sequential_rationales.adapter.SubsetBatch] they belong to.
+
+    Attributes:
+        target: `[N, Lt, D]` embeddings of the target tokens, laid out like `target_ids`.
+        source: `[N, Ls, D]` embeddings of the source tokens, or `None` for language models.
     """
 
     target: Tensor
@@ -188,9 +254,14 @@ class Embeddings:
 class AttentionMaps:
     """Attention probabilities of one full (unmasked) sequence, heads not averaged.
 
-    ``decoder_self``: ``[layers, heads, T, T]``; ``cross``: ``[layers, heads, T, S]``;
-    ``encoder_self``: ``[layers, heads, S, S]``. The last two are ``None`` for language models.
-    Row ``i`` is the query at target position ``i``.
+    `T` is the number of target tokens and `S` the number of source tokens. Row `i` of a
+    decoder or cross-attention map is the query at target position `i`.
+
+    Attributes:
+        decoder_self: `[layers, heads, T, T]` decoder self-attention.
+        cross: `[layers, heads, T, S]` cross-attention; `None` for language models.
+        encoder_self: `[layers, heads, S, S]` encoder self-attention; `None` for language
+            models.
     """
 
     decoder_self: Tensor
@@ -202,11 +273,73 @@ class AttentionMaps:
 class ModelAdapter(Protocol):
     """What the search and the baselines need from a model.
 
+    To rationalize a model of a framework without a ready adapter, write a class with these
+    members (no base class is needed: this is a `typing.Protocol`). The ready adapters are
+    [`HuggingFaceCausalLM`][sequential_rationales.adapters.huggingface.HuggingFaceCausalLM],
+    [`HuggingFaceSeq2Seq`][sequential_rationales.adapters.huggingface_seq2seq.HuggingFaceSeq2Seq],
+    [`FairseqLanguageModel`][sequential_rationales.adapters.fairseq.FairseqLanguageModel] and
+    [`FairseqTranslationModel`][sequential_rationales.adapters.fairseq.FairseqTranslationModel].
+
+    **Required.** The four attributes below and the three methods: `log_probs` (every method),
+    `embed` (the gradient baselines and LRP) and `attentions` (the attention baselines). All
+    must exist, since `isinstance(obj, ModelAdapter)` checks for them; a method the model
+    cannot support may raise an error that says so.
+
+    **Batches.** Every method takes a
+    [`SubsetBatch`][sequential_rationales.adapter.SubsetBatch] of sparse subsets:
+
+    - A subset is fed as its tokens only, sorted by position, each with its **original**
+      0-based position id. The adapter adds any framework offset (fairseq's positions start at
+      `padding_idx + 1`).
+    - Target rows are left-padded, so the predicting token is always the last column; source
+      rows are right-padded. Masks are `True` on real tokens. Padded slots hold token id 0 and
+      position 0; the adapter must ignore them.
+    - `equal_lengths=True` promises that every row has the same number of target tokens and
+      the same number of source tokens, so the adapter may run the model's plain causal path
+      without an attention mask (the fast path of fused kernels).
+
+    **Optional members**, looked up when present:
+
+    - `score(batch, goals) -> [N, 3]`: per row `log p(goal)`, the argmax id and
+      `log p(argmax)` as float64 (see `sequential_rationales.search.scores_from_logits`),
+      computed on the model's device so nothing of vocabulary size reaches the host. Without
+      it the search reduces `log_probs`.
+    - `prefix_cache(batch)` and `score_after_prefix(cache, rows, prefix_length, batch, goals)`:
+      let a causal LM reuse the keys and values of rationale prefixes (see `prefix_cache` of
+      [`HuggingFaceCausalLM`][sequential_rationales.adapters.huggingface.HuggingFaceCausalLM]).
+    - `baseline_defaults`: a dict over
+      [`BASELINE_DEFAULTS`][sequential_rationales.baselines.BASELINE_DEFAULTS] that makes the
+      gradient baselines follow the paper's code for the framework (integrated-gradient
+      steps, rule and input, and which embedding the signed gradient multiplies);
+      `input_embedding(batch)`: what the first layer sees (token plus position embedding
+      where positions are added, the token embedding for rotary models);
+      `input_embedding_scale`: the `(target, source)` factors `c` in
+      `c * token embedding + positions`. See [`baselines`][sequential_rationales.baselines].
+    - `logits(batch, embeddings=None) -> [N, V]`: the next-token logits before the softmax,
+      which [LRP][sequential_rationales.lrp] explains.
+    - `model`: the torch module. LRP hooks its layers (it needs `model` and `logits`), IBA
+      freezes its parameters while it optimises, `train_extractor(finetune=True)` trains it
+      and `precision="auto"` checks it.
+    - `layers() -> {"source": [...], "target": [...]}`: the transformer blocks of the encoder
+      and of the decoder, where [IBA][sequential_rationales.iba] places its bottleneck and
+      the [learned extractor][sequential_rationales.extractor] reads hidden states. Their
+      hidden states follow the batch's layout (target rows left-padded, source rows
+      right-padded) unless the adapter says otherwise: `hidden_time_major` (`[L, N, D]`,
+      fairseq) or `hidden_target_by_position` (target rows scattered to their original
+      positions, right-padded).
+    - `dtype` and `with_dtype(dtype)`: the model's dtype and this adapter on a copy of the
+      model in another dtype, which `precision="bf16"` and `"bf16-exact"` need.
+    - For translation models, `source_vocab_size` and `max_source_positions` (checked when
+      present) and the conventions that
+      [`conditional_problem`][sequential_rationales.sequences.conditional_problem] checks:
+      `source_eos` (ends every source and stays visible), `target_bos` (begins every target),
+      `source_pad` and `pad` (must not occur).
+
     Attributes:
-        vocab_size: number of output classes; ids must be below it.
-        max_positions: largest sequence length the model accepts (``None``: unbounded).
-        is_conditional: ``True`` when the model reads a source sequence (translation).
-        device: where batches are sent.
+        vocab_size: Number of output classes; target ids must be below it.
+        max_positions: Largest sequence length the model accepts (`None`: unbounded).
+        is_conditional: `True` when the model reads a source sequence (translation).
+        device: Where batches are sent.
     """
 
     vocab_size: int
@@ -215,17 +348,42 @@ class ModelAdapter(Protocol):
     device: torch.device
 
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        """``[N, V]`` log-probabilities of the next target token of each row.
+        """Log-probabilities of the next target token of each row.
 
-        When ``embeddings`` is given, those token embeddings replace the embedding lookup
-        (positions are still added by the model); used by the gradient baselines.
+        That is the token that follows the last target token (the last column) of the row.
+
+        Args:
+            batch: `N` sparse subsets.
+            embeddings: Token embeddings shaped like those of
+                [`embed`][sequential_rationales.adapter.ModelAdapter.embed] that replace the
+                model's embedding lookup (the model still adds positions); the gradient
+                baselines pass scaled, differentiable embeddings here. `None`: look up the
+                batch's token ids.
+
+        Returns:
+            `[N, V]` log-probabilities, `V` = `vocab_size`.
         """
         ...
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
-        """Token embeddings of the batch, as the model's first layer receives them."""
+        """Token embeddings of the batch, before positions are added.
+
+        Args:
+            batch: `N` sparse subsets.
+
+        Returns:
+            `target` `[N, Lt, D]` and, for translation models, `source` `[N, Ls, D]`: what
+                `log_probs(batch, embeddings)` accepts in place of its own lookup.
+        """
         ...
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
-        """Attention maps of the single full sequence in ``batch`` (N must be 1)."""
+        """Attention maps of the single full sequence in `batch`.
+
+        Args:
+            batch: One row (`N = 1`) without padding: the whole context of the last target.
+
+        Returns:
+            The attention probabilities of every layer and head.
+        """
         ...

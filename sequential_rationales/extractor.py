@@ -2,29 +2,17 @@
 extractor, Chan et al., 2022, adapted to next-token predictions).
 
 Greedy search scores about (rationale length x context length) subsets per target. The
-extractor ranks the whole context of every target of a sequence at once, from the hidden
-states of one forward pass of the frozen model over the full sequence:
+extractor ([`RationaleExtractor`][sequential_rationales.extractor.RationaleExtractor]) ranks
+the whole context of every target of a sequence at once, from the hidden states of one
+forward pass of the frozen model over the full sequence. The method `amortized` adds tokens
+in this order until the argmax condition holds, so its rationales satisfy the paper's
+condition; with `top_k` it returns the first `k` with no search.
 
-    score(t, c) = q(h_{t-1}) . k(g_c) / sqrt(r) + b(t - 1 - c),    c <= t - 1
-
-``h`` and ``g`` are the states at the output of a block, layer-normalized without affine
-parameters: ``h`` the last block's by default (what the model is about to predict), ``g`` the
-first block's (which token sits where); the state at position ``i`` is the same in every row
-that holds positions ``0..i`` (causal attention), so one pass serves every target. ``q`` and
-``k`` map them to rank ``r``; ``b`` is a learned bias per distance bucket (each distance up to
-8, then four buckets per doubling), the recency prior greedy rationales share. The method
-``amortized`` adds tokens in this order until the argmax condition holds, so its rationales
-satisfy the paper's condition; with ``top_k`` it returns the first ``k`` with no search.
-
-Translation models: the keys of the source codes are the encoder's states at the output of the
-same block, through a key map of their own (encoder and decoder states differ), and their bias
-is learned per bucket of the distance from the diagonal, ``|s - (t - 1) * S / T|`` (source
-position ``s`` of ``S``, target ``t`` of ``T``), the monotone-alignment prior.
-
-Training (:func:`train_extractor`, :class:`Objectives`) distills a teacher's rationales (the
-Plackett-Luce likelihood of the order in which the teacher, greedy search by default, added its
-tokens, the previous token, always first, left out) and can add UNIREX's faithfulness
-objectives and, fine-tuning the model jointly, its task loss.
+Training ([`train_extractor`][sequential_rationales.extractor.train_extractor],
+[`Objectives`][sequential_rationales.extractor.Objectives]) distills a teacher's rationales
+(the Plackett-Luce likelihood of the order in which the teacher, greedy search by default,
+added its tokens, the previous token, always first, left out) and can add UNIREX's
+faithfulness objectives and, fine-tuning the model jointly, its task loss.
 """
 
 from __future__ import annotations
@@ -49,11 +37,22 @@ from .validation import InputError, check_positive_int
 CONFIG_FILE = "extractor.json"
 WEIGHTS_FILE = "extractor.pt"
 EXACT_DISTANCES = 8
+"""Distances below this have a bias bucket each; longer ones share four buckets per
+doubling."""
 
 
 def distance_bucket(distance: Tensor, buckets: int) -> Tensor:
-    """Bucket of each distance ``>= 0``: itself below :data:`EXACT_DISTANCES`, then four
-    buckets per doubling, the last one open-ended."""
+    """The bias bucket of each distance.
+
+    Args:
+        distance: Distances (negative ones count as 0).
+        buckets: Number of buckets; larger distances share the last one.
+
+    Returns:
+        `long` buckets of `distance`'s shape: the distance itself below
+            [`EXACT_DISTANCES`][sequential_rationales.extractor.EXACT_DISTANCES] (8), then four
+            buckets per doubling, the last one open-ended.
+    """
     d = distance.clamp(min=0).float()
     far = EXACT_DISTANCES + (4 * torch.log2(d.clamp(min=EXACT_DISTANCES) / EXACT_DISTANCES)).long()
     return torch.where(d < EXACT_DISTANCES, d.long(), far).clamp(max=buckets - 1)
@@ -61,6 +60,23 @@ def distance_bucket(distance: Tensor, buckets: int) -> Tensor:
 
 @dataclass(frozen=True)
 class ExtractorConfig:
+    """The shape of a [`RationaleExtractor`][sequential_rationales.extractor.RationaleExtractor].
+
+    Saved as `extractor.json` beside the weights.
+
+    Attributes:
+        hidden_size: Width `D` of the model's hidden states (set by `train_extractor` from the
+            model).
+        rank: Width `r` of the query and key maps.
+        layer: The block whose output the queries read; `-1`: the last.
+        buckets: Number of distance buckets of the learned biases.
+        conditional: Whether the extractor serves a translation model (source codes too).
+        key_layer: The block whose output the keys read; `None`: `layer`. An early block's
+            states still say which token sits where, where the last block's say what comes next:
+            on Majority Class and on a copy task, keys from block 0 (the default) agreed with
+            greedy more often than keys from the last block.
+    """
+
     hidden_size: int
     rank: int = 32
     layer: int = -1  # the block whose output is read; -1: the last
@@ -73,9 +89,32 @@ class ExtractorConfig:
 
 
 class RationaleExtractor(nn.Module):
-    """Scores ``[T, S + T]`` of every context code (columns: the ``S`` source codes, then the
-    target positions) for the prediction made at every target position (rows; row ``t - 1``
-    predicts target ``t``), ``-inf`` beyond the context."""
+    """Scores of every context code for the prediction at every target position.
+
+    For target `t` (predicted at position `t - 1`) and a context code `c <= t - 1`:
+
+    ```text
+    score(t, c) = q(h_{t-1}) . k(g_c) / sqrt(r) + b(t - 1 - c)
+    ```
+
+    `h` and `g` are the states at the output of a block, layer-normalized without affine
+    parameters: `h` the last block's by default (what the model is about to predict), `g` the
+    first block's (which token sits where); the state at position `i` is the same in every row
+    that holds positions `0..i` (causal attention), so one pass serves every target. `q` and
+    `k` map them to rank `r`; `b` is a learned bias per distance bucket (each distance up to
+    8, then four buckets per doubling), the recency prior greedy rationales share.
+
+    Translation models: the keys of the source codes are the encoder's states at the output of
+    the same block, through a key map of their own (encoder and decoder states differ), and
+    their bias is learned per bucket of the distance from the diagonal, `|s - (t - 1) * S / T|`
+    (source position `s` of `S`, target `t` of `T`), the monotone-alignment prior.
+
+    Args:
+        config: The extractor's shape.
+
+    Attributes:
+        config: The extractor's shape.
+    """
 
     def __init__(self, config: ExtractorConfig) -> None:
         super().__init__()
@@ -89,8 +128,21 @@ class RationaleExtractor(nn.Module):
             self.diagonal_bias = nn.Parameter(torch.zeros(config.buckets))
 
     def forward(self, hidden: Tensor, num_source: int = 0) -> Tensor:
-        """``hidden`` ``[S + T, D]``: the states of the context codes (source, then target),
-        or ``[2, S + T, D]``: those the queries read, then those the keys read."""
+        """Score every context code for every target position.
+
+        Args:
+            hidden: `[S + T, D]` the states of the context codes (source, then target), or
+                `[2, S + T, D]`: those the queries read, then those the keys read (see
+                [`hidden_states`][sequential_rationales.extractor.hidden_states]).
+            num_source: Number `S` of source codes (0 for a language model).
+
+        Returns:
+            `[T, S + T]` scores: row `t - 1` scores the codes for target `t` (columns: the `S`
+                source codes, then the target positions), `-inf` beyond the context.
+
+        Raises:
+            InputError: When `num_source > 0` but the extractor was trained for a language model.
+        """
         if num_source and not self.config.conditional:
             raise InputError("this extractor was trained for a language model; train one for "
                              "the translation model")
@@ -113,6 +165,14 @@ class RationaleExtractor(nn.Module):
         return scores + bias
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Write the extractor's weights (`extractor.pt`) and configuration (`extractor.json`).
+
+        Args:
+            directory: The folder to write to (created if missing).
+
+        Returns:
+            The folder.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), directory / WEIGHTS_FILE)
@@ -122,6 +182,18 @@ class RationaleExtractor(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike, device: torch.device | str = "cpu"
              ) -> RationaleExtractor:
+        """Load an extractor that `save` wrote.
+
+        Args:
+            directory: The folder holding `extractor.json` and `extractor.pt`.
+            device: Where to put the weights.
+
+        Returns:
+            The extractor, in eval mode.
+
+        Raises:
+            InputError: When the folder holds no extractor or its configuration is invalid.
+        """
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -142,10 +214,22 @@ class RationaleExtractor(nn.Module):
 @torch.no_grad()
 def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer: int = -1,
                   key_layer: int | None = None) -> Tensor:
-    """``[S + T, D]`` states at the output of block ``layer`` of the encoder (the ``S``
-    source codes) and of the decoder (the ``T`` target positions), from one pass over the full
-    sequence (one row); with a ``key_layer``, ``[2, S + T, D]``: those of ``layer``, then
-    those of ``key_layer``."""
+    """Hidden states of every context code, from one pass over the full sequence (one row).
+
+    Args:
+        adapter: The model's adapter, with `layers()`.
+        problem: The sequence.
+        layer: The block whose output is read, in the encoder (for the `S` source codes) and in
+            the decoder (for the `T` target positions); negative counts from the end.
+        key_layer: A second block to read; `None`: none.
+
+    Returns:
+        `[S + T, D]` states (source codes first); with a `key_layer`, `[2, S + T, D]`: those
+            of `layer`, then those of `key_layer`.
+
+    Raises:
+        InputError: When the adapter has no `layers()`.
+    """
     layers = getattr(adapter, "layers", None)
     if layers is None:
         raise InputError(f"the rationale extractor reads the model's hidden states (a layers() "
@@ -177,8 +261,8 @@ def hidden_states(adapter: ModelAdapter, problem: RationalizationProblem, layer:
 
 @contextlib.contextmanager
 def _output_of(block: nn.Module, keep: Callable[[Tensor], None]) -> Iterator[None]:
-    """While active, ``keep`` hears the hidden state each call of ``block`` returns, also
-    through the masked paths that module hooks do not see (:data:`MASKED_FORWARDS`)."""
+    """While active, `keep` hears the hidden state each call of `block` returns, also
+    through the masked paths that module hooks do not see (`MASKED_FORWARDS`)."""
     def first(output: object) -> Tensor:
         return output[0] if isinstance(output, tuple) else output
 
@@ -204,7 +288,20 @@ def _watched(method: Callable, hear: Callable[[object], None]) -> Callable:
 
 def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
                      problem: RationalizationProblem) -> dict[int, Tensor]:
-    """Per target ``t``, the extractor's score of each context code ``0..t-1`` (host)."""
+    """The extractor's scores of each target's context codes.
+
+    Args:
+        extractor: A trained extractor.
+        adapter: The adapter of the model it was trained for.
+        problem: The sequence and its targets.
+
+    Returns:
+        For each target `t`, `[S + t]` scores of the codes `0 .. S + t - 1`, on the host.
+
+    Raises:
+        InputError: When the extractor was trained for another kind or size of model, or the
+            adapter has no `layers()`.
+    """
     check_extractor_fits(extractor, adapter)
     hidden = hidden_states(adapter, problem, extractor.config.layer,
                            extractor.config.key_layer)
@@ -219,7 +316,15 @@ def extractor_scores(extractor: RationaleExtractor, adapter: ModelAdapter,
 
 
 def check_extractor_fits(extractor: RationaleExtractor, adapter: ModelAdapter) -> None:
-    """An extractor serves the kind of model it was trained for."""
+    """Check that an extractor serves the kind of model it was trained for.
+
+    Args:
+        extractor: The extractor.
+        adapter: The model's adapter.
+
+    Raises:
+        InputError: When one is for a language model and the other for a translation model.
+    """
     if extractor.config.conditional != bool(adapter.is_conditional):
         trained = "a translation" if extractor.config.conditional else "a language"
         raise InputError(f"this extractor was trained for {trained} model; train one for this "
@@ -227,9 +332,19 @@ def check_extractor_fits(extractor: RationaleExtractor, adapter: ModelAdapter) -
 
 
 def order_loss(scores: Tensor, targets: Sequence[int], orders: Sequence[Sequence[int]]) -> Tensor:
-    """Mean negative Plackett-Luce log-likelihood of each teacher order (context codes in the
-    order added; the first, the previous token, is left out: every rationale starts with it)
-    under ``scores`` ``[T, T]``; orders of one token contribute nothing."""
+    """Mean negative Plackett-Luce log-likelihood of each teacher order under `scores`.
+
+    The first code of each order, the previous token, is left out: every rationale starts with it.
+
+    Args:
+        scores: `[T, S + T]` extractor scores.
+        targets: The target of each order.
+        orders: Each target's context codes in the order the teacher added them.
+
+    Returns:
+        The mean over the ranked picks (a scalar); 0 (still in the graph) when no order holds
+            more than one token.
+    """
     longest = max((len(o) for o in orders), default=0)
     if longest < 2:  # nothing to rank: a zero that keeps the graph (and its -inf out)
         return scores.masked_fill(~torch.isfinite(scores), 0.0).sum() * 0.0
@@ -258,9 +373,19 @@ def order_loss(scores: Tensor, targets: Sequence[int], orders: Sequence[Sequence
 
 def gold_loss(scores: Tensor, targets: Sequence[int], gold: Sequence[Sequence[int]],
               previous: Sequence[int]) -> Tensor:
-    """Mean over targets of ``-log`` the probability that the extractor's first pick after the
-    previous token (Plackett-Luce, ``scores`` ``[T, S + T]``) is one of the target's gold
-    codes; targets whose gold holds nothing but the previous token contribute nothing."""
+    """How unlikely the extractor's first pick after the previous token is to be a gold code.
+
+    Args:
+        scores: `[T, S + T]` extractor scores.
+        targets: The targets with gold rationales.
+        gold: Each target's gold codes (any of them is right).
+        previous: Each target's previous-token code.
+
+    Returns:
+        The mean over targets of `-log` the Plackett-Luce probability that the first pick is
+            a gold code; targets whose gold holds nothing but the previous token contribute
+            nothing (0 when none is left).
+    """
     terms = []
     for t, codes, prev in zip(targets, gold, previous, strict=True):
         wanted = sorted(set(codes) - {prev})
@@ -276,9 +401,14 @@ def gold_loss(scores: Tensor, targets: Sequence[int], gold: Sequence[Sequence[in
 
 @dataclass
 class TeacherSequence:
-    """A sequence and its teacher's rationales: per target, context codes in the order added;
-    ``gold``, where a task has them, the target's gold rationale codes (a set: any of them is
-    right, in any order)."""
+    """A sequence and its teacher's rationales, to train an extractor on.
+
+    Attributes:
+        problem: The sequence.
+        orders: Per target, its rationale's context codes in the order added.
+        gold: Where a task has them, per target its gold rationale codes (a set: any of them is
+            right, in any order); `None`: none.
+    """
 
     problem: RationalizationProblem
     orders: dict[int, list[int]]
@@ -287,9 +417,18 @@ class TeacherSequence:
     @classmethod
     def from_result(cls, problem: RationalizationProblem, result: SequenceRationales
                     ) -> TeacherSequence:
-        """The teacher orders of a method's result on ``problem`` (as context codes). Targets
-        whose rationale never reached the argmax are left out: their order is a search that
-        ran out of context, not a rationale."""
+        """The teacher orders of a method's result on `problem`, as context codes.
+
+        Targets whose rationale never reached the argmax are left out: their order is a search that
+        ran out of context, not a rationale.
+
+        Args:
+            problem: The sequence the result was computed for.
+            result: The teacher's result.
+
+        Returns:
+            A teacher sequence without gold rationales.
+        """
         offset = {SOURCE: 0, TARGET: problem.num_source}
         return cls(problem, {r.target_position: [offset[c.stream] + c.position
                                                  for c in r.rationale]
@@ -300,8 +439,16 @@ AdapterSource = ModelAdapter | Callable[[RationalizationProblem], ModelAdapter]
 
 
 def adapter_of(adapter: AdapterSource, problem: RationalizationProblem) -> ModelAdapter:
-    """The adapter, or the one a function gives for ``problem`` (a translation model's adapter
-    may depend on the source, as fairseq's does on its length)."""
+    """The adapter for `problem`.
+
+    Args:
+        adapter: An adapter, or a function that gives the adapter of a problem (a translation
+            model's adapter may depend on the source, as fairseq's does on its length).
+        problem: The sequence.
+
+    Returns:
+        `adapter` itself, or the function's adapter for `problem`.
+    """
     return adapter if isinstance(adapter, ModelAdapter) else adapter(problem)
 
 
@@ -309,22 +456,36 @@ def adapter_of(adapter: AdapterSource, problem: RationalizationProblem) -> Model
 class Objectives:
     """Weights of the training objectives: UNIREX's, adapted to next-token predictions.
 
-    * ``order`` (plausibility): the Plackett-Luce likelihood of the teacher's order;
-      ``gold`` (plausibility, where a task has gold rationales): the likelihood that the first
-      pick after the previous token is a gold token (:func:`gold_loss`).
-    * ``sufficiency`` and ``comprehensiveness`` (faithfulness): rationales are drawn from the
+    * `order` (plausibility): the Plackett-Luce likelihood of the teacher's order;
+      `gold` (plausibility, where a task has gold rationales): the likelihood that the first
+      pick after the previous token is a gold token
+      ([`gold_loss`][sequential_rationales.extractor.gold_loss]).
+    * `sufficiency` and `comprehensiveness` (faithfulness): rationales are drawn from the
       extractor's own ranking (Plackett-Luce samples of the teacher's rationale size; the
-      previous token first) and scored by the model: ``log p(y_t)`` given only them, and minus
-      ``log p(y_t)`` given the context without them. The model sees each drawn subset exactly
+      previous token first) and scored by the model: `log p(y_t)` given only them, and minus
+      `log p(y_t)` given the context without them. The model sees each drawn subset exactly
       as the paper's objective has it (its tokens at their original positions, nothing else
       visible), never a soft mask it was not trained on, so the gradient reaches the extractor
       through the score-function estimator: each sample's log-likelihood weighted by its reward
       minus the mean reward of the target's other samples.
-    * ``task``: the model's own loss, ``-log p(y_t)`` given the full context, when the model is
-      fine-tuned jointly (``finetune=True``); the model then also learns from the sufficiency
-      term (``-log p(y_t)`` given the drawn rationales).
+    * `task`: the model's own loss, `-log p(y_t)` given the full context, when the model is
+      fine-tuned jointly (`finetune=True`); the model then also learns from the sufficiency
+      term (`-log p(y_t)` given the drawn rationales).
 
-    ``samples`` rationales per target, for up to ``targets`` targets of each sequence per step.
+    Attributes:
+        order: Weight of the teacher-order likelihood.
+        gold: Weight of the gold-pick likelihood.
+        sufficiency: Weight of the sufficiency reward.
+        comprehensiveness: Weight of the comprehensiveness reward.
+        task: Weight of the model's own loss (needs `finetune=True`).
+        samples: Rationales drawn per target, at least 2 (each sample's reward is measured
+            against the others').
+        targets: Targets of each sequence per step that draw rationales (and take the task
+            loss), at least 1.
+
+    Raises:
+        InputError: When a weight is negative or not a finite number, `targets < 1` or
+            `samples < 2`.
     """
 
     order: float = 1.0
@@ -348,6 +509,7 @@ class Objectives:
 
     @property
     def faithful(self) -> bool:
+        """Whether a faithfulness objective (sufficiency or comprehensiveness) has a weight."""
         return self.sufficiency > 0 or self.comprehensiveness > 0
 
 
@@ -359,17 +521,43 @@ def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence]
                     on_step: Callable[..., None] | None = None,
                     objectives: Objectives | None = None, finetune: bool = False,
                     model_lr: float = 1e-5) -> RationaleExtractor:
-    """Train an extractor on the teachers' rationales (see :class:`Objectives`; by default
-    the teacher's order only). ``adapter``: the model's adapter, or a function giving each
-    problem's. The model stays frozen (its hidden states are computed once) unless
-    ``finetune``: then its weights train too (learning rate ``model_lr``, the same optimizer)
-    and the hidden states are recomputed at every step.
+    """Train an extractor on the teachers' rationales.
 
-    Each step averages the losses of ``batch_sequences`` sequences drawn with ``seed``;
-    ``on_step(step, loss, extractor, optimizer, parts)`` hears every step (``parts``: each
-    weighted objective's value; for progress, logs, checkpoints). ``extractor``,
-    ``optimizer_state`` and ``start_step`` resume a run: the draws continue where it stopped
-    (a fine-tuned model's weights are the caller's to restore)."""
+    By default the objective is the teacher's order only (see
+    [`Objectives`][sequential_rationales.extractor.Objectives]). The model stays frozen (its
+    hidden states are computed once) unless `finetune`: then its weights train too (learning
+    rate `model_lr`, the same optimizer) and the hidden states are recomputed at every step.
+    Each step averages the losses of `batch_sequences` sequences drawn with `seed`.
+
+    Args:
+        adapter: The model's adapter, or a function giving each problem's (see
+            `adapter_of`).
+        sequences: The teachers' rationales.
+        config: The extractor's shape (its `hidden_size` and `conditional` are taken from the
+            model); `None`: the defaults. Ignored when `extractor` is given.
+        steps: The step to stop after (counting resumed steps).
+        lr: Adam's learning rate for the extractor.
+        seed: Seed of the extractor's initialization and of the sequences and rationales drawn.
+        batch_sequences: Sequences per step.
+        extractor: An extractor to continue training; `None`: a new one.
+        optimizer_state: The optimizer's state dict, to resume a run.
+        start_step: The step a resumed run starts from: the draws continue where it stopped
+            (a fine-tuned model's weights are the caller's to restore).
+        on_step: Called after every step as `on_step(step, loss, extractor, optimizer, parts)`,
+            `parts` holding each weighted objective's value (for progress, logs, checkpoints).
+        objectives: The training objectives; `None`: the teacher's order only.
+        finetune: Whether the model's weights train too.
+        model_lr: The model's learning rate when fine-tuning.
+
+    Returns:
+        The trained extractor, in eval mode.
+
+    Raises:
+        InputError: When `sequences` is empty, `finetune` is asked of an adapter without a
+            `model` module, the task objective is weighted without `finetune`, or `extractor`
+            was trained for another kind of model.
+        ValueError: When `steps < 1`.
+    """
     check_positive_int(steps, "steps")
     objectives = objectives or Objectives()
     if not sequences:
@@ -434,8 +622,20 @@ def train_extractor(adapter: AdapterSource, sequences: Sequence[TeacherSequence]
 def sequence_objectives(scores: Tensor, adapter: ModelAdapter, sequence: TeacherSequence,
                         objectives: Objectives, noise: torch.Generator, finetune: bool
                         ) -> dict[str, Tensor]:
-    """The weighted objectives of one sequence (see :class:`Objectives`) from its extractor
-    scores ``[T, S + T]``."""
+    """The weighted objectives of one sequence, from its extractor scores.
+
+    Args:
+        scores: `[T, S + T]` extractor scores of the sequence.
+        adapter: The model's adapter.
+        sequence: The sequence and its teacher's rationales.
+        objectives: The weights (see [`Objectives`][sequential_rationales.extractor.Objectives]).
+        noise: Generator of the targets and rationales drawn.
+        finetune: Whether the model trains too (adds `model_sufficiency`).
+
+    Returns:
+        Each weighted objective's value by name (`order`, `gold`, `task`, `faithfulness`,
+            `model_sufficiency`), only those that apply.
+    """
     problem = sequence.problem
     targets = sorted(sequence.orders)
     terms: dict[str, Tensor] = {}
@@ -492,9 +692,18 @@ def sequence_objectives(scores: Tensor, adapter: ModelAdapter, sequence: Teacher
 
 def draw_rationale(row: Tensor, previous: int, size: int, noise: torch.Generator
                    ) -> tuple[list[int], Tensor]:
-    """A rationale of ``size`` codes drawn from the Plackett-Luce distribution of ``row``
-    (the previous token first, then ``size - 1`` codes by Gumbel-perturbed scores) and the
-    log-likelihood of its draw order (differentiable in ``row``)."""
+    """Draw a rationale from the Plackett-Luce distribution of `row`.
+
+    Args:
+        row: `[C]` scores of the target's context codes.
+        previous: The previous token's code, always first.
+        size: The rationale's size, previous token included.
+        noise: Generator of the Gumbel noise.
+
+    Returns:
+        The codes (the previous token, then `size - 1` codes by Gumbel-perturbed scores) and
+            the log-likelihood of their draw order, differentiable in `row`.
+    """
     gumbel = -torch.log(-torch.log(torch.rand(len(row), generator=noise).clamp(1e-12, 1 - 1e-7)))
     keys = row.detach().cpu() + gumbel
     keys[previous] = float("-inf")
@@ -511,7 +720,17 @@ def draw_rationale(row: Tensor, previous: int, size: int, noise: torch.Generator
 
 def model_log_probs(adapter: ModelAdapter, problem: RationalizationProblem,
                     subsets: Sequence[Sequence[int]], targets: Sequence[int]) -> Tensor:
-    """``log p(y_t | subset)`` of each (subset, target) with gradients into the model."""
+    """`log p(y_t | subset)` of each (subset, target) pair, with gradients into the model.
+
+    Args:
+        adapter: The model's adapter.
+        problem: The sequence.
+        subsets: Context codes of each subset.
+        targets: The target of each subset.
+
+    Returns:
+        `[len(subsets)]` log-probabilities.
+    """
     out = []
     for codes, t in zip(subsets, targets, strict=True):
         row = RationalizationProblem(problem.target_ids, problem.source_ids, targets=[t])
@@ -522,7 +741,17 @@ def model_log_probs(adapter: ModelAdapter, problem: RationalizationProblem,
 
 def sequence_loss(extractor: RationaleExtractor, hidden: Tensor,
                   sequence: TeacherSequence) -> Tensor:
-    """:func:`order_loss` of one sequence's teacher orders, from its hidden states."""
+    """[`order_loss`][sequential_rationales.extractor.order_loss] of one sequence's teacher
+    orders, from its hidden states.
+
+    Args:
+        extractor: The extractor.
+        hidden: The sequence's hidden states (see `hidden_states`).
+        sequence: The sequence and its teacher's orders.
+
+    Returns:
+        The loss (a scalar).
+    """
     targets = sorted(sequence.orders)
     scores = extractor(hidden.to(next(extractor.parameters()).device),
                        sequence.problem.num_source)
@@ -531,7 +760,17 @@ def sequence_loss(extractor: RationaleExtractor, hidden: Tensor,
 
 def mean_order_loss(extractor: RationaleExtractor, adapter: AdapterSource,
                     sequences: Sequence[TeacherSequence]) -> float:
-    """:func:`order_loss` averaged over ``sequences`` (held-out evaluation)."""
+    """[`order_loss`][sequential_rationales.extractor.order_loss] averaged over `sequences`
+    (held-out evaluation).
+
+    Args:
+        extractor: The extractor.
+        adapter: The model's adapter, or a function giving each problem's.
+        sequences: Held-out teacher sequences.
+
+    Returns:
+        The mean loss (0 for no sequences).
+    """
     with torch.no_grad():
         losses = [float(sequence_loss(extractor, hidden_states(
             adapter_of(adapter, s.problem), s.problem, extractor.config.layer,

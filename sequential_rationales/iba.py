@@ -1,40 +1,11 @@
 """Information bottleneck attribution (IBA: Schulz et al., 2020; for transformers, Jiang et al.,
 2020) as an importance ordering of the context tokens.
 
-For target ``t``, the full context is one row. The hidden state ``R`` (``[L, D]`` per row)
-entering one transformer block of ``adapter.layers()`` -- the output of the block before it,
-or for block 0 the embeddings as the first block receives them -- is replaced by
-
-    Z = lam * R + (1 - lam) * eps,    eps ~ N(mu, sigma^2),    lam_i = sigmoid(alpha_i)
-
-with one mask value per token ``i`` (broadcast over the features). The default block is
-``(blocks - 1) // 2`` (the middle; block 0, the embeddings, for models of one or two blocks:
-there a causal model may already have moved a token's information into the predicting column
-by the output of block 0), with the same index in the encoder of a translation model. ``mu``
-and ``sigma`` are per feature, estimated at that point over the tokens of the sequence (the row
-of the last explained target, which holds every position; causal attention makes the states of
-shorter rows the same) in a first pass without noise: population standard deviation, at least
-``1e-6``. The information that passes token ``i`` is the capacity
-
-    C_i = sum_d KL(N(lam R_id + (1 - lam) mu_d, (1 - lam)^2 sigma_d^2) || N(mu_d, sigma_d^2))
-        = D (softplus(alpha_i) + ((1 - lam_i)^2 - 1) / 2) + lam_i^2 / 2 * sum_d r_id^2
-
-in nats, with ``r = (R - mu) / sigma`` the clean state of the first pass. Each row minimises
-
-    loss = -log p(y_t | Z) + beta * mean_i (C_i / D)
-
-(the first term averaged over ``samples`` noise draws; the capacity per token and feature
-averaged over the row's tokens, so that with ``beta = 1`` both terms are a few nats whatever
-the model's width and the context's length) over ``alpha`` with Adam (``steps`` steps,
-learning rate ``lr``, ``lam`` starting at 0.9). The score of token ``i`` is its final ``C_i``.
-All rows of a chunk are optimised together, each with its own mask (the loss is a sum over
-rows). The noise of a step is drawn per context token from a generator seeded with ``seed``
-on the model's device and shared by the rows, so the scores do not depend on how rows are
-chunked, and the same seed on the same device gives the same scores.
-
-Tokens that are not context codes keep ``lam = 1`` (no noise): the ``</s>`` that translation
-adapters append to the source, and padding columns. Only ``alpha`` receives gradients: the
-model's parameters are frozen for the duration and their ``requires_grad`` restored.
+For each target, noise replaces part of the hidden state entering one transformer block, with
+one learned mask value per context token; the mask is optimised to keep the prediction while
+letting as little information through as possible, and a token's score is the information
+(in nats) that passes its mask. See [`iba_scores`][sequential_rationales.iba.iba_scores] for
+the exact procedure; it needs an adapter with `layers()`.
 """
 
 from __future__ import annotations
@@ -68,26 +39,50 @@ MIN_SIGMA = 1e-6
 
 
 def bottleneck(hidden: Tensor, lam: Tensor, mu: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-    """``lam * hidden + (1 - lam) * (mu + sigma * noise)``: ``hidden`` and ``noise`` ``[N, L, D]``
-    (``noise`` standard normal), ``lam`` ``[N, L]``, ``mu`` and ``sigma`` ``[D]``. Where
-    ``lam == 1`` the result is ``hidden`` exactly."""
+    """The bottleneck `lam * hidden + (1 - lam) * (mu + sigma * noise)`.
+
+    Where `lam == 1` the result is `hidden` exactly.
+
+    Args:
+        hidden: `[N, L, D]` hidden states.
+        lam: `[N, L]` mask values in `[0, 1]`, one per token.
+        mu: `[D]` mean of the noise, per feature.
+        sigma: `[D]` standard deviation of the noise, per feature.
+        noise: `[N, L, D]` standard normal draws.
+
+    Returns:
+        `[N, L, D]` in `hidden`'s dtype.
+    """
     lam = lam[..., None].to(hidden.dtype)
     eps = (mu + sigma * noise).to(hidden.dtype)
     return lam * hidden + (1 - lam) * eps
 
 
 def capacity(alpha: Tensor, r2: Tensor, dim: Tensor | int) -> Tensor:
-    """Per-token capacity in nats (see the module docstring): ``alpha`` the mask logits,
-    ``r2`` the sum over the ``dim`` features of the squared normalised clean state."""
+    """Per-token capacity in nats: the information that passes the bottleneck.
+
+    `C_i = D (softplus(alpha_i) + ((1 - lam_i)^2 - 1) / 2) + lam_i^2 / 2 * r2_i` with
+    `lam = sigmoid(alpha)` (see [`iba_scores`][sequential_rationales.iba.iba_scores]); finite
+    however closely `lam` approaches 1.
+
+    Args:
+        alpha: Mask logits, any shape.
+        r2: The sum over the features of the squared normalised clean state, broadcast against
+            `alpha`.
+        dim: The number of features `D` (a number, or per token).
+
+    Returns:
+        The capacities, of `alpha`'s shape.
+    """
     lam = torch.sigmoid(alpha)
     # -log(1 - sigmoid(alpha)) = softplus(alpha): finite however closely lam approaches 1.
     return dim * (F.softplus(alpha) + (torch.sigmoid(-alpha) ** 2 - 1) / 2) + lam ** 2 * r2 / 2
 
 
 def _hidden_layout(adapter: ModelAdapter) -> tuple[bool, bool]:
-    """``(time_major, target_by_position)`` of the hidden states between the adapter's blocks,
-    as the adapter declares them (see :mod:`sequential_rationales.adapter`): fairseq layers are
-    time-major ``[L, N, D]``; the Hugging Face encoder-decoder, and a causal LM without position
+    """`(time_major, target_by_position)` of the hidden states between the adapter's blocks,
+    as the adapter declares them (see `sequential_rationales.adapter`): fairseq layers are
+    time-major `[L, N, D]`; the Hugging Face encoder-decoder, and a causal LM without position
     ids, run target rows scattered to their positions (column = position, right-padded); by
     default an adapter runs the batch's left-padded target columns."""
     return (bool(getattr(adapter, "hidden_time_major", False)),
@@ -95,8 +90,8 @@ def _hidden_layout(adapter: ModelAdapter) -> tuple[bool, bool]:
 
 
 def _columns(length: int, counts: Tensor, left_padded: bool) -> Tensor:
-    """``[N, length]``: the stream-local index (0 .. counts[i] - 1) of each column's token, or
-    -1 for a column that holds none (padding, an appended ``</s>``)."""
+    """`[N, length]`: the stream-local index (0 .. counts[i] - 1) of each column's token, or
+    -1 for a column that holds none (padding, an appended `</s>`)."""
     j = torch.arange(length)[None]
     local = j - (length - counts[:, None]) if left_padded else j.expand(len(counts), -1)
     return torch.where((local >= 0) & (local < counts[:, None]), local, -1)
@@ -104,8 +99,8 @@ def _columns(length: int, counts: Tensor, left_padded: bool) -> Tensor:
 
 @contextlib.contextmanager
 def _on_input(block: nn.Module, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
-    """While active, the hidden state ``h`` entering the block (its first argument) becomes
-    ``fn(h)``."""
+    """While active, the hidden state `h` entering the block (its first argument) becomes
+    `fn(h)`."""
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if args:
             return (fn(args[0]), *args[1:]), kwargs
@@ -146,8 +141,8 @@ class _Stream:
     @contextlib.contextmanager
     def replaced(self, counts: Tensor, rows: int, fn: Callable[[Tensor, Tensor], Tensor]
                  ) -> Iterator[None]:
-        """Apply ``fn(hidden [N, L, D] batch-major, columns [N', L])`` at the block, where the
-        batch holds ``rows`` copies of each of the ``N'`` rows with ``counts`` tokens."""
+        """Apply `fn(hidden [N, L, D] batch-major, columns [N', L])` at the block, where the
+        batch holds `rows` copies of each of the `N'` rows with `counts` tokens."""
         def run(hidden: Tensor) -> Tensor:
             h = hidden.transpose(0, 1) if self.time_major else hidden
             length = h.shape[1]
@@ -189,14 +184,14 @@ def _streams(adapter: ModelAdapter, problem: RationalizationProblem, layer: int 
 
 
 def _counts(problem: RationalizationProblem, side: str, targets: Sequence[int]) -> Tensor:
-    """Tokens of each full-context row in the stream ``side``."""
+    """Tokens of each full-context row in the stream `side`."""
     if side == "source":
         return torch.full((len(targets),), problem.num_source)
     return torch.tensor(list(targets))
 
 
 def _repeat(batch: SubsetBatch, times: int) -> SubsetBatch:
-    """Each row ``times`` times in a row (one copy per noise sample)."""
+    """Each row `times` times in a row (one copy per noise sample)."""
     def rep(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.repeat_interleave(times, 0)
 
@@ -208,7 +203,7 @@ def _repeat(batch: SubsetBatch, times: int) -> SubsetBatch:
 
 def _statistics(adapter: ModelAdapter, problem: RationalizationProblem, last: int,
                 streams: dict[str, _Stream]) -> None:
-    """``mu``, ``sigma`` and the clean ``r2`` of every stream, from the row of target ``last``
+    """`mu`, `sigma` and the clean `r2` of every stream, from the row of target `last`
     (every token of the sequence), run without noise."""
     batch = build_batch(problem, [tuple(range(problem.context_size(last)))]).to(adapter.device)
     seen: dict[str, Tensor] = {}
@@ -250,7 +245,7 @@ def _frozen(adapter: ModelAdapter) -> Iterator[None]:
 def _optimise(adapter: ModelAdapter, problem: RationalizationProblem, rows: Sequence[int],
               streams: dict[str, _Stream], beta: float, steps: int, lr: float, samples: int,
               seed: int) -> Tensor:
-    """Final capacities ``[len(rows), width]`` (codes of each row's context; zero beyond)."""
+    """Final capacities `[len(rows), width]` (codes of each row's context; zero beyond)."""
     device = adapter.device
     sizes = torch.tensor([problem.context_size(t) for t in rows])
     width = int(sizes.max())
@@ -303,14 +298,74 @@ def iba_scores(adapter: ModelAdapter, problem: RationalizationProblem, targets: 
                max_tokens_per_batch: int | None = None, layer: int | None = None,
                beta: float = DEFAULT_BETA, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                samples: int = DEFAULT_SAMPLES, seed: int = 0, **_: object) -> Scores:
-    """Per target, the capacity (nats that pass the bottleneck; higher: more important) of each
-    context code ``0 .. S + t - 1`` (see the module docstring).
+    """Per target, the capacity of each context code: the nats that pass the bottleneck.
 
-    ``layer``: index of the block in ``adapter.layers()`` whose input is bottlenecked (both
-    sides of a translation model; negative counts from the end); ``None``:
-    ``(blocks - 1) // 2`` per side.
-    ``max_tokens_per_batch``: tokens per pass, counting each noise sample (``None``: the
-    device's default for passes with gradients).
+    For target `t`, the full context is one row. The hidden state `R` (`[L, D]` per row)
+    entering one transformer block of `adapter.layers()` (the output of the block before it, or
+    for block 0 the embeddings as the first block receives them) is replaced by
+
+    ```text
+    Z = lam * R + (1 - lam) * eps,    eps ~ N(mu, sigma^2),    lam_i = sigmoid(alpha_i)
+    ```
+
+    with one mask value per token `i` (broadcast over the features). The default block is
+    `(blocks - 1) // 2` (the middle; block 0, the embeddings, for models of one or two blocks:
+    there a causal model may already have moved a token's information into the predicting column
+    by the output of block 0), with the same index in the encoder of a translation model. `mu`
+    and `sigma` are per feature, estimated at that point over the tokens of the sequence (the row
+    of the last explained target, which holds every position; causal attention makes the states
+    of shorter rows the same) in a first pass without noise: population standard deviation, at
+    least `1e-6`. The information that passes token `i` is the capacity
+
+    ```text
+    C_i = sum_d KL(N(lam R_id + (1 - lam) mu_d, (1 - lam)^2 sigma_d^2) || N(mu_d, sigma_d^2))
+        = D (softplus(alpha_i) + ((1 - lam_i)^2 - 1) / 2) + lam_i^2 / 2 * sum_d r_id^2
+    ```
+
+    in nats, with `r = (R - mu) / sigma` the clean state of the first pass. Each row minimises
+
+    ```text
+    loss = -log p(y_t | Z) + beta * mean_i (C_i / D)
+    ```
+
+    (the first term averaged over `samples` noise draws; the capacity per token and feature
+    averaged over the row's tokens, so that with `beta = 1` both terms are a few nats whatever
+    the model's width and the context's length) over `alpha` with Adam (`steps` steps,
+    learning rate `lr`, `lam` starting at 0.9). The score of token `i` is its final `C_i`.
+    All rows of a chunk are optimised together, each with its own mask (the loss is a sum over
+    rows). The noise of a step is drawn per context token from a generator seeded with `seed`
+    on the model's device and shared by the rows, so the scores do not depend on how rows are
+    chunked, and the same seed on the same device gives the same scores.
+
+    Tokens that are not context codes keep `lam = 1` (no noise): the `</s>` that translation
+    adapters append to the source, and padding columns. Only `alpha` receives gradients: the
+    model's parameters are frozen for the duration and their `requires_grad` restored. Other
+    keyword options (those of other methods) are accepted and ignored.
+
+    Args:
+        adapter: The model's adapter, with `layers()` (and the optional `hidden_time_major`,
+            `hidden_target_by_position`, `model`).
+        problem: The sequence and its targets.
+        targets: The target positions to score.
+        max_tokens_per_batch: Tokens per pass, counting each noise sample (`None`: the
+            device's default for passes with gradients).
+        layer: Index of the block in `adapter.layers()` whose input is bottlenecked (both
+            sides of a translation model; negative counts from the end); `None`:
+            `(blocks - 1) // 2` per side.
+        beta: Weight of the capacity term, `>= 0`.
+        steps: Adam steps, `>= 1`.
+        lr: Adam's learning rate, `> 0`.
+        samples: Noise draws per row and step, `>= 1`.
+        seed: Seed of the noise.
+
+    Returns:
+        For each target `t`, `[S + t]` float64 capacities of the context codes
+            `0 .. S + t - 1` (higher: more important).
+
+    Raises:
+        ValueError: When an option is out of range, the adapter has no `layers()` (or lists no
+            blocks for a side), `layer` is out of range, or the model's forward pass does not
+            run the listed blocks as expected.
     """
     check_positive_int(steps, "steps")
     check_positive_int(samples, "samples")

@@ -1,77 +1,14 @@
 """Layer-wise relevance propagation (AttnLRP-style) as gradient x input.
 
-The ``lrp`` ordering scores each context token of target ``t`` by its relevance for the
-**logit** of ``y_t`` (before the softmax). The LRP rules are installed as *value-preserving
-modified gradients* (temporary forward hooks, removed afterwards): the model computes the same
-outputs, but its backward pass carries the LRP rules, and the relevance of a token is the sum
-over the hidden dimension of (first layer's input) x (its modified gradient). The rules:
-
-* **Normalization** (classes named ``*LayerNorm`` or ``*RMSNorm``: ``nn.LayerNorm``, fairseq's
-  ``LayerNorm``, ``LlamaRMSNorm``, ``T5LayerNorm``, Gemma's ``(1 + w)`` RMS norm, OLMo's
-  layer norm without weight or bias, Cohere's layer norm without bias): the normalizer
-  (standard deviation or root mean square) is a constant; the mean subtraction stays linear.
-  The module's formula is found once, from its output, among ``c (x - mean)`` and ``c x``,
-  times ``w``, ``1 + w`` or nothing, plus its bias, with one normalizer ``c`` per row, which
-  the rule reads off the output (so it holds whatever epsilon the module adds). The same rule
-  covers the norms of queries and keys (Qwen3, OLMo 2, Gemma 3, Persimmon, Cohere): they sit
-  between the q/k projections, whose gradients are scaled (below), and the attention; the rule
-  makes them linear, so scaling before or after them is the same.
-* **Elementwise activations** (modules of ``torch.nn`` and ``transformers.activations``: GELU
-  variants, SiLU, ReLU^2, tanh, ...; any module kept as ``act``, ``act_fn``, ``activation`` or
-  ``activation_fn``; fairseq's activation functions through the following ``fc2``): the
-  identity rule, gradient ``f(x) / x``.
-  ReLU's gradient already is that ratio and is left alone. ``tanh`` called as a function
-  gets the same rule: Gemma 2's softcapping ``c tanh(s / c)`` of the attention scores (so the
-  scores pass on what the softmax rule gives them) and of the final logits (the relevance
-  adds up to the capped logit).
-* **Bilinear products**, uniform rule (half the relevance to each factor): a gated MLP's
-  ``act(gate) * up`` (its ``down_proj`` input's gradient halved; ``gate_proj`` and
-  ``up_proj``, or Phi-3's fused ``gate_up_proj``); attention ``A V`` and ``q k^T``. For
-  attention the gradients of the query, key and value projections are scaled: AttnLRP
-  (Achtibat et al., 2024) scales q and k by 1/4 (uniform rule on ``A V`` times uniform rule on
-  ``q k^T``) and v by 1/2, and keeps the softmax's own gradient, which in gradient x input
-  form *is* the AttnLRP softmax rule ``x_i (R_i - s_i sum_j R_j)``. The conservative variant
-  (``variant="cp"``, CP-LRP, Ali et al., 2022) holds the attention weights constant: q and k
-  scaled 0, v scaled 1. Rotary position embeddings are linear in q and k; ALiBi and relative
-  position biases are constants added to the scores.
-
-Attention is found as: modules with ``q_proj``/``k_proj``/``v_proj`` (Llama, Mistral, Qwen2
-and 3, Gemma 1 to 3, OLMo 1 and 2, Cohere, BART, Marian), ``q``/``k``/``v`` (T5), GPT-2's
-fused ``c_attn`` (q | k | v along the last dimension), an attention (class ``*Attention``)
-whose only two ``nn.Linear`` children are a fused q/k/v projection and its output projection
-(GPT-NeoX, Falcon, Persimmon, Phi-3, CodeGen), and
-``torch.nn.functional.multi_head_attention_forward`` (fairseq's ``MultiheadAttention``, which
-the project's plugin runs through that function with the module's weights, bypassing the
-projection modules; also ``nn.MultiheadAttention``). A fused projection's output is split per
-feature, not necessarily in equal parts: the sizes come from the number of heads (the module's
-or its config's ``num_heads``, ``num_attention_heads``, ``n_head``) and the two projections'
-widths (grouped keys and values included), and the layout is the one candidate (equal parts,
-each of query heads then key and value heads in either order: Phi-3's ``q | k | v``,
-GPT-NeoX's and Falcon's per-head or per-group interleaving, CodeGen's four ``q | v | k``) that
-the first forward confirms: the first query attends to itself only, so the output projection's
-input there is its value. The multi-head attention function is reached through a scoped
-:class:`torch.overrides.TorchFunctionMode` (as is ``tanh``): the projections are computed
-outside it with scaled gradients, then passed in with identity projection weights (an exact
-identity in floating point), so the attention itself is still torch's.
-
-Conservation: with the conservative variant and zero biases the relevance of all inputs sums to
-the logit (every rule passes on exactly the relevance it receives: attention weights,
-normalizers and activation ratios act as constants, products split their relevance). With
-AttnLRP the softmax rule is not conservative: the logit equals the input relevance plus, per
-attention, the relevance the softmax rule leaves out (tested exactly on GPT-2, fairseq and the
-fused-projection families). Biases absorb relevance in both variants. A scaled embedding
-(Gemma's ``sqrt(hidden)``) is the first layer's input as it is.
-
-A model must contain at least one attention this module knows; anything else is refused with a
-ValueError rather than explained by plain gradients: a plain torch model (no attention), an
-attention of an unknown class or fused layout, one that clips q, k and v (OLMo's ``clip_qkv``),
-a normalization whose output none of the formulas reproduces, a class ``*MLP`` without a known
-activation module (Bloom's ``BloomGelu``), mixture-of-experts blocks (routing weights multiply
-expert outputs), state-space and recurrent layers (classes named ``*Mixer*``, ``*Rglru*``,
-``*RecurrentBlock*``: Mamba and the hybrids Jamba, Zamba, Falcon-H1, Bamba, RecurrentGemma).
-Not detected: an activation applied as a plain function other than ``tanh`` or a layer's
-``activation_fn`` between ``fc1`` and ``fc2`` (it keeps its plain gradient), nor other
-nonlinear parts a model computes inline (gates, per-layer inputs).
+The `lrp` ordering scores each context token of target `t` by its relevance for the
+**logit** of `y_t` (before the softmax). [`lrp_rules`][sequential_rationales.lrp.lrp_rules]
+installs the LRP rules as *value-preserving modified gradients* (temporary forward hooks,
+removed afterwards): the model computes the same outputs, but its backward pass carries the
+LRP rules, and [`lrp_scores`][sequential_rationales.lrp.lrp_scores] takes the relevance of a
+token as the sum over the hidden dimension of (first layer's input) x (its modified
+gradient). Two variants: AttnLRP (Achtibat et al., 2024), the `lrp` method, and the
+conservative CP-LRP (Ali et al., 2022). A model with a part that has no rule is refused
+rather than explained by plain gradients.
 """
 
 from __future__ import annotations
@@ -92,10 +29,11 @@ from .validation import InputError
 
 Scores = dict[int, Tensor]
 
-#: Gradient scales of the (query, key, value) projections per variant. q and k share theirs in
-#: every variant: a fused projection's layout needs only its value part right.
 ATTENTION_SCALES = {"attnlrp": (0.25, 0.25, 0.5), "cp": (0.0, 0.0, 1.0)}
+"""Gradient scales of the (query, key, value) projections per variant. q and k share theirs in
+every variant: a fused projection's layout needs only its value part right."""
 LRP_VARIANTS = tuple(ATTENTION_SCALES)
+"""The names of the variants: `"attnlrp"` and `"cp"`."""
 
 # Elementwise activations whose gradient already is f(x) / x (or 1): no rule needed.
 _NO_RULE_ACTIVATIONS = ("ReLU", "LinearActivation", "Identity")
@@ -106,16 +44,34 @@ _NOT_ELEMENTWISE = ("MultiheadAttention", "Softmax", "Softmin", "LogSoftmax", "S
 
 
 def scale_gradient(y: Tensor, scale: float | Tensor) -> Tensor:
-    """``y`` with its gradient multiplied by ``scale``; the value is exactly ``y``."""
+    """`y` with its gradient multiplied by `scale`; the value is exactly `y`.
+
+    Args:
+        y: Any tensor.
+        scale: A number, or a tensor that broadcasts against `y` (one scale per feature).
+
+    Returns:
+        `y`'s value, with a gradient `scale` times `y`'s (detached for a scale of `0.0`).
+    """
     if isinstance(scale, float) and scale == 0.0:
         return y.detach()
     return y.detach() + scale * (y - y.detach())
 
 
 def identity_rule(x: Tensor, y: Tensor) -> Tensor:
-    """``y = f(x)`` elementwise, with the gradient ``f(x) / x`` of the identity rule (0 where
-    ``x`` is too close to 0 to divide by: its relevance ``x * grad`` is 0 there anyway). The
-    value is exactly ``y``."""
+    """`y = f(x)` elementwise, with the gradient `f(x) / x` of the identity rule.
+
+    The gradient is 0 where `x` is too close to 0 to divide by: its relevance `x * grad` is 0
+    there anyway.
+
+    Args:
+        x: The activation's input.
+        y: Its output, of `x`'s shape.
+
+    Returns:
+        A tensor whose value is exactly `y` and whose gradient with respect to `x` is
+            `y / x` elementwise.
+    """
     safe = x.abs() > torch.finfo(x.dtype).tiny
     ratio = torch.where(safe, y / torch.where(safe, x, torch.ones_like(x)), torch.zeros_like(x))
     return y.detach() + (x - x.detach()) * ratio.detach()
@@ -127,7 +83,7 @@ def _tolerance(dtype: torch.dtype) -> float:
 
 
 class _Rules:
-    """The hooks of one :func:`lrp_rules` context and counts of the rules applied."""
+    """The hooks of one `lrp_rules` context and counts of the rules applied."""
 
     def __init__(self, model: nn.Module, scales: tuple[float, float, float]) -> None:
         self.model = model
@@ -166,10 +122,10 @@ class _Rules:
         return output.detach() + (z - z.detach())
 
     def norm_form(self, module: nn.Module, h: Tensor, output: Tensor) -> tuple[bool, bool]:
-        """(centered, weight is 1 + w) of the one formula among ``(x - mean) * c * w``,
-        ``x * c * w``, ``* (1 + w)`` instead of ``* w`` (or without weight), ``+ bias``,
-        that reproduces the module's output with one factor ``c`` per row: the one closest to
-        it, trying first what the class name says (``*RMSNorm``: not centered)."""
+        """(centered, weight is 1 + w) of the one formula among `(x - mean) * c * w`,
+        `x * c * w`, `* (1 + w)` instead of `* w` (or without weight), `+ bias`,
+        that reproduces the module's output with one factor `c` per row: the one closest to
+        it, trying first what the class name says (`*RMSNorm`: not centered)."""
         name = type(module).__name__
         weighted = torch.is_tensor(getattr(module, "weight", None))
         rms_first = name.endswith("RMSNorm")
@@ -207,8 +163,8 @@ class _Rules:
         return identity_rule(x, output)
 
     def function_activation(self, layer: nn.Module) -> None:
-        """A layer calling a plain activation function between ``fc1`` and ``fc2`` (fairseq):
-        the identity rule on ``fc2``'s input, from the ``fc1`` output just computed."""
+        """A layer calling a plain activation function between `fc1` and `fc2` (fairseq):
+        the identity rule on `fc2`'s input, from the `fc1` output just computed."""
         fn = layer.activation_fn
         if fn in (F.relu, torch.relu):
             return
@@ -250,7 +206,7 @@ class _Rules:
         return hook
 
     def fused_projection(self, scales: Sequence[float]):
-        """GPT-2's ``c_attn``: equal parts of the last dimension, one scale each."""
+        """GPT-2's `c_attn`: equal parts of the last dimension, one scale each."""
         def hook(_module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
             part = output.shape[-1] // len(scales)
             scale = torch.tensor(scales, dtype=output.dtype, device=output.device)
@@ -260,11 +216,11 @@ class _Rules:
 
     def fused_attention(self, attention: nn.Module, fused_name: str, fused: nn.Module,
                         out: nn.Module, heads: int, kv_heads: int) -> None:
-        """An attention computing q, k and v with one Linear ``fused`` (GPT-NeoX, Falcon,
+        """An attention computing q, k and v with one Linear `fused` (GPT-NeoX, Falcon,
         Persimmon, Phi-3, CodeGen): its output's gradient is scaled per feature once the layout
-        is known. The layout is found on the first forward among :func:`_fused_layouts`: the
+        is known. The layout is found on the first forward among `_fused_layouts`: the
         first query attends to itself only (causal), so the input of the output projection
-        ``out`` there must be the layout's value part (each key/value head repeated for its
+        `out` there must be the layout's value part (each key/value head repeated for its
         query heads). Only the value part is checked: q and k have the same scale in every
         variant."""
         key, cls = id(attention), type(attention).__name__
@@ -403,8 +359,8 @@ def _head_count(module: nn.Module) -> int | None:
 
 def _fused_qkv(module: nn.Module) -> tuple[str, nn.Module, nn.Module, int, int] | None:
     """(name, fused projection, output projection, heads, key/value heads) of an attention
-    whose only two Linear children are one projection of ``(heads + 2 kv_heads) * head_dim``
-    features and one of ``heads * head_dim`` inputs; None otherwise."""
+    whose only two Linear children are one projection of `(heads + 2 kv_heads) * head_dim`
+    features and one of `heads * head_dim` inputs; None otherwise."""
     linears = [(n, m) for n, m in module.named_children() if isinstance(m, nn.Linear)]
     heads = _head_count(module)
     if len(linears) != 2 or heads is None:
@@ -421,10 +377,10 @@ def _fused_qkv(module: nn.Module) -> tuple[str, nn.Module, nn.Module, int, int] 
 
 def _fused_layouts(heads: int, kv_heads: int, head_dim: int) -> Iterator[Tensor]:
     """The layouts a fused q/k/v projection's output may have, as 0 (q), 1 (k), 2 (v) per
-    feature: ``parts`` equal parts (``parts`` dividing ``kv_heads``), each of its query heads
-    then its key and value heads, in either order. One part is ``q | k | v`` (Phi-3, Falcon's
+    feature: `parts` equal parts (`parts` dividing `kv_heads`), each of its query heads
+    then its key and value heads, in either order. One part is `q | k | v` (Phi-3, Falcon's
     multi-query); one per key/value head is GPT-NeoX's, Persimmon's and Falcon's per-head (or
-    per-group) interleaving; CodeGen's is four parts of ``q | v | k``."""
+    per-group) interleaving; CodeGen's is four parts of `q | v | k`."""
     for second, third in ((1, 2), (2, 1)):
         for parts in range(1, kv_heads + 1):
             if kv_heads % parts:
@@ -441,7 +397,7 @@ def _without_bias(module: nn.Module, y: Tensor) -> Tensor:
 
 def _normalized(module: nn.Module, h: Tensor, output: Tensor, centered: bool,
                 one_plus: bool) -> tuple[Tensor, Tensor]:
-    """``(x - mean) * w`` (or ``x``, ``1 + w``, no weight) and the normalizer ``c`` read off
+    """`(x - mean) * w` (or `x`, `1 + w`, no weight) and the normalizer `c` read off
     the module's output (least squares per row, a constant: whatever epsilon or precision the
     module used); 0 for a row that is 0."""
     if centered:
@@ -474,10 +430,10 @@ _TANH = (torch.tanh, torch.Tensor.tanh, F.tanh)
 class _FunctionRules(TorchFunctionMode):
     """Rules for what models compute with plain functions rather than modules:
 
-    * ``tanh`` (Gemma 2's softcapping ``c * tanh(s / c)`` of attention scores and of the final
+    * `tanh` (Gemma 2's softcapping `c * tanh(s / c)` of attention scores and of the final
       logits): the identity rule, like any elementwise activation. Inside an activation
-      module (``gelu_new``) the module's own rule replaces it.
-    * ``F.multi_head_attention_forward``: the in-projections are computed here (with scaled
+      module (`gelu_new`) the module's own rule replaces it.
+    * `F.multi_head_attention_forward`: the in-projections are computed here (with scaled
       gradients) and handed to torch's function with identity projection weights and zero
       biases, which reproduce them exactly.
     """
@@ -526,11 +482,93 @@ class _FunctionRules(TorchFunctionMode):
 
 @contextlib.contextmanager
 def lrp_rules(model: nn.Module, variant: str = "attnlrp") -> Iterator[dict[str, int]]:
-    """Install the LRP rules on ``model`` for the duration (see the module docstring); yields
-    the counts of rules applied so far. Every hook is removed on exit, also after an error.
+    """Install the LRP rules on `model` for the duration of the `with` block.
 
-    Raises ValueError for a model without a known attention, or with a normalization or
-    attention this module has no rule for.
+    Every hook is removed on exit, also after an error. The rules:
+
+    * **Normalization** (classes named `*LayerNorm` or `*RMSNorm`: `nn.LayerNorm`, fairseq's
+      `LayerNorm`, `LlamaRMSNorm`, `T5LayerNorm`, Gemma's `(1 + w)` RMS norm, OLMo's
+      layer norm without weight or bias, Cohere's layer norm without bias): the normalizer
+      (standard deviation or root mean square) is a constant; the mean subtraction stays linear.
+      The module's formula is found once, from its output, among `c (x - mean)` and `c x`,
+      times `w`, `1 + w` or nothing, plus its bias, with one normalizer `c` per row, which
+      the rule reads off the output (so it holds whatever epsilon the module adds). The same rule
+      covers the norms of queries and keys (Qwen3, OLMo 2, Gemma 3, Persimmon, Cohere): they sit
+      between the q/k projections, whose gradients are scaled (below), and the attention; the rule
+      makes them linear, so scaling before or after them is the same.
+    * **Elementwise activations** (modules of `torch.nn` and `transformers.activations`: GELU
+      variants, SiLU, ReLU^2, tanh, ...; any module kept as `act`, `act_fn`, `activation` or
+      `activation_fn`; fairseq's activation functions through the following `fc2`): the
+      identity rule, gradient `f(x) / x`. ReLU's gradient already is that ratio and is left
+      alone. `tanh` called as a function gets the same rule: Gemma 2's softcapping
+      `c tanh(s / c)` of the attention scores (so the scores pass on what the softmax rule gives
+      them) and of the final logits (the relevance adds up to the capped logit).
+    * **Bilinear products**, uniform rule (half the relevance to each factor): a gated MLP's
+      `act(gate) * up` (its `down_proj` input's gradient halved; `gate_proj` and
+      `up_proj`, or Phi-3's fused `gate_up_proj`); attention `A V` and `q k^T`. For
+      attention the gradients of the query, key and value projections are scaled: AttnLRP
+      scales q and k by 1/4 (uniform rule on `A V` times uniform rule on `q k^T`) and v by 1/2,
+      and keeps the softmax's own gradient, which in gradient x input form *is* the AttnLRP
+      softmax rule `x_i (R_i - s_i sum_j R_j)`. The conservative variant (`variant="cp"`)
+      holds the attention weights constant: q and k scaled 0, v scaled 1. Rotary position
+      embeddings are linear in q and k; ALiBi and relative position biases are constants added
+      to the scores.
+
+    **Where attention is found**: modules with `q_proj`/`k_proj`/`v_proj` (Llama, Mistral,
+    Qwen2 and 3, Gemma 1 to 3, OLMo 1 and 2, Cohere, BART, Marian), `q`/`k`/`v` (T5), GPT-2's
+    fused `c_attn` (q | k | v along the last dimension), an attention (class `*Attention`)
+    whose only two `nn.Linear` children are a fused q/k/v projection and its output projection
+    (GPT-NeoX, Falcon, Persimmon, Phi-3, CodeGen), and
+    `torch.nn.functional.multi_head_attention_forward` (fairseq's `MultiheadAttention`, which
+    the project's plugin runs through that function with the module's weights, bypassing the
+    projection modules; also `nn.MultiheadAttention`). A fused projection's output is split per
+    feature, not necessarily in equal parts: the sizes come from the number of heads (the
+    module's or its config's `num_heads`, `num_attention_heads`, `n_head`) and the two
+    projections' widths (grouped keys and values included), and the layout is the one candidate
+    (equal parts, each of query heads then key and value heads in either order: Phi-3's
+    `q | k | v`, GPT-NeoX's and Falcon's per-head or per-group interleaving, CodeGen's four
+    `q | v | k`) that the first forward confirms: the first query attends to itself only, so the
+    output projection's input there is its value. The multi-head attention function is reached
+    through a scoped `torch.overrides.TorchFunctionMode` (as is `tanh`): the projections are
+    computed outside it with scaled gradients, then passed in with identity projection weights
+    (an exact identity in floating point), so the attention itself is still torch's.
+
+    **Conservation**: with the conservative variant and zero biases the relevance of all inputs
+    sums to the logit (every rule passes on exactly the relevance it receives: attention weights,
+    normalizers and activation ratios act as constants, products split their relevance). With
+    AttnLRP the softmax rule is not conservative: the logit equals the input relevance plus, per
+    attention, the relevance the softmax rule leaves out (tested exactly on GPT-2, fairseq and
+    the fused-projection families). Biases absorb relevance in both variants. A scaled embedding
+    (Gemma's `sqrt(hidden)`) is the first layer's input as it is.
+
+    **Not detected**: an activation applied as a plain function other than `tanh` or a layer's
+    `activation_fn` between `fc1` and `fc2` (it keeps its plain gradient), nor other nonlinear
+    parts a model computes inline (gates, per-layer inputs).
+
+    Args:
+        model: The torch model to explain.
+        variant: `"attnlrp"` (AttnLRP) or `"cp"` (CP-LRP: attention weights held constant);
+            see [`ATTENTION_SCALES`][sequential_rationales.lrp.ATTENTION_SCALES].
+
+    Yields:
+        The counts of rules applied so far, by kind (`"attention"`, `"norm"`,
+            `"activation"`, `"product"`, `"tanh"`), updated as the model runs.
+
+    Raises:
+        ValueError: For an unknown `variant`, and for a model this module has no rules for:
+            a model without a known attention (a plain torch model), an attention of an unknown
+            class or fused layout, one that clips q, k and v (OLMo's `clip_qkv`), a
+            normalization whose output none of the formulas reproduces, a class `*MLP` without a
+            known activation module (Bloom's `BloomGelu`), mixture-of-experts blocks (routing
+            weights multiply expert outputs), state-space and recurrent layers (classes named
+            `*Mixer*`, `*Rglru*`, `*RecurrentBlock*`: Mamba and the hybrids Jamba, Zamba,
+            Falcon-H1, Bamba, RecurrentGemma). Some of these are found while the model runs.
+
+    Example:
+        ```python
+        with torch.enable_grad(), lrp_rules(model) as applied:
+            logits = adapter.logits(batch, embeddings)
+        ```
     """
     if variant not in ATTENTION_SCALES:
         raise ValueError(f"unknown LRP variant {variant!r}; expected one of {LRP_VARIANTS}")
@@ -553,7 +591,7 @@ def _model_of(adapter: ModelAdapter) -> nn.Module:
 
 
 def _codes(batch: SubsetBatch, i: int, target: Tensor, source: Tensor | None) -> Tensor:
-    """Row ``i`` of per-token ``[N, L, D]`` values over context codes, float64 on the host."""
+    """Row `i` of per-token `[N, L, D]` values over context codes, float64 on the host."""
     return _unpad(target[i], batch.target_mask[i], None if source is None else source[i],
                   None if batch.source_mask is None else batch.source_mask[i]
                   ).detach().double().cpu()
@@ -562,13 +600,32 @@ def _codes(batch: SubsetBatch, i: int, target: Tensor, source: Tensor | None) ->
 def lrp_scores(adapter: ModelAdapter, problem: RationalizationProblem, targets: Sequence[int],
                max_tokens_per_batch: int | None = None, variant: str = "attnlrp",
                **_: object) -> Scores:
-    """LRP relevance of each context code ``0 .. S + t - 1`` (source, then target) for the
-    logit of ``y_t``: (first layer's input) . (its modified gradient), summed over the hidden
-    dimension. The first layer's input is the adapter's ``input_embedding`` (GPT-2: token plus
-    position embedding; fairseq: ``embed_scale * token + position``); adapters without one
-    (or refusing it) use the token embedding. Each target's full context is one row; the rows
-    of a chunk of at most ``max_tokens_per_batch`` tokens share one backward pass.
-    ``variant``: ``"attnlrp"`` (the ``lrp`` method) or ``"cp"`` (attention weights constant).
+    """LRP relevance of each context code of each target, for the logit of `y_t`.
+
+    The relevance of code `c` is (first layer's input) . (its modified gradient), summed over the
+    hidden dimension. The first layer's input is the adapter's `input_embedding` (GPT-2: token
+    plus position embedding; fairseq: `embed_scale * token + position`); adapters without one
+    (or refusing it) use the token embedding. Each target's full context is one row; the rows of
+    a chunk of at most `max_tokens_per_batch` tokens share one backward pass. Other keyword
+    options (those of other methods) are accepted and ignored.
+
+    Args:
+        adapter: The model's adapter: it needs `model` (the torch module), `logits(batch,
+            embeddings)` and `embed`.
+        problem: The sequence and its targets.
+        targets: The target positions to score.
+        max_tokens_per_batch: Tokens per forward and backward pass (`None`: the device's
+            default for passes with gradients).
+        variant: `"attnlrp"` (the `lrp` method) or `"cp"` (attention weights constant).
+
+    Returns:
+        For each target `t`, `[S + t]` float64 relevances of the context codes
+            `0 .. S + t - 1` (source, then target).
+
+    Raises:
+        ValueError: For an unknown `variant`, an adapter without `model` or `logits`, or a model
+            [`lrp_rules`][sequential_rationales.lrp.lrp_rules] has no rules for.
+        InputError: When some weights are offloaded (`device_map` with disk or CPU offload).
     """
     if variant not in ATTENTION_SCALES:
         raise ValueError(f"unknown LRP variant {variant!r}; expected one of {LRP_VARIANTS}")

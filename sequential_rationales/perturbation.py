@@ -1,20 +1,21 @@
 """Perturbation orderings and faithfulness probabilities, computed through any adapter.
 
-* ``occlusion`` (leave-one-out): the importance of context code ``c`` for target ``t`` is
-  ``log p(y_t | context) - log p(y_t | context without c)``. The previous target token is the
+* `occlusion` (leave-one-out): the importance of context code `c` for target `t` is
+  `log p(y_t | context) - log p(y_t | context without c)`. The previous target token is the
   position the prediction is read from (the last column of every row), so it is never left
-  out: its score is ``+inf``, and :func:`~sequential_rationales.baselines.importance_order`
-  puts it first anyway.
-* ``random``: a seeded random order of the context codes per target (the previous token
-  first), the floor every method should beat. The order of target ``t`` depends only on
-  ``(seed, t)`` and the context size: not on the global RNG, nor on the other targets.
-* :func:`faithfulness`: the probabilities behind the sufficiency and comprehensiveness
-  metrics of :mod:`sequential_rationales.metrics` for a finished result.
+  out: its score is `+inf`, and
+  [`importance_order`][sequential_rationales.baselines.importance_order] puts it first anyway.
+* `random`: a seeded random order of the context codes per target (the previous token
+  first), the floor every method should beat. The order of target `t` depends only on
+  `(seed, t)` and the context size: not on the global RNG, nor on the other targets.
+* [`faithfulness`][sequential_rationales.perturbation.faithfulness]: the probabilities behind
+  the sufficiency and comprehensiveness metrics of
+  [`metrics`][sequential_rationales.metrics] for a finished result.
 
 Every subset is fed sparsely with its original positions, like every search. Rows of equal
-length share padding-free batches of at most ``max_tokens_per_batch`` tokens
-(:class:`~sequential_rationales.search.SubsetScorer`), so a sequence costs one pass per row
-length (and per budget-full chunk), never one pass per row.
+length share padding-free batches of at most `max_tokens_per_batch` tokens (the search's
+`SubsetScorer`), so a sequence costs one pass per row length (and per budget-full chunk),
+never one pass per row.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ Scores = dict[int, Tensor]
 
 
 def _leave_one_out(width: int) -> Tensor:
-    """``[width, width - 1]``: row ``c`` holds the codes ``0 .. width - 1`` without ``c``."""
+    """`[width, width - 1]`: row `c` holds the codes `0 .. width - 1` without `c`."""
     keep = ~torch.eye(width, dtype=torch.bool)
     return torch.arange(width).expand(width, width)[keep].view(width, width - 1)
 
 
 def _log_probs(scorer: SubsetScorer, codes: Tensor, goals: Tensor) -> Tensor:
-    """``log p(goal_i | codes_i)`` (float64, host) of equal-length rows of sorted codes."""
+    """`log p(goal_i | codes_i)` (float64, host) of equal-length rows of sorted codes."""
     table = scorer(codes, goals)
     _check_finite(table)
     return table[:, 0]
@@ -49,11 +50,25 @@ def _log_probs(scorer: SubsetScorer, codes: Tensor, goals: Tensor) -> Tensor:
 def occlusion_scores(adapter: ModelAdapter, problem: RationalizationProblem,
                      targets: Sequence[int], max_tokens_per_batch: int | None = None,
                      **_: object) -> Scores:
-    """Leave-one-out importance over the context codes ``0 .. S + t - 1`` of each target
-    (higher: more important; the previous token gets ``+inf``, see the module docstring).
+    """Leave-one-out importance of the context codes of each target.
 
-    The full context of target ``t`` has as many tokens as each leave-one-out row of target
-    ``t + 1``, so each row length is scored once, with both kinds of rows in its batches.
+    The full context of target `t` has as many tokens as each leave-one-out row of target
+    `t + 1`, so each row length is scored once, with both kinds of rows in its batches. Other
+    keyword options (those of other methods) are accepted and ignored.
+
+    Args:
+        adapter: The model's adapter.
+        problem: The sequence and its targets.
+        targets: The target positions to score.
+        max_tokens_per_batch: Tokens per forward pass (`None`: the device's default).
+
+    Returns:
+        For each target `t`, `[S + t]` float64 scores of the codes `0 .. S + t - 1`:
+            `log p(y_t | context) - log p(y_t | context without c)` (higher: more important),
+            `+inf` for the previous token.
+
+    Raises:
+        ValueError: When the model returns NaN or infinite log-probabilities.
     """
     scorer = SubsetScorer(adapter, problem, max_tokens_per_batch, reuse_prefix=False)
     by_context = {problem.context_size(t): t for t in targets}
@@ -82,10 +97,19 @@ def occlusion_scores(adapter: ModelAdapter, problem: RationalizationProblem,
 
 
 def random_order(problem: RationalizationProblem, t: int, seed: int = 0) -> list[int]:
-    """A random permutation of target ``t``'s context codes, the previous token first.
+    """A random permutation of target `t`'s context codes, the previous token first.
 
-    A private generator seeded with the text ``"{seed}/{t}"`` (string seeds are hashed with
-    SHA-512, the same in every run and process) keeps the global RNG untouched."""
+    A private generator seeded with the text `"{seed}/{t}"` (string seeds are hashed with
+    SHA-512, the same in every run and process) keeps the global RNG untouched.
+
+    Args:
+        problem: The sequence.
+        t: The target position.
+        seed: The seed of the order.
+
+    Returns:
+        The codes `0 .. S + t - 1`, the previous token's code first.
+    """
     prev = problem.previous_code(t)
     rest = [c for c in range(problem.context_size(t)) if c != prev]
     random.Random(f"{seed}/{t}").shuffle(rest)
@@ -94,7 +118,16 @@ def random_order(problem: RationalizationProblem, t: int, seed: int = 0) -> list
 
 def random_orders(problem: RationalizationProblem, targets: Iterable[int], seed: int = 0
                   ) -> dict[int, list[int]]:
-    """:func:`random_order` of every target."""
+    """[`random_order`][sequential_rationales.perturbation.random_order] of every target.
+
+    Args:
+        problem: The sequence.
+        targets: The target positions.
+        seed: The seed of the orders.
+
+    Returns:
+        Each target's order of its context codes.
+    """
     return {t: random_order(problem, t, seed) for t in targets}
 
 
@@ -117,16 +150,27 @@ def _rationale_codes(problem: RationalizationProblem, result: SequenceRationales
 def faithfulness(adapter: ModelAdapter, problem: RationalizationProblem,
                  result: SequenceRationales, max_tokens_per_batch: int | None = None
                  ) -> dict[int, dict[str, float]]:
-    """Sufficiency, comprehensiveness and their AOPCs (see
-    :func:`~sequential_rationales.metrics.faithfulness_scores`) of every rationale of
-    ``result``, keyed by target position.
+    """Sufficiency, comprehensiveness and their AOPCs of every rationale of `result`.
 
-    For a rationale ``R`` (in the order added) and each prefix ``R[:k]``, ``k = 1 .. |R|``, it
-    scores ``p(y_t | R[:k])`` and ``p(y_t | context without R[:k])``, plus
-    ``p(y_t | context)``. The previous target token is always shown in both (it is where the
-    prediction is read); the rationales of every method start with it, so its comprehensiveness
-    term for ``k = 1`` is 0, like ERASER's empty bin. All rows of the sequence are scored
-    together, grouped by length.
+    For a rationale `R` (in the order added) and each prefix `R[:k]`, `k = 1 .. |R|`, it
+    scores `p(y_t | R[:k])` and `p(y_t | context without R[:k])`, plus `p(y_t | context)`. The
+    previous target token is always shown in both (it is where the prediction is read); the
+    rationales of every method start with it, so its comprehensiveness term for `k = 1` is 0,
+    like ERASER's empty bin. All rows of the sequence are scored together, grouped by length.
+
+    Args:
+        adapter: The model's adapter.
+        problem: The sequence the result was computed for.
+        result: A method's result on `problem`.
+        max_tokens_per_batch: Tokens per forward pass (`None`: the device's default).
+
+    Returns:
+        For each target position of `result`, the metrics of
+            [`faithfulness_scores`][sequential_rationales.metrics.faithfulness_scores].
+
+    Raises:
+        ValueError: When `result` was computed for other target ids or targets than
+            `problem`'s, or the model returns NaN or infinite log-probabilities.
     """
     rationales = _rationale_codes(problem, result)
     rows: list[tuple[int, ...]] = []

@@ -1,21 +1,21 @@
 """Adapter for Hugging Face causal language models (GPT-2, Llama, Qwen2, ...).
 
-Only torch is imported here: the model is any ``PreTrainedModel``-like module whose
-``forward`` takes ``input_ids`` / ``inputs_embeds`` and an additive 4-D ``attention_mask``.
+Only torch is imported here: the model is any `PreTrainedModel`-like module whose
+`forward` takes `input_ids` / `inputs_embeds` and an additive 4-D `attention_mask`.
 
 Two ways to feed a sparse subset:
 
-* **sparse** (models whose ``forward`` takes ``position_ids``): only the kept tokens, with
+* **sparse** (models whose `forward` takes `position_ids`): only the kept tokens, with
   their original position ids. Fast, and exactly what the paper evaluates. A batch of equal
-  lengths (``SubsetBatch.equal_lengths``) runs with an all-ones 2-D mask, which transformers
-  turns into the plain causal path (``is_causal`` in SDPA, fused kernels); the mask must be
-  given, because without one transformers reads gaps in ``position_ids`` as packed sequences.
-* **masked full sequence** (fallback for models without ``position_ids``): the prefix up to the
+  lengths (`SubsetBatch.equal_lengths`) runs with an all-ones 2-D mask, which transformers
+  turns into the plain causal path (`is_causal` in SDPA, fused kernels); the mask must be
+  given, because without one transformers reads gaps in `position_ids` as packed sequences.
+* **masked full sequence** (fallback for models without `position_ids`): the prefix up to the
   predicting token with a 4-D mask in which every query sees itself and the kept positions.
   Numerically the same prediction (tested), at the cost of the full prefix length.
 
 Sliding windows (Mistral, Gemma2/3, Qwen2, Cohere2, GPT-OSS, GPT-Neo's local layers, ...) count
-original positions: a query at position ``p`` sees a kept key at ``q`` only if ``p - q`` is
+original positions: a query at position `p` sees a kept key at `q` only if `p - q` is
 below the window, whichever tokens were dropped between them. While no row spans the window
 the fused causal path runs unchanged; otherwise every row gets a 4-D mask with the window on
 original positions (one per layer type where the model mixes full and sliding layers and takes
@@ -23,7 +23,7 @@ a dict of masks). Models that apply a window themselves, on columns (GPT-Neo), r
 full sequence, where columns are positions.
 
 Families that cannot be served exactly are refused in one sentence when the adapter is built:
-ALiBi biases computed from the 2-D mask (Bloom, Falcon with ``alibi``), recurrent and
+ALiBi biases computed from the 2-D mask (Bloom, Falcon with `alibi`), recurrent and
 state-space layers (Mamba, RWKV, RecurrentGemma, hybrids), chunked attention, byte patching,
 multi-codebook inputs, attention implementations that cannot take a 4-D mask. Cheap probes
 (forward passes of ten tokens, once per model) guard the rest, including families this module
@@ -31,7 +31,7 @@ has never seen: the model must be causal (a later token never changes an earlier
 not BERT-like), feeding a subset sparsely must give the prediction of the masked full sequence,
 which itself must not read the dropped tokens (a model whose sparse input disagrees is run
 masked, one that leaks is refused), and a declared sliding window must change predictions
-(Moshi declares one it never applies). ``tests/test_model_families.py`` checks every family of
+(Moshi declares one it never applies). `tests/test_model_families.py` checks every family of
 the pinned transformers against a reference built from 2-D masks alone.
 """
 
@@ -64,8 +64,14 @@ from ..word_dropout import self_attention_mask
 
 @contextlib.contextmanager
 def eager_attention(model: nn.Module) -> Iterator[None]:
-    """Run with eager attention, restoring the model's own afterwards: fused kernels (SDPA,
-    flash) do not return attention probabilities."""
+    """Run the body with eager attention, then restore the model's own implementation.
+
+    Fused kernels (SDPA, flash attention) do not return attention probabilities.
+
+    Args:
+        model: A Hugging Face model (switched through `set_attn_implementation` when it has
+            one and does not run eager attention already).
+    """
     impl = getattr(model.config, "_attn_implementation", None)
     switch = impl not in (None, "eager") and hasattr(model, "set_attn_implementation")
     if switch:
@@ -78,22 +84,48 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
 
 
 def additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
-    """A boolean 4-D mask as an additive one (0 or the dtype's minimum): transformers 5 hands a
-    4-D mask to the attention function as it is, and eager attention adds it to the scores, so
-    a boolean mask would silently add 1 to the allowed scores instead of hiding the others.
-    SDPA takes either."""
+    """Convert a boolean attention mask to an additive one.
+
+    transformers 5 hands a 4-D mask to the attention function as it is, and eager attention adds
+    it to the scores, so a boolean mask would silently add 1 to the allowed scores instead of
+    hiding the others. SDPA takes either.
+
+    Args:
+        allowed: Boolean mask, `True` where a query may attend to a key.
+        dtype: The dtype of the result.
+
+    Returns:
+        A mask of `allowed`'s shape: 0 where allowed, the dtype's minimum elsewhere.
+    """
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
         ~allowed, torch.finfo(dtype).min)
 
 
 def causal_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
-    """``[N, 1, L, L]`` additive mask: causal, keys restricted to ``valid``, self always
-    visible so a padding query never has an empty row (which would produce NaNs)."""
+    """The additive causal self-attention mask of rows whose real tokens are `valid`.
+
+    Keys are restricted to `valid`; every query sees itself, so a padding query never has an
+    empty row (which would produce NaNs).
+
+    Args:
+        valid: `[N, L]` bool, `True` on the tokens that may be attended to.
+        dtype: The dtype of the result.
+
+    Returns:
+        `[N, 1, L, L]` additive mask (see `additive`).
+    """
     return additive(self_attention_mask(valid)[:, None], dtype)
 
 
 def text_config(config: object) -> object:
-    """The text model's config of a composite (multimodal) config, else ``config``."""
+    """The text model's config of a composite (multimodal) config.
+
+    Args:
+        config: A Hugging Face config.
+
+    Returns:
+        `config.get_text_config()` where the config has it, else `config`.
+    """
     get_text_config = getattr(config, "get_text_config", None)
     return get_text_config() if callable(get_text_config) else config
 
@@ -113,12 +145,15 @@ RECURRENT_MODEL_TYPES = ("mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "re
 class AttentionWindows:
     """How far back the model's layers attend, as its config declares it.
 
-    ``windows`` maps each mask key to its window (``None``: full causal attention). Keys are
-    the layer types transformers keys its masks by (``"full_attention"``,
-    ``"sliding_attention"``) for models that take a dict of masks (``keyed``), else ``""``
-    (one mask serves every layer). ``in_model``: the model applies its windows itself, on
-    columns (GPT-Neo's local layers), so a mask must not repeat them and subsets must run
-    scattered to their original positions.
+    Attributes:
+        windows: Each mask key's window (`None`: full causal attention). Keys are the layer
+            types transformers keys its masks by (`"full_attention"`, `"sliding_attention"`)
+            for models that take a dict of masks (`keyed`), else `""` (one mask serves every
+            layer).
+        keyed: Whether the model takes a dict of masks keyed by layer type.
+        in_model: Whether the model applies its windows itself, on columns (GPT-Neo's local
+            layers), so a mask must not repeat them and subsets must run scattered to their
+            original positions.
     """
 
     windows: dict[str, int | None]
@@ -127,15 +162,24 @@ class AttentionWindows:
 
     @property
     def smallest(self) -> int | None:
-        """The smallest window of any layer, or ``None`` when every layer attends fully."""
+        """The smallest window of any layer, or `None` when every layer attends fully."""
         return min((w for w in self.windows.values() if w is not None), default=None)
 
     def allowed(self, kept: Tensor, positions: Tensor | None = None
                 ) -> Tensor | dict[str, Tensor]:
-        """The boolean causal 4-D mask(s) ``[N, 1 or H, L, L]`` of keep masks ``kept``
-        (``[N, L]`` or ``[N, H, L]``) whose tokens sit at ``positions`` (default: their
-        columns), each layer type's window applied: one tensor, or a dict keyed by layer type.
-        A model that applies its windows itself (GPT-Neo) does not get them twice."""
+        """The boolean causal 4-D mask(s) of keep masks `kept`, each layer type's window applied.
+
+        A model that applies its windows itself (GPT-Neo) does not get them twice.
+
+        Args:
+            kept: `[N, L]` or `[N, H, L]` bool, `True` on the tokens that may be attended to.
+            positions: `[N, L]` the original position of each column; `None`: the columns are
+                the positions.
+
+        Returns:
+            `[N, 1 or H, L, L]` bool: one tensor, or a dict keyed by layer type where the
+                model takes one.
+        """
         windows = {key: None if self.in_model else window
                    for key, window in self.windows.items()}
         heads = kept if kept.dim() == 3 else kept[:, None]
@@ -147,14 +191,33 @@ class AttentionWindows:
 
     def masks(self, kept: Tensor, positions: Tensor | None, dtype: torch.dtype
               ) -> Tensor | dict[str, Tensor]:
-        """:meth:`allowed` as additive masks (what eager attention needs)."""
+        """[`allowed`][sequential_rationales.adapters.huggingface.AttentionWindows.allowed] as
+        additive masks (what eager attention needs).
+
+        Args:
+            kept: As for `allowed`.
+            positions: As for `allowed`.
+            dtype: The dtype of the masks.
+
+        Returns:
+            One additive mask or a dict of them (see `additive`).
+        """
         return additive_masks(self.allowed(kept, positions), dtype)
 
 
 def additive_masks(allowed: Tensor | dict[str, Tensor], dtype: torch.dtype
                    ) -> Tensor | dict[str, Tensor]:
-    """:func:`additive` of a mask or of a dict of masks (layer types sharing a mask share its
-    conversion)."""
+    """`additive` of a mask or of a dict of masks.
+
+    Layer types that share a mask share its conversion.
+
+    Args:
+        allowed: A boolean mask, or a dict of them keyed by layer type.
+        dtype: The dtype of the result.
+
+    Returns:
+        The additive mask(s), in the same structure as `allowed`.
+    """
     if not isinstance(allowed, dict):
         return additive(allowed, dtype)
     converted: dict[int, Tensor] = {}
@@ -176,8 +239,21 @@ def _takes_keyed_masks(model: nn.Module) -> bool:
 
 
 def attention_windows(model: nn.Module) -> AttentionWindows:
-    """The sliding windows of ``model``'s layers (see :class:`AttentionWindows`); raises
-    ``ValueError`` for attention this adapter cannot restrict to original positions."""
+    """The sliding windows of `model`'s layers.
+
+    Args:
+        model: A Hugging Face causal LM.
+
+    Returns:
+        The windows (see `AttentionWindows`); a window the config declares but the model does
+            not apply (Moshi) is dropped.
+
+    Raises:
+        InputError: For attention this adapter cannot restrict to original positions (chunked
+            attention, layer types other than full and sliding attention, sliding layers
+            without an integer `sliding_window`, mixed full and sliding layers with a single
+            mask, unknown GPT-Neo attention types).
+    """
     config = text_config(model.config)
     name = type(model).__name__
     refuse = f"{name} cannot be rationalized exactly"
@@ -216,7 +292,7 @@ def attention_windows(model: nn.Module) -> AttentionWindows:
 
 
 def _applies_window(model: nn.Module) -> bool:
-    """Whether the model applies the ``sliding_window`` its config declares (Moshi declares
+    """Whether the model applies the `sliding_window` its config declares (Moshi declares
     one and never applies it): with a window of 2 in the config, ten tokens predict
     differently. Two forward passes, once per model, window and attention implementation."""
     config = text_config(model.config)
@@ -251,7 +327,17 @@ MASKED_ATTENTION = ("eager", "sdpa", "word_dropout_flex")
 
 
 def family_refusal(model: nn.Module) -> str | None:
-    """Why ``model``'s family cannot be rationalized exactly (one sentence), or ``None``."""
+    """Why `model`'s family cannot be rationalized exactly, in one sentence.
+
+    Read from the model's configuration and classes, plus, for a declared sliding window, two
+    forward passes (once per model) that test whether the model applies it.
+
+    Args:
+        model: A Hugging Face causal LM.
+
+    Returns:
+        The reason, or `None` when nothing is known to stand in the way.
+    """
     problem = _refusal_before_windows(model)
     if problem is not None:
         return problem
@@ -263,7 +349,7 @@ def family_refusal(model: nn.Module) -> str | None:
 
 
 def _refusal_before_windows(model: nn.Module) -> str | None:
-    """:func:`family_refusal` but for the attention windows (which the adapter reads anyway).
+    """`family_refusal` but for the attention windows (which the adapter reads anyway).
     """
     config = text_config(model.config)
     name = type(model).__name__
@@ -293,8 +379,19 @@ def _refusal_before_windows(model: nn.Module) -> str | None:
 
 
 def check_causal_lm(model: object) -> None:
-    """Refuse, in one sentence, a model of another family: otherwise it fails deep inside the
-    search with an error that names neither the model nor the fix."""
+    """Refuse, in one sentence, a model that is not a Hugging Face causal LM.
+
+    Otherwise it would fail deep inside the search with an error that names neither the model
+    nor the fix.
+
+    Args:
+        model: The object given to the adapter.
+
+    Raises:
+        TypeError: When `model` is not a torch module, is a fairseq model, has no Hugging Face
+            config, is an encoder-decoder, has no language-model head (loaded with
+            `AutoModel`) or has no parameters.
+    """
     name = type(model).__name__
     need = "HuggingFaceCausalLM needs a Hugging Face causal LM (AutoModelForCausalLM)"
     if not isinstance(model, nn.Module):
@@ -318,11 +415,20 @@ def check_causal_lm(model: object) -> None:
 
 
 def absolute_position_embedding(model: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The learned absolute position embedding the model adds to the token embeddings, as a
-    function of position ids (GPT-2's ``wpe``; OPT's ``embed_positions``, which is offset by
-    two), or ``None`` for models that place positions inside attention (rotary: Llama, Qwen2,
-    ...), whose first layer sees the token embedding alone. Raises ``ValueError`` for position
-    tables it cannot reproduce (sinusoidal, or projected as in some OPT sizes)."""
+    """The learned absolute position embedding the model adds to the token embeddings.
+
+    Args:
+        model: A Hugging Face causal LM.
+
+    Returns:
+        A function of position ids (GPT-2's `wpe`; OPT's `embed_positions`, which is offset
+            by two), or `None` for models that place positions inside attention (rotary: Llama,
+            Qwen2, ...), whose first layer sees the token embedding alone.
+
+    Raises:
+        ValueError: For position tables it cannot reproduce (sinusoidal, or projected as in some
+            OPT sizes).
+    """
     base = getattr(model, "base_model", model)
     holders = [base] + [child for name in ("decoder", "model")
                         if isinstance(child := getattr(base, name, None), nn.Module)]
@@ -344,8 +450,21 @@ def absolute_position_embedding(model: nn.Module) -> Callable[[Tensor], Tensor] 
 
 
 def block_list(module: nn.Module) -> nn.ModuleList:
-    """The stack of transformer blocks of a Hugging Face encoder, decoder or base model (GPT-2
-    ``h``, Llama/BART/Marian ``layers``, T5 ``block``)."""
+    """The stack of transformer blocks of a Hugging Face encoder, decoder or base model.
+
+    Looks for `layers` (Llama, BART, Marian), `h` (GPT-2), `block` (T5) and `blocks`, on the
+    module itself or its `decoder`, `model` or `transformer` child (OPT keeps its blocks in
+    `base_model.decoder`).
+
+    Args:
+        module: The model or one of its parts.
+
+    Returns:
+        The blocks, in order.
+
+    Raises:
+        ValueError: When no list of blocks is found.
+    """
     holders = [module] + [child for name in ("decoder", "model", "transformer")
                           if isinstance(child := getattr(module, name, None), nn.Module)]
     for holder in holders:  # OPT keeps its blocks in base_model.decoder
@@ -365,11 +484,55 @@ def _first_line(error: BaseException, limit: int = 100) -> str:
 
 
 class HuggingFaceCausalLM:
-    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face causal LM.
+    """[`ModelAdapter`][sequential_rationales.adapter.ModelAdapter] for a Hugging Face causal LM.
 
-    ``baseline_defaults``: the gradient baselines as the paper's Hugging Face code defined them
-    (signed gradient times token + position embedding; integrated gradients averaging 101 evenly
-    spaced points, ends included, times the token embedding).
+    Wraps a decoder-only model (GPT-2, Llama, Qwen2, Mistral, Gemma, ...). Where the model's
+    `forward` takes `position_ids`, a subset is fed **sparsely**: only the kept tokens, with their
+    original position ids. Otherwise it is fed as the **masked full sequence**: the prefix up to
+    the predicting token with a 4-D mask in which every query sees itself and the kept tokens.
+    Both give the same prediction; sliding windows count original positions in both.
+
+    When the adapter is built, families that cannot be served exactly are refused in one
+    sentence, and cheap probes (forward passes of ten tokens, once per model, attention
+    implementation and layout) check that the model is causal and that a subset's prediction does
+    not depend on the tokens left out; a model whose sparse input disagrees with the masked full
+    sequence is run masked. Besides the required members it has every optional one (`score`,
+    `logits`, `layers`, `input_embedding`, `prefix_cache`, `with_dtype`, ...).
+
+    Args:
+        model: A causal LM, e.g. `AutoModelForCausalLM.from_pretrained(...)`, with an attention
+            implementation that applies 4-D masks (`"sdpa"` or `"eager"`); it may be spread
+            over devices with `device_map`.
+        use_position_ids: `True` feeds subsets sparsely and `False` as the masked full sequence,
+            whatever the probes find. `None` (default): sparse when the model's `forward` takes
+            `position_ids` and the probe finds both layouts agree. A model that applies its
+            sliding windows itself (GPT-Neo) always runs the masked full sequence.
+        probe: Whether to run the probes (once per model, attention implementation and layout).
+
+    Raises:
+        TypeError: When `model` is not a Hugging Face causal LM with a language-model head
+            (a fairseq model, an encoder-decoder, a model loaded with `AutoModel`, ...).
+        InputError: When the model's family cannot be rationalized exactly (ALiBi computed from
+            the 2-D mask as in Bloom, recurrent or state-space layers, chunked attention, byte
+            patching, multi-codebook inputs, an attention implementation that cannot take a
+            4-D mask), or when a probe finds the model not causal, finds the tokens left out
+            reaching the prediction, or sees a forward pass fail.
+
+    Attributes:
+        model: The wrapped model.
+        sparse: Whether subsets are fed sparsely (see `use_position_ids`).
+        windows: The sliding windows of the model's layers.
+        vocab_size: The output vocabulary size (the head's `out_features`, else the config's
+            `vocab_size`).
+        max_positions: The config's `n_positions`, `max_position_embeddings` or `n_ctx`, else
+            `None`.
+        device: Where inputs go (under `device_map`, the input embedding's execution device).
+        dtype: The dtype of the model's floating-point parameters.
+        is_conditional: Always `False`.
+        baseline_defaults: The gradient baselines as the paper's Hugging Face code defined them:
+            signed gradient times token + position embedding; integrated gradients averaging
+            101 evenly spaced points (100 steps), ends included, times the token embedding.
+        hidden_time_major: Always `False`: the blocks' hidden states are `[N, L, D]`.
     """
 
     is_conditional = False
@@ -468,7 +631,11 @@ class HuggingFaceCausalLM:
             self.sparse = saved
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
-        """Run the model in eval mode (dropout off) for the duration."""
+        """Run the model in eval mode (dropout off) for the duration.
+
+        Returns:
+            A context manager (see [`eval_mode`][sequential_rationales.adapter.eval_mode]).
+        """
         return eval_mode(self.model)
 
     # -- layouts ---------------------------------------------------------------------------
@@ -496,7 +663,7 @@ class HuggingFaceCausalLM:
         return bool((batch.target_positions[:, -1] - first).max() >= window)
 
     def _sparse_inputs(self, batch: SubsetBatch, embeds: Tensor | None) -> dict:
-        """Model keyword arguments for the sparse rows of ``batch`` (last logits only)."""
+        """Model keyword arguments for the sparse rows of `batch` (last logits only)."""
         if batch.equal_lengths and not self._window_reached(batch):
             mask = torch.ones_like(batch.target_ids)
         else:
@@ -544,18 +711,40 @@ class HuggingFaceCausalLM:
         return logits[rows.to(logits.device), last.to(logits.device)]
 
     def with_dtype(self, dtype: torch.dtype) -> HuggingFaceCausalLM:
-        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
-        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
-        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        """This adapter on a copy of the model in `dtype`.
+
+        The copy is made once and kept (it costs the model's size in `dtype`); it is the screening
+        twin of `precision="bf16-exact"` and runs the whole search for `precision="bf16"`.
+
+        Args:
+            dtype: The dtype of the copy, e.g. `torch.bfloat16`.
+
+        Returns:
+            This adapter for its own dtype, else an adapter of the same layout on the copy.
+
+        Raises:
+            InputError: When the model is spread over devices by `device_map`.
+        """
         return dtype_twin(self, dtype,
                           lambda twin: HuggingFaceCausalLM(twin, use_position_ids=self.sparse))
 
     # -- prefix reuse (see SubsetScorer.extensions) ----------------------------------------
     def prefix_cache(self, batch: SubsetBatch) -> object | None:
-        """Run equal-length rows and keep their keys and values, or ``None`` where this model's
-        cache is not a list of plain per-layer key/value tensors (sliding windows, ...) or a
-        token of ``batch`` sits as far as a sliding window from the start (continuations could
-        then span it, which the cached continuation's plain mask does not express)."""
+        """Run equal-length rows and keep their keys and values, for prefix reuse.
+
+        With `score_after_prefix`, the search runs each rationale once per step and lets its
+        candidates continue the cached prefix.
+
+        Args:
+            batch: Rows of equal length (`equal_lengths`).
+
+        Returns:
+            The model's key/value cache, or `None` where prefix reuse does not apply: the adapter
+                runs the masked full sequence, the rows are not of equal length, the cache is not
+                a list of plain per-layer key/value tensors, or a token of `batch` sits as far as a
+                sliding window from the start (continuations could then span it, which the cached
+                continuation's plain mask does not express).
+        """
         window = self.windows.smallest
         if not (self.sparse and batch.equal_lengths) or (
                 window is not None and int(batch.target_positions.max()) >= window):
@@ -573,8 +762,18 @@ class HuggingFaceCausalLM:
 
     def score_after_prefix(self, cache: object, rows: Tensor, prefix_length: int,
                            batch: SubsetBatch, goals: Tensor) -> Tensor:
-        """Scores of ``batch`` (equal lengths) continuing the first ``prefix_length`` cached
-        tokens of cache row ``rows[i]``."""
+        """Score rows that continue cached prefixes.
+
+        Args:
+            cache: A cache from `prefix_cache`.
+            rows: `[N]` the cache row whose prefix each row of `batch` continues.
+            prefix_length: How many cached tokens each row continues.
+            batch: `N` continuations of equal length, with their original positions.
+            goals: `[N]` the goal token id of each row.
+
+        Returns:
+            `[N, 3]` float64: `log p(goal)`, the argmax id and `log p(argmax)` per row.
+        """
         sliced = copy.copy(cache)  # the same cache type, holding the selected prefixes only
         sliced.layers = []
         for layer in cache.layers:
@@ -594,35 +793,100 @@ class HuggingFaceCausalLM:
 
     # -- ModelAdapter ----------------------------------------------------------------------
     def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        """Reduce each row's next-token prediction to the three numbers the search needs.
+
+        Args:
+            batch: `N` sparse subsets.
+            goals: `[N]` the goal token id of each row.
+
+        Returns:
+            `[N, 3]` float64 on the device of the model's output: `log p(goal)`, the argmax id
+                and `log p(argmax)` per row.
+        """
         with self.evaluating():
             return scores_from_logits(self._forward(batch, None), goals)
 
     def logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        """``[N, V]`` next-token logits (before the softmax) of each row."""
+        """Next-token logits (before the softmax) of each row.
+
+        Args:
+            batch: `N` sparse subsets.
+            embeddings: Token embeddings that replace the model's lookup (`inputs_embeds`);
+                `None`: the batch's token ids.
+
+        Returns:
+            `[N, V]` logits.
+
+        Raises:
+            InputError: When the model cannot run on substituted embeddings.
+        """
         with self.evaluating():
             return self._forward(batch, None if embeddings is None else embeddings.target)
 
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """Log-probabilities of the next target token of each row.
+
+        Args:
+            batch: `N` sparse subsets.
+            embeddings: Token embeddings that replace the model's lookup; `None`: the batch's
+                token ids.
+
+        Returns:
+            `[N, V]` float32 log-probabilities.
+        """
         return torch.log_softmax(self.logits(batch, embeddings).float(), dim=-1)
 
     hidden_time_major = False
 
     @property
     def hidden_target_by_position(self) -> bool:
-        """Without position ids, rows run scattered to their positions (see ``layers``)."""
+        """Whether the blocks' hidden states are scattered to original positions.
+
+        `True` when subsets run as the masked full sequence (column = position, right-padded);
+        `False` when they run sparsely (the batch's left-padded columns).
+        """
         return not self.sparse
 
     def layers(self) -> dict[str, list[nn.Module]]:
-        """The transformer blocks, in order: ``{"source": [], "target": [...]}``; each block's
-        first output is the hidden state ``[N, L, D]`` of the rows' columns."""
+        """The transformer blocks, in order.
+
+        Returns:
+            `{"source": [], "target": [...]}`; each block's first output is the hidden state
+                `[N, L, D]` of the rows' columns.
+        """
         return {"source": [], "target": list(block_list(self.model.base_model))}
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
+        """The input embedding's output for the batch's target ids.
+
+        Args:
+            batch: `N` sparse subsets.
+
+        Returns:
+            `target` `[N, Lt, D]` (no `source`).
+        """
         return Embeddings(self.model.get_input_embeddings()(batch.target_ids))
 
     def input_embedding(self, batch: SubsetBatch) -> Embeddings:
-        """What the first layer sees: token embedding plus the absolute position embedding of
-        each token's original position (GPT-2); the token embedding alone for rotary models."""
+        """What the first block sees for each token.
+
+        That is the token embedding plus the absolute position embedding of the token's
+        original position (GPT-2), or the token embedding alone for rotary models. The first
+        call checks, once, that the first block really receives this (up to a constant
+        factor).
+
+        Args:
+            batch: `N` sparse subsets.
+
+        Returns:
+            `target` `[N, Lt, D]`.
+
+        Raises:
+            ValueError: When the model adds positions in a way this adapter does not reproduce, or
+                its first block sees something else (a normalization or projection of the
+                embeddings, CTRL's sinusoids, ...); the baseline `signed_gradient_token` works
+                without it.
+        """
         embeds = self.embed(batch).target
         wpe = absolute_position_embedding(self.model)
         if wpe is not None:
@@ -633,7 +897,7 @@ class HuggingFaceCausalLM:
         return Embeddings(embeds)
 
     def _check_input_embedding(self, batch: SubsetBatch, claimed: Tensor) -> None:
-        """Refuse, once, a model whose first block sees something other than ``claimed`` up
+        """Refuse, once, a model whose first block sees something other than `claimed` up
         to a constant factor (an embedding scale, which gradient x input does not notice):
         positions added in a way this adapter does not reproduce (CTRL's sinusoids), a
         normalization or projection of the embeddings, ..."""
@@ -666,6 +930,18 @@ class HuggingFaceCausalLM:
                 "something more); use the baseline signed_gradient_token")
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
+        """Attention maps of one full sequence, computed with eager attention.
+
+        Args:
+            batch: One row without padding.
+
+        Returns:
+            `decoder_self` `[layers, heads, T, T]`.
+
+        Raises:
+            ValueError: When `batch` is not one unpadded row, or the model returns no attention
+                maps.
+        """
         if len(batch) != 1 or not bool(batch.target_mask.all()):
             raise ValueError("attentions() takes one unpadded full sequence")
         with eager_attention(self.model), self.evaluating():

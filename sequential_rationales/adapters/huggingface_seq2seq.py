@@ -1,20 +1,20 @@
 """Adapter for Hugging Face encoder-decoder models (Marian, BART, T5, ...), e.g. translation.
 
-Only torch is imported here: the model is any ``PreTrainedModel``-like encoder-decoder whose
-``forward`` takes ``input_ids``, ``attention_mask``, ``decoder_input_ids``,
-``decoder_attention_mask`` and ``encoder_outputs`` (``get_encoder()``, ``get_decoder()``).
+Only torch is imported here: the model is any `PreTrainedModel`-like encoder-decoder whose
+`forward` takes `input_ids`, `attention_mask`, `decoder_input_ids`,
+`decoder_attention_mask` and `encoder_outputs` (`get_encoder()`, `get_decoder()`).
 
 Conventions (the same as the fairseq translation adapter):
 
-* The source ends with the tokenizer's ``</s>`` (``config.eos_token_id``), which is always
+* The source ends with the tokenizer's `</s>` (`config.eos_token_id`), which is always
   visible and never a candidate: the adapter puts it back, at its original position
-  ``source_length - 1``, into every subset.
-* The target starts with ``config.decoder_start_token_id`` (Marian and T5: the pad id; BART:
-  ``</s>``), as ``model.generate`` returns it; that first token is ``target_bos``.
+  `source_length - 1`, into every subset.
+* The target starts with `config.decoder_start_token_id` (Marian and T5: the pad id; BART:
+  `</s>`), as `model.generate` returns it; that first token is `target_bos`.
 
 Positions: these models compute absolute (Marian, BART) or relative (T5) positions from the
-order of the sequence and take no ``position_ids``. A subset is therefore fed as the **masked
-full sequence**: the whole source with a 2-D ``attention_mask`` hiding the dropped source tokens
+order of the sequence and take no `position_ids`. A subset is therefore fed as the **masked
+full sequence**: the whole source with a 2-D `attention_mask` hiding the dropped source tokens
 from the encoder and from cross-attention, and the target prefix up to the predicting token
 with a 4-D additive decoder mask in which every query sees itself and the kept earlier tokens.
 Each kept token then sits at its original position and sees only kept tokens: the prediction
@@ -57,7 +57,19 @@ _SEQ2SEQ_REFUSALS = {
 
 
 def check_seq2seq(model: object) -> None:
-    """Refuse, in one sentence, what is not a Hugging Face encoder-decoder model."""
+    """Refuse, in one sentence, what is not a Hugging Face encoder-decoder model.
+
+    Args:
+        model: The object given to the adapter.
+
+    Raises:
+        TypeError: When `model` is not a torch module, has no Hugging Face config or encoder,
+            is not an encoder-decoder (a decoder-only LM, a speech or multimodal model), has no
+            language-model head (loaded with `AutoModel`), or its config lacks `eos_token_id`,
+            `pad_token_id` or `decoder_start_token_id`.
+        InputError: For a family whose subsets cannot be fed exactly (ProphetNet, FSMT,
+            T5Gemma 2 except with eager attention).
+    """
     name = type(model).__name__
     need = "HuggingFaceSeq2Seq needs a Hugging Face encoder-decoder model " \
         "(AutoModelForSeq2SeqLM: Marian, BART, T5, ...)"
@@ -94,12 +106,12 @@ def _hooked(module: nn.Module, hook: Callable, pre: bool = False) -> Iterator[No
 
 def _replace_embeddings(module: nn.Module, embeddings: Tensor | None, placed: Tensor
                         ) -> contextlib.AbstractContextManager[None]:
-    """While active, ``module``'s output takes ``embeddings`` where ``placed`` is ``True``.
+    """While active, `module`'s output takes `embeddings` where `placed` is `True`.
 
     The gradient baselines substitute token embeddings this way rather than through
-    ``inputs_embeds``: models differ in where they scale embeddings (Marian 5.x multiplies
-    ``decoder_inputs_embeds`` by ``embed_scale`` but not encoder ``inputs_embeds``), while the
-    output of ``embed_tokens`` means the same thing in every model.
+    `inputs_embeds`: models differ in where they scale embeddings (Marian 5.x multiplies
+    `decoder_inputs_embeds` by `embed_scale` but not encoder `inputs_embeds`), while the
+    output of `embed_tokens` means the same thing in every model.
     """
     if embeddings is None:
         return contextlib.nullcontext()
@@ -111,10 +123,10 @@ def _replace_embeddings(module: nn.Module, embeddings: Tensor | None, placed: Te
 
 
 def _last_positions_only(head: nn.Module, last: Tensor) -> contextlib.AbstractContextManager:
-    """While active, the output head projects only the hidden state at column ``last[i]`` of
-    row ``i`` (logits ``[N, 1, V]``): rows of a batch predict at different columns, and the
+    """While active, the output head projects only the hidden state at column `last[i]` of
+    row `i` (logits `[N, 1, V]`): rows of a batch predict at different columns, and the
     vocabulary projection of every other column would be wasted. Anything the model adds after
-    the head (Marian's and BART's ``final_logits_bias``) still applies."""
+    the head (Marian's and BART's `final_logits_bias`) still applies."""
     def hook(_module: nn.Module, args: tuple) -> tuple:
         hidden = args[0]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -137,7 +149,7 @@ def _scatter_layout(positions: Tensor, mask: Tensor, length: int) -> tuple[Tenso
 
 
 def _gather_layout(values: Tensor, index: Tensor, kept: Tensor, fill: int) -> Tensor:
-    """Token ids of the full rows: kept columns from ``values``, the others ``fill``."""
+    """Token ids of the full rows: kept columns from `values`, the others `fill`."""
     return torch.where(kept, values.gather(1, index), fill)
 
 
@@ -153,11 +165,51 @@ def _max_positions(config: object) -> int | None:
 
 
 class HuggingFaceSeq2Seq:
-    """:class:`~sequential_rationales.adapter.ModelAdapter` for a Hugging Face encoder-decoder.
+    """[`ModelAdapter`][sequential_rationales.adapter.ModelAdapter] for a Hugging Face
+    encoder-decoder (Marian, BART, T5, ...), e.g. a translation model.
+
+    These models take no `position_ids`, so a subset is fed as the masked full sequence: the
+    whole source with a 2-D `attention_mask` hiding the dropped source tokens (from the encoder
+    and from cross-attention), and the target prefix up to the predicting token with an additive
+    4-D decoder mask in which every query sees itself and the kept earlier tokens. Each kept token
+    sits at its original position and sees only kept tokens.
+
+    The source ends with the tokenizer's `</s>` (`config.eos_token_id`), which is always visible
+    and never a candidate: the adapter puts it back, at position `source_length - 1`, into every
+    subset. The target starts with `config.decoder_start_token_id`, as `model.generate` returns
+    it. Token embeddings are substituted at the output of the encoder's and decoder's
+    `embed_tokens`, which means the same thing in every model. An adapter serves one source
+    length: build one per sentence (they share any dtype copies of the model).
 
     Args:
-        model: e.g. ``AutoModelForSeq2SeqLM.from_pretrained(...)`` (Marian, BART, T5).
-        source_length: length of the full source *including* its final ``</s>``.
+        model: An encoder-decoder with a language-model head, e.g.
+            `AutoModelForSeq2SeqLM.from_pretrained(...)` (Marian, BART, T5).
+        source_length: Length of the full source *including* its final `</s>`.
+
+    Raises:
+        TypeError: When `model` is not a Hugging Face encoder-decoder with a language-model head
+            (see `check_seq2seq`).
+        InputError: For a family whose subsets cannot be fed exactly.
+
+    Attributes:
+        model: The wrapped model.
+        source_length: Length of the full source, final `</s>` included.
+        source_eos: The `</s>` id that ends every source (`config.eos_token_id`).
+        source_pad: The pad id, which a source must not contain.
+        target_bos: The decoder's start id (`config.decoder_start_token_id`; Marian and T5: the
+            pad id; BART: `</s>`).
+        pad: The id a target must not contain: the pad id, or -1 where the decoder starts with
+            the pad id itself (Marian, T5), so that no target id is refused as padding.
+        vocab_size: The output vocabulary size.
+        source_vocab_size: The encoder's embedding table size.
+        max_positions: The config's `max_position_embeddings`, else `None`.
+        max_source_positions: The same, for sources.
+        device: Where inputs go (under `device_map`, the input embedding's execution device).
+        dtype: The dtype of the model's floating-point parameters.
+        is_conditional: Always `True`.
+        hidden_time_major: Always `False`: the blocks' hidden states are `[N, L, D]`.
+        hidden_target_by_position: Always `True`: the decoder runs the full target prefix, column
+            = position, dropped tokens masked.
     """
 
     is_conditional = True
@@ -188,19 +240,34 @@ class HuggingFaceSeq2Seq:
         self._twins: dict[torch.dtype, tuple[tuple, HuggingFaceSeq2Seq]] = {}  # dtype_twin
 
     def with_dtype(self, dtype: torch.dtype) -> HuggingFaceSeq2Seq:
-        """This adapter on a copy of the model in ``dtype`` (kept, made once): the screening
-        twin of ``precision="bf16-exact"``. The copy costs the model's size in ``dtype``
-        (see :func:`~sequential_rationales.adapter.dtype_twin`)."""
+        """This adapter on a copy of the model in `dtype`.
+
+        The copy is made once and kept (it costs the model's size in `dtype`); it is the screening
+        twin of `precision="bf16-exact"` and runs the whole search for `precision="bf16"`.
+
+        Args:
+            dtype: The dtype of the copy, e.g. `torch.bfloat16`.
+
+        Returns:
+            This adapter for its own dtype, else an adapter of the same source length on the copy.
+
+        Raises:
+            InputError: When the model is spread over devices by `device_map`.
+        """
         return dtype_twin(self, dtype,
                           lambda twin: HuggingFaceSeq2Seq(twin, self.source_length))
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
-        """Run the model in eval mode (dropout off) for the duration."""
+        """Run the model in eval mode (dropout off) for the duration.
+
+        Returns:
+            A context manager (see [`eval_mode`][sequential_rationales.adapter.eval_mode]).
+        """
         return eval_mode(self.model)
 
     # -- layouts ---------------------------------------------------------------------------
     def _source(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """Full source ids ``[N, source_length]``, its kept mask (the final ``</s>`` always
+        """Full source ids `[N, source_length]`, its kept mask (the final `</s>` always
         kept) and the gather index from the sparse rows."""
         assert batch.source_ids is not None and batch.source_positions is not None
         assert batch.source_mask is not None
@@ -212,7 +279,7 @@ class HuggingFaceSeq2Seq:
         return ids, kept, index
 
     def _target(self, batch: SubsetBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Full target prefix ids ``[N, L]`` (``L`` = the last predicting position + 1), the
+        """Full target prefix ids `[N, L]` (`L` = the last predicting position + 1), the
         kept mask, the gather index and each row's predicting column."""
         last = batch.target_positions[:, -1]
         index, kept = _scatter_layout(batch.target_positions, batch.target_mask,
@@ -221,13 +288,13 @@ class HuggingFaceSeq2Seq:
         return ids, kept, index, last
 
     def _decoder_mask(self, kept: Tensor) -> Tensor:
-        """Additive ``[N, 1, L, L]`` mask: causal, kept keys only, every query sees itself (a
+        """Additive `[N, 1, L, L]` mask: causal, kept keys only, every query sees itself (a
         padding column past a row's last position then has a defined, unused output)."""
         return causal_mask(kept, self.dtype)
 
     # -- forward ---------------------------------------------------------------------------
     def _logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
-        """``[N, V]`` next-token logits of each row's predicting (last kept) target token."""
+        """`[N, V]` next-token logits of each row's predicting (last kept) target token."""
         src_ids, src_kept, src_index = self._source(batch)
         tgt_ids, tgt_kept, tgt_index, last = self._target(batch)
         src_emb = tgt_emb = None
@@ -250,32 +317,88 @@ class HuggingFaceSeq2Seq:
 
     # -- ModelAdapter ----------------------------------------------------------------------
     def score(self, batch: SubsetBatch, goals: Tensor) -> Tensor:
+        """Reduce each row's next-token prediction to the three numbers the search needs.
+
+        Args:
+            batch: `N` sparse subsets of source and target tokens.
+            goals: `[N]` the goal token id of each row.
+
+        Returns:
+            `[N, 3]` float64 on the device of the model's output: `log p(goal)`, the argmax id
+                and `log p(argmax)` per row.
+        """
         return scores_from_logits(self._logits(batch), goals)
 
     def logits(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """Next-token logits (before the softmax) of each row's predicting target token.
+
+        Args:
+            batch: `N` sparse subsets of source and target tokens.
+            embeddings: Token embeddings that replace the outputs of the encoder's and decoder's
+                `embed_tokens` at the kept tokens (the appended `</s>` keeps its own); `None`: the
+                batch's token ids.
+
+        Returns:
+            `[N, V]` logits.
+        """
         return self._logits(batch, embeddings)
 
     def log_probs(self, batch: SubsetBatch, embeddings: Embeddings | None = None) -> Tensor:
+        """Log-probabilities of the next target token of each row.
+
+        Args:
+            batch: `N` sparse subsets of source and target tokens.
+            embeddings: As for `logits`.
+
+        Returns:
+            `[N, V]` float32 log-probabilities.
+        """
         return torch.log_softmax(self._logits(batch, embeddings).float(), dim=-1)
 
     hidden_time_major = False
     hidden_target_by_position = True  # the full target prefix, dropped tokens masked
 
     def layers(self) -> dict[str, list[nn.Module]]:
-        """The encoder's blocks (``"source"``: hidden states over the full source, final
-        ``</s>`` included) and the decoder's (``"target"``: over the full target prefix)."""
+        """The transformer blocks of the encoder and of the decoder, in order.
+
+        Returns:
+            `{"source": [...], "target": [...]}`: the encoder's blocks (hidden states over the
+                full source, final `</s>` included) and the decoder's (over the full target
+                prefix).
+        """
         return {"source": list(block_list(self.model.get_encoder())),
                 "target": list(block_list(self.model.get_decoder()))}
 
     def embed(self, batch: SubsetBatch) -> Embeddings:
-        """The outputs of the encoder's and decoder's ``embed_tokens`` (what
-        :meth:`log_probs` substitutes; any later constant scaling is the model's)."""
+        """The outputs of the encoder's and decoder's `embed_tokens` for the batch's ids.
+
+        This is what `log_probs` substitutes; any later constant scaling is the model's.
+
+        Args:
+            batch: `N` sparse subsets of source and target tokens.
+
+        Returns:
+            `target` `[N, Lt, D]` and `source` `[N, Ls, D]`.
+        """
         return Embeddings(self.decoder_embeddings(batch.target_ids),
                           self.encoder_embeddings(batch.source_ids))
 
     def attentions(self, batch: SubsetBatch) -> AttentionMaps:
-        """Decoder self-, cross- and encoder attention of one full sequence, without the
-        appended ``</s>`` (context the search never chooses)."""
+        """Decoder self-, cross- and encoder attention of one full sequence.
+
+        The appended `</s>` is left out of the maps (context the search never chooses).
+
+        Args:
+            batch: One row without padding.
+
+        Returns:
+            `decoder_self` `[layers, heads, T, T]`, `cross` `[layers, heads, T, S]` and
+                `encoder_self` `[layers, heads, S, S]`, with `S = source_length - 1`.
+
+        Raises:
+            ValueError: When `batch` is not one unpadded row, or the model returns no attention
+                maps.
+        """
         if len(batch) != 1 or not bool(batch.target_mask.all()):
             raise ValueError("attentions() takes one unpadded full sequence")
         src_ids, _, _ = self._source(batch)
