@@ -256,8 +256,25 @@ def _check_problem_fits(adapter: ModelAdapter, problem: RationalizationProblem) 
                         getattr(adapter, "max_source_positions", None), 0)
 
 
+DEFAULT_MAX_STEPS = {"exhaustive": 6}
+"""Each method's default `max_steps` where it is not 1024 (the original project's defaults:
+exhaustive search stops at subsets of 6 tokens, every other method at 1024)."""
+
+
+def default_max_steps(method: str) -> int:
+    """The `max_steps` a method runs with when none is given.
+
+    Args:
+        method: a registered method's name.
+
+    Returns:
+        6 for exhaustive search, 1024 for every other method.
+    """
+    return DEFAULT_MAX_STEPS.get(method, 1024)
+
+
 def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: str = "greedy",
-                max_steps: int = 1024, max_tokens_per_batch: int | None = None,
+                max_steps: int | None = None, max_tokens_per_batch: int | None = None,
                 top_1: bool = False,
                 top_1_skip_source: Iterable[int] = (),
                 integrated_gradient_steps: int | None = None, reuse_prefix: bool = True,
@@ -277,7 +294,9 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
             [`list_methods`][sequential_rationales.methods.list_methods]).
         max_steps: the largest rationale size; a target that has not reached its argmax by
             then stops with `reached_argmax=False`. For exhaustive search, the largest subset
-            size tried.
+            size tried. `None` (the default): the method's
+            [`default_max_steps`][sequential_rationales.methods.default_max_steps] (6 for
+            exhaustive search, 1024 for the others).
         max_tokens_per_batch: tokens per forward pass; `None`: 2,048 on CPU, 32,768 on CUDA
             (4,096 on CUDA for passes with gradients). Does not change the results.
         top_1: conditional models only: stop each search as soon as a source token is added
@@ -333,6 +352,8 @@ def rationalize(adapter: ModelAdapter, problem: RationalizationProblem, method: 
         raise ValueError(f"{method} needs gradients, which torch.inference_mode() turns off; "
                          "call rationalize outside it (torch.no_grad() is fine)")
     _check_problem_fits(adapter, problem)
+    if max_steps is None:
+        max_steps = default_max_steps(method)
     check_positive_int(max_steps, "max_steps")
     if max_tokens_per_batch is not None:  # None: the device's default budget
         check_positive_int(max_tokens_per_batch, "max_tokens_per_batch")

@@ -1122,8 +1122,8 @@ def check_exhaustive_size(problem: RationalizationProblem, max_steps: int,
             f"({len(problem.targets)} target(s), contexts of up to {context} tokens)")
     if total > max_subsets:
         raise ValueError(f"{what}, more than max_subsets={max_subsets:,}; lower max_steps, "
-                         f"use greedy search, or raise max_subsets (--max_subsets {total}) to "
-                         "run it anyway")
+                         f"use greedy search, or raise max_subsets to {total} (--max-subsets "
+                         f"{total} on the command line) to run it anyway")
     if total > WARN_SUBSETS:
         warnings.warn(f"{what}; this may take long", RuntimeWarning, stacklevel=3)
     return total

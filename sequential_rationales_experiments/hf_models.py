@@ -21,6 +21,7 @@ from sequential_rationales import (
     rationalize_sequence,
 )
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.methods import default_max_steps
 from sequential_rationales.search import DEFAULT_MAX_SUBSETS
 from sequential_rationales.validation import InputError, check_tokenizer
 from sequential_rationales_experiments.cli import (
@@ -132,8 +133,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 
 
 def add_max_subsets_argument(parser: argparse.ArgumentParser) -> None:
-    """``--max_subsets``: the exhaustive search's refusal limit."""
-    parser.add_argument("--max_subsets", type=positive_int, default=DEFAULT_MAX_SUBSETS,
+    """``--max_subsets`` (also ``--max-subsets``, as the ``rationalize`` command spells it):
+    the exhaustive search's refusal limit."""
+    parser.add_argument("--max_subsets", "--max-subsets", type=positive_int,
+                        default=DEFAULT_MAX_SUBSETS,
                         help="exhaustive search: refuse an example whose search would score "
                              "more subsets than this (raise it to run long searches anyway)")
 
@@ -203,5 +206,5 @@ def rationalize_lm_example(model: Any, tokenizer: Any, ids: torch.Tensor,
         options["max_subsets"] = getattr(args, "max_subsets", DEFAULT_MAX_SUBSETS)
     return rationalize_tokens(
         model, tokenizer, ids, args.method, start_step, verbose=args.verbose,
-        max_steps=args.max_steps or provenance.DEFAULT_MAX_STEPS.get(args.method, 1024),
+        max_steps=args.max_steps or default_max_steps(args.method),
         max_tokens_per_batch=args.max_tokens_per_batch, precision=args.precision, **options)

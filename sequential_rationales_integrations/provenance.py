@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sequential_rationales.methods import default_max_steps
 from sequential_rationales.results import write_json_atomic
 from sequential_rationales.validation import InputError
 
@@ -35,7 +36,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "tokenizer.model", "spiece.model", "vocab.txt", "special_tokens_map.json",
                    "added_tokens.json")
 EDGE = 1 << 20  # bytes hashed at each end of a weights file
-DEFAULT_MAX_STEPS = {"exhaustive": 6}  # every other method: 1024 (the seed's defaults)
 
 
 def package_version() -> str:
@@ -99,7 +99,7 @@ def search_settings(method: str, max_steps: int | None, integrated_gradient_step
     integrated-gradient steps only for the methods that use them; the precision only when it
     is plain ``bf16``: the exact precisions give the same results, so one may resume another).
     """
-    settings = {"max_steps": max_steps or DEFAULT_MAX_STEPS.get(method, 1024),
+    settings = {"max_steps": max_steps or default_max_steps(method),
                 "integrated_gradient_steps": (integrated_gradient_steps
                                               if "integrated_gradient" in method else None)}
     if precision == "bf16":

@@ -42,8 +42,8 @@ from typing import Any
 
 from sequential_rationales import list_methods
 from sequential_rationales.extractor import RationaleExtractor
-from sequential_rationales.methods import get_method
-from sequential_rationales.search import CPU_SCREEN_PARAMETERS, PRECISIONS
+from sequential_rationales.methods import default_max_steps, get_method
+from sequential_rationales.search import CPU_SCREEN_PARAMETERS, DEFAULT_MAX_SUBSETS, PRECISIONS
 from sequential_rationales.text import Input, Job, Rationalizer, load
 from sequential_rationales.validation import InputError, utf8_lines
 
@@ -51,7 +51,7 @@ from . import provenance, sharding
 from .cli import HelpFormatter, ProgramParser, positive_int, program_status, run_program
 from .huggingface.lora import adapter_base
 from .models import fairseq_checkpoint
-from .provenance import DEFAULT_MAX_STEPS, search_settings
+from .provenance import search_settings
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help="largest rationale size searched (default: 6 for exhaustive, 1024 "
                         "otherwise)")
+    p.add_argument("--max-subsets", type=positive_int, default=DEFAULT_MAX_SUBSETS, metavar="N",
+                   help="--method exhaustive: refuse to start a search that would score more "
+                        f"subsets (counted before it runs; default: {DEFAULT_MAX_SUBSETS:,})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--method random and iba: the seed of the random orders and of IBA's "
+                        "noise; the same seed gives the same rationales (default: 0)")
     p.add_argument("--start-step", type=int, default=None,
                    help="language models: rationalize the tokens after this position (default: "
                         "0, all but the first token; with --generate, the end of the prompt)")
@@ -255,11 +261,16 @@ def _same_file(a: str, b: str) -> bool:
     return first.resolve() == second.resolve()
 
 
+SEEDED_METHODS = ("random", "iba")  # the methods whose rationales depend on --seed
+
+
 def search_options(args: argparse.Namespace, steps: StepReport) -> dict[str, Any]:
     return {"method": args.method,
-            "max_steps": args.max_steps or DEFAULT_MAX_STEPS.get(args.method, 1024),
+            "max_steps": args.max_steps or default_max_steps(args.method),
             "max_tokens_per_batch": args.max_tokens_per_batch,
             "integrated_gradient_steps": args.integrated_gradient_steps,
+            "max_subsets": args.max_subsets,
+            "seed": args.seed,
             "progress": steps if args.method == "greedy" else False,
             "precision": args.precision,
             "top_k": args.top_k,
@@ -282,6 +293,8 @@ def run_provenance(args: argparse.Namespace) -> dict[str, Any]:
     settings = {**search_settings(args.method, args.max_steps, args.integrated_gradient_steps,
                                   args.precision),
                 "start_step": args.start_step, "generate": args.generate, "dtype": args.dtype}
+    if args.seed != 0 and args.method in SEEDED_METHODS:  # absent: seed 0, as before --seed
+        settings["seed"] = args.seed
     if args.top_k is not None:  # absent otherwise, as --chat
         settings["top_k"] = args.top_k
     if args.chat:  # absent otherwise: files written before --chat existed still resume

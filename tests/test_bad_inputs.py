@@ -16,6 +16,7 @@ from torch import nn
 
 from sequential_rationales import RationalizationProblem, rationalize, rationalize_sequence
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
+from sequential_rationales.methods import default_max_steps
 from sequential_rationales.search import count_exhaustive_subsets, exhaustive_search
 from sequential_rationales.validation import InputError
 from sequential_rationales_integrations.sharding import resolve_device
@@ -322,7 +323,8 @@ def test_exhaustive_search_refuses_warns_and_reports(tiny_gpt2, monkeypatch):
     problem = RationalizationProblem(ids, targets=[10])
     total = count_exhaustive_subsets(problem, 4)  # 1 + 9 + 36 + 84 = 130
     with pytest.raises(ValueError, match=f"up to {total} subsets .*more than max_subsets=100; "
-                                         f".*--max_subsets {total}"):
+                                         f".*raise max_subsets to {total} "
+                                         f"\\(--max-subsets {total}"):
         exhaustive_search(adapter, problem, 4, max_subsets=100)
     with pytest.raises(ValueError, match="max_subsets=100"):
         rationalize(adapter, problem, "exhaustive", max_steps=4, max_subsets=100)
@@ -339,6 +341,19 @@ def test_exhaustive_search_refuses_warns_and_reports(tiny_gpt2, monkeypatch):
     assert reported == plain  # progress reporting never changes the results
 
 
+def test_exhaustive_search_defaults_to_six_steps(tiny_gpt2):
+    """As in the original project: without max_steps, exhaustive search stops at subsets of 6
+    tokens (every other method at 1024), so a 20-token context is searched, not refused."""
+    assert default_max_steps("exhaustive") == 6 and default_max_steps("greedy") == 1024
+    adapter = HuggingFaceCausalLM(tiny_gpt2)
+    problem = RationalizationProblem(torch.arange(20) % 11 + 1, targets=[19])
+    six = count_exhaustive_subsets(problem, 6)
+    result = rationalize(adapter, problem, "exhaustive", max_subsets=six)
+    assert 1 <= len(result.rationales[0].rationale) <= 6
+    with pytest.raises(ValueError, match="max_steps=7 would score"):
+        rationalize(adapter, problem, "exhaustive", max_steps=7, max_subsets=six)
+
+
 def test_exhaustive_progress_on_stderr(tiny_gpt2, capsys):
     problem = RationalizationProblem(torch.arange(1, 8), targets=[6])
     exhaustive_search(HuggingFaceCausalLM(tiny_gpt2), problem, 3, progress=True)
@@ -351,7 +366,7 @@ def test_max_subsets_flag_reaches_the_search(tmp_path, model_dir, capsys):
     argv = ["--model_name_or_path", str(model_dir), "--data_dir", str(tmp_path), "--out",
             str(tmp_path / "out"), "--method", "exhaustive", "--max_steps", "8", "--device",
             "cpu"]
-    with pytest.raises(ValueError, match="raise max_subsets \\(--max_subsets \\d+\\)"):
+    with pytest.raises(ValueError, match="raise max_subsets to \\d+ \\(--max-subsets \\d+ "):
         rationalize_lambada.main([*argv, "--max_subsets", "1000"])
     written = [p.name for p in (tmp_path / "out").glob("*.json") if p.name != "provenance.json"]
     assert not written  # no result written (only the run's provenance record)

@@ -324,6 +324,31 @@ def test_fairseq_translation_checkpoint(translation_checkpoint, tmp_path):
     assert not out.exists()
 
 
+def test_seed_and_max_subsets_reach_the_methods(lm_dir, lm, tmp_path):
+    text = " ".join(WORDS)
+    ids = torch.tensor(lm.tokenizer(text)["input_ids"])
+    core = {}
+    for seed in (0, 3):
+        out = tmp_path / f"random{seed}.jsonl"
+        run(lm_dir, "--text", text, "--out", str(out), "--method", "random", "--seed", str(seed))
+        _, log = rationalize_sequence(HuggingFaceCausalLM(lm.model), ids, lm.decode, "random",
+                                      0, seed=seed)
+        core[seed] = [t["rationale"] for t in log["rationalization"]]
+        assert [t["rationale"] for t in read(out)[0]["rationalization"]] == core[seed]
+    assert core[0] != core[3]  # so the flag, not chance, made the records equal the core's
+
+    def settings(name):
+        return json.loads((tmp_path / f"{name}.provenance.json").read_text())["settings"]
+
+    assert settings("random3")["seed"] == 3
+    assert "seed" not in settings("random0")  # as files written before --seed existed
+    with pytest.raises(InputError, match="was written by"):
+        run(lm_dir, "--text", text, "--out", str(tmp_path / "random0.jsonl"), "--method",
+            "random", "--seed", "3")
+    with pytest.raises(ValueError, match="more than max_subsets=10; .*--max-subsets"):
+        run(lm_dir, "--text", text, "--method", "exhaustive", "--max-subsets", "10")
+
+
 def test_precision_is_recorded_and_exact_precisions_resume_each_other(lm_dir, tmp_path):
     screened, exact = tmp_path / "screened.jsonl", tmp_path / "exact.jsonl"
     run(lm_dir, "--text", *TEXTS[:2], "--out", str(screened), "--precision", "bf16-exact")
