@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per forward pass of candidate subsets (default: 2048 on CPU, "
                         "32768 on CUDA); results do not depend on it")
     p.add_argument("--integrated-gradient-steps", type=positive_int, default=None,
-                   help="path steps of the integrated-gradient methods (default: the "
-                        "framework's, as the paper's code: 100 for Hugging Face, 50 for fairseq)")
+                   help="path steps of the integrated-gradient methods (default: "
+                        "integrated_gradient as the paper's code, 100 for Hugging Face and 50 "
+                        "for fairseq; integrated_gradient_midpoint 100)")
     p.add_argument("--out", default=None, metavar="FILE.jsonl",
                    help="write one JSON record per input here; a rerun skips the inputs "
                         "already written (default: print the rationales, write nothing)")
