@@ -1,6 +1,7 @@
-"""Which text model a path names, loaded: a Hugging Face causal LM folder (``config.json``) or
-a fairseq translation checkpoint of the plugin (a ``.pt`` file, or a folder with
-``checkpoint_best.pt``, ``checkpoint_last.pt`` or a single ``.pt`` file)."""
+"""Which text model a path names, loaded: a Hugging Face model folder (``config.json``: a causal
+LM, or an encoder-decoder translation model such as Marian, BART or T5), or a fairseq
+translation checkpoint of the plugin (a ``.pt`` file, or a folder with ``checkpoint_best.pt``,
+``checkpoint_last.pt`` or a single ``.pt`` file)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def load_text_model(model: str | os.PathLike, tokenizer: Any, device: str | None
     if path.is_dir() and ((path / "config.json").is_file() or is_adapter(path)):
         from .huggingface.locations import TOKENIZER_FILES
         from .huggingface.lora import adapter_base
+        from .huggingface.seq2seq_text import Seq2SeqTranslator, is_encoder_decoder
         from .huggingface.text import CausalLM
 
         if data is not None:
@@ -52,6 +54,8 @@ def load_text_model(model: str | os.PathLike, tokenizer: Any, device: str | None
             tokenizer = base  # an adapter saved without its tokenizer: the base model's
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = Path(tokenizer or path).expanduser()
+        if is_encoder_decoder(path, base):
+            return Seq2SeqTranslator.load(path, tokenizer, device, dtype, base, device_map)
         return CausalLM.load(path, tokenizer, device, dtype, base, device_map)
     if base_model is not None:
         raise InputError(f"--base-model is for adapter folders; {path} is none")

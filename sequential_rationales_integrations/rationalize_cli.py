@@ -1,11 +1,11 @@
 """Rationalize texts with a local model: for every predicted token, the smallest set of context
 tokens that alone make the model predict it.
 
-The model is a Hugging Face causal LM directory (with its tokenizer), or a fairseq translation
-checkpoint of this project's plugin with --data, its binarized data directory. Inputs are
---text values, or --input FILE: plain text (one input per non-blank line) or JSONL with a
-"text" field (translation: "source", and an optional "target"; without one the model's greedy
-translation is rationalized).
+The model is a Hugging Face directory (with its tokenizer): a causal LM, or an encoder-decoder
+translation model (Marian, BART, T5, ...); or a fairseq translation checkpoint of this project's
+plugin with --data, its binarized data directory. Inputs are --text values, or --input FILE:
+plain text (one input per non-blank line) or JSONL with a "text" field (translation: "source",
+and an optional "target"; without one the model's greedy translation is rationalized).
 
 With --out FILE.jsonl every input becomes one line: the seed's log (as rationalize_lm /
 rationalize_conditional_model write it) plus "input_index" and "text". Lines are written whole
@@ -25,6 +25,7 @@ input order). Examples:
   rationalize --model path/to/gpt2 --input prompts.txt --out rationales.jsonl --html page.html
   torchrun --nproc_per_node 2 -m sequential_rationales_integrations.rationalize_cli \\
       --model path/to/gpt2 --input prompts.txt --out rationales.jsonl
+  rationalize --model path/to/marian --text "Ich sehe einen Hund." --out t.jsonl --html t.html
   rationalize --model checkpoints/compatible_iwslt --data data-bin/iwslt14.tokenized.de-en \\
       --input pairs.jsonl --out translations.jsonl
 """
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                       verbose_help="print every input's rationales also when writing --out, "
                                    "and on an error the full traceback")
     p.add_argument("--model", required=True,
-                   help="a Hugging Face causal-LM directory (config.json, weights, tokenizer), "
+                   help="a Hugging Face causal-LM or encoder-decoder translation (Marian, "
+                        "BART, T5, ...) directory (config.json, weights, tokenizer), "
                         "a PEFT adapter directory (adapter_config.json; see --base-model), "
                         "or a fairseq translation checkpoint: a .pt file or a folder with "
                         "checkpoint_best.pt / checkpoint_last.pt (needs --data)")

@@ -5,6 +5,7 @@ convention). ``python -m tests.docs_examples`` lists what runs and what is skipp
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -231,3 +232,16 @@ def test_bash_errors_name_page_lines(tmp_path):
 def test_a_block_that_hangs_times_out(tmp_path, language, code):
     with pytest.raises(de.ExampleFailure, match=r"sample\.md:1: .* timed out after 1 s"):
         run(f"```{language}\n{code}\n```\n", tmp_path, timeout=1)
+
+
+def test_the_readme_fits_one_screenful_and_its_links_resolve():
+    """The README stays short (the docs hold the rest), and every relative link or image of it
+    names a file of the repository (the docs site checks its own links when it is built)."""
+    readme = de.REPO_ROOT / "README.md"
+    text = readme.read_text()
+    assert len(text.splitlines()) <= 200
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert len(local) >= 20  # the links into the docs are there
+    missing = [t for t in local if not (de.REPO_ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
