@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .methods import rationalize
+from .methods import default_max_steps, rationalize
 from .results import SequenceRationales, conditional_log, lm_log
 from .search import RationalizationProblem
 from .validation import check_decoder, check_start_step, check_token_ids
@@ -39,6 +39,8 @@ def _provenance(adapter: ModelAdapter, method: str, options: dict[str, Any],
                 if name not in _NOT_SETTINGS}
     settings = {**defaults, **{k: v for k, v in options.items() if k not in _NOT_SETTINGS},
                 **more}
+    if settings.get("max_steps") is None:  # the method's own default, as it ran
+        settings["max_steps"] = default_max_steps(method)
     settings["top_1_skip_source"] = [int(c) for c in settings.get("top_1_skip_source", ())]
     if settings.get("extractor") is not None:  # a model of its own: its configuration
         settings["extractor"] = asdict(settings["extractor"].config)

@@ -350,7 +350,8 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
     Args:
         model: one of
 
-            - a Hugging Face causal LM folder;
+            - a Hugging Face causal LM folder, or an encoder-decoder translation folder
+              (Marian, BART, T5, ...: sources in, their targets rationalized);
             - a PEFT adapter folder: its base model is the one its `adapter_config.json`
               names, or `base_model`; the adapter is merged into the weights;
             - a loaded Hugging Face model, with its `tokenizer` (a PEFT model too, left as
@@ -392,6 +393,11 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
                 tokenizer = load_tokenizer(Path(tokenizer))
             if callable(getattr(model, "get_base_model", None)):  # a PEFT model
                 model = model.get_base_model()  # the transformers model, its adapters active
+            if getattr(model.config, "is_encoder_decoder", False):  # Marian, BART, T5, ...
+                from sequential_rationales_integrations.huggingface.seq2seq_text import (
+                    Seq2SeqTranslator,
+                )
+                return Rationalizer(Seq2SeqTranslator(model.eval(), tokenizer))
             return Rationalizer(CausalLM(model.eval(), tokenizer))
         raise TypeError(f"sr.load takes a model folder or a loaded Hugging Face model, got "
                         f"{type(model).__name__}")
