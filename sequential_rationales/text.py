@@ -351,7 +351,10 @@ def load(model: str | os.PathLike | nn.Module | Any, tokenizer: Any = None, *,
         model: one of
 
             - a Hugging Face causal LM folder, or an encoder-decoder translation folder
-              (Marian, BART, T5, ...: sources in, their targets rationalized);
+              (Marian, BART, T5, ...: sources in, their targets rationalized), or the Hub
+              id of either (`"gpt2"`, `"Qwen/Qwen2.5-0.5B"`): its config, safetensors
+              weights and tokenizer are fetched into the Hugging Face cache once, and read
+              from there afterwards;
             - a PEFT adapter folder: its base model is the one its `adapter_config.json`
               names, or `base_model`; the adapter is merged into the weights;
             - a loaded Hugging Face model, with its `tokenizer` (a PEFT model too, left as

@@ -51,7 +51,7 @@ from sequential_rationales.validation import InputError, utf8_lines
 from . import provenance, sharding
 from .cli import HelpFormatter, ProgramParser, positive_int, program_status, run_program
 from .huggingface.lora import adapter_base
-from .models import fairseq_checkpoint
+from .models import fairseq_checkpoint, resolve_model
 from .provenance import search_settings
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and on an error the full traceback")
     p.add_argument("--model", required=True,
                    help="a Hugging Face causal-LM or encoder-decoder translation (Marian, "
-                        "BART, T5, ...) directory (config.json, weights, tokenizer), "
+                        "BART, T5, ...) directory (config.json, weights, tokenizer) or Hub "
+                        "model id (e.g. gpt2; fetched into the Hugging Face cache once), "
                         "a PEFT adapter directory (adapter_config.json; see --base-model), "
                         "or a fairseq translation checkpoint: a .pt file or a folder with "
                         "checkpoint_best.pt / checkpoint_last.pt (needs --data)")
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the command; returns the summary (on every rank of a sharded run)."""
     args = parse_args(argv)
     started = time.perf_counter()
+    args.model = str(resolve_model(args.model))  # a Hub id: its snapshot in the local cache
     shard = sharding.current_shard()
     if shard.distributed and args.out is None:
         raise InputError("a sharded run (torchrun / accelerate launch) needs --out FILE.jsonl")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import sequential_rationales as sr
 from sequential_rationales import rationalize_sequence, rationalize_translation
 from sequential_rationales.adapters.huggingface import HuggingFaceCausalLM
 from sequential_rationales.validation import InputError
@@ -347,6 +348,51 @@ def test_seed_and_max_subsets_reach_the_methods(lm_dir, lm, tmp_path):
             "random", "--seed", "3")
     with pytest.raises(ValueError, match="more than max_subsets=10; .*--max-subsets"):
         run(lm_dir, "--text", text, "--method", "exhaustive", "--max-subsets", "10")
+
+
+def fake_hub_cache(cache: Path, repo: str, folder: Path) -> Path:
+    """``folder``'s files as the Hugging Face cache holds a downloaded snapshot of ``repo``."""
+    commit = "0" * 40
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    return snapshot
+
+
+def test_a_hub_model_id_is_read_from_the_cache(lm_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    snapshot = fake_hub_cache(tmp_path / "cache", "someone/tiny-lm", lm_dir)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    out = tmp_path / "hub.jsonl"
+    rationalize.main(["--model", "someone/tiny-lm", "--device", "cpu", "--text", TEXTS[0],
+                      "--out", str(out), "--max-steps", "4"])
+    direct = tmp_path / "direct.jsonl"
+    run(lm_dir, "--text", TEXTS[0], "--out", str(direct), "--max-steps", "4")
+    assert without_durations(read(out)) == without_durations(read(direct))
+    provenance = json.loads((tmp_path / "hub.provenance.json").read_text())
+    assert Path(provenance["model"]["path"]) == snapshot.resolve()
+    assert len(sr.load("someone/tiny-lm", device="cpu").rationalize(TEXTS[0])) == 1
+    # Not cached and no Hub to download from: one sentence that says what to do.
+    with pytest.raises(InputError, match="neither a local folder nor in the Hugging Face "
+                                         "cache.*hf download someone/absent"):
+        rationalize.main(["--model", "someone/absent", "--text", "a b"])
+    # A snapshot without safetensors weights (only PyTorch .bin files) is refused.
+    bare = fake_hub_cache(tmp_path / "cache2", "someone/bare", lm_dir)
+    for weights in bare.glob("*.safetensors"):
+        weights.unlink()
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache2"))
+    with pytest.raises(InputError, match="no config.json with safetensors weights"):
+        sr.load("someone/bare")
+    # A path that cannot be a Hub id stays a missing path.
+    with pytest.raises(InputError, match="does not exist"):
+        sr.load("./someone/absent")
 
 
 def test_precision_is_recorded_and_exact_precisions_resume_each_other(lm_dir, tmp_path):
