@@ -16,7 +16,9 @@ The convention the pages follow:
 * The working directory holds small fixtures, at the paths the pages use (see
   :func:`build_fixtures`), and links to the repository's entry-point folders (``scripts``,
   ``huggingface``, ``fairseq``, ``analysis``) and to the virtualenv (``.venv``). Blocks must
-  not write into the repository: everything they write lands in the working directory.
+  not write into the repository: everything they write lands in the working directory. The
+  Hugging Face Hub id ``gpt2`` resolves to the tiny GPT-2 of ``path/to/gpt2`` through a
+  Hugging Face cache in the working directory; every other Hub id is absent.
 
 ``python -m tests.docs_examples`` (from the repository root) prints, for every page, how many
 blocks run, how many are skipped, and why.
@@ -237,7 +239,8 @@ def example_env(workdir: Path) -> dict[str, str]:
     (home / "matplotlib").mkdir(parents=True, exist_ok=True)
     env.update(
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-        HF_HOME=str(home / "hf"),  # an empty cache: hub names never resolve by accident
+        HF_HOME=str(home / "hf"),  # an empty cache: hub names never resolve by accident ...
+        HF_HUB_CACHE=str(workdir / HUB_CACHE),  # ... but for the fixtures' snapshot of gpt2
         OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
         MPLBACKEND="Agg", MPLCONFIGDIR=str(home / "matplotlib"),
         PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ in the linked repository folders
@@ -603,6 +606,20 @@ def save_demo_models(hf: Path, bits: int = 17) -> Path:
     return hf
 
 
+HUB_CACHE = ".hub-cache"  # the Hugging Face cache of the pages, in their working directory
+
+
+def hub_snapshot(cache: Path, repo: str, folder: Path) -> Path:
+    """``folder``'s files as the Hugging Face cache holds a downloaded snapshot of the Hub
+    model ``repo``, so that the pages' ``--model gpt2`` reads the tiny GPT-2 offline."""
+    commit = "0" * 40
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, root / "snapshots" / commit)
+    return root / "snapshots" / commit
+
+
 def build_fixtures(root: Path, translation: tuple[Path, Path] | None = None) -> Path:
     """Every fixture of the pages' working directory, under ``root``.
 
@@ -613,6 +630,7 @@ def build_fixtures(root: Path, translation: tuple[Path, Path] | None = None) -> 
     """
     texts = english_sentences()
     save_gpt2(root / "path/to/gpt2", texts)
+    hub_snapshot(root / HUB_CACHE, "gpt2", root / "path/to/gpt2")
     save_chat_model(root / "path/to/chat-model", texts)
     save_marian(root / "path/to/marian", texts + _GERMAN.splitlines())
     save_demo_models(root / "outputs/demo/hf")
