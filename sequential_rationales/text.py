@@ -68,6 +68,30 @@ class Job:
     run: Callable[[], tuple[SequenceRationales | None, dict[str, Any]]]
 
 
+def refuse_language_model_options(start_step: int | None, generate: int | None,
+                                  chat: bool, system: str | None) -> None:
+    """Refuse, for a translation model, the options only a language model has.
+
+    Args:
+        start_step: `--start-step`; must be `None`.
+        generate: `--generate`; must be `None` or 0.
+        chat: `--chat`; must be false.
+        system: `--system`; must be `None`.
+
+    Raises:
+        InputError: one of them is given; the message says what a translation model takes.
+    """
+    if chat or system is not None:
+        raise InputError("chat templates (--chat, --system) are for causal language models; a "
+                         "translation model takes source sentences")
+    if generate:
+        raise InputError("generating (--generate) is for language models; a translation model "
+                         "translates each source greedily when the input gives no target")
+    if start_step is not None:
+        raise InputError("a start step (--start-step) is for language models; a translation "
+                         "model rationalizes every target token")
+
+
 def as_inputs(texts: str | dict[str, str] | Iterable[str | dict[str, str]]) -> list[Input]:
     """Normalize what a caller passes as text input into a list of numbered inputs.
 

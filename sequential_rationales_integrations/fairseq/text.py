@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from sequential_rationales import SequenceRationales, rationalize_translation
-from sequential_rationales.text import Input, Job
+from sequential_rationales.text import Input, Job, refuse_language_model_options
 from sequential_rationales.validation import InputError
 
 # Greedy translations stop at </s> or after 2 * source length (with its </s>) + 10 tokens
@@ -70,16 +70,7 @@ class FairseqTranslator:
     def jobs(self, inputs: list[Input], start_step: int | None, generate: int | None,
              options: dict[str, Any], chat: bool = False, system: str | None = None
              ) -> list[Job]:
-        if chat or system is not None:
-            raise InputError("chat templates (--chat, --system) are for causal language "
-                             "models; a translation model takes source sentences")
-        if generate:
-            raise InputError("generating (--generate) is for language models; a translation "
-                             "model translates each source greedily when the input gives no "
-                             "target")
-        if start_step is not None:
-            raise InputError("a start step (--start-step) is for language models; a "
-                             "translation model rationalizes every target token")
+        refuse_language_model_options(start_step, generate, chat, system)
         for item in inputs:
             if item.target is not None:
                 self._encode_target(item)  # unknown words stop the run before any work

@@ -12,13 +12,10 @@ from typing import Any
 import torch
 
 from sequential_rationales import SequenceRationales, rationalize_translation
-from sequential_rationales.text import Input, Job
+from sequential_rationales.text import Input, Job, refuse_language_model_options
 from sequential_rationales.validation import InputError
 
-from ..cli import first_line
-from .locations import from_pretrained
-from .lora import load_with_adapter
-from .text import DTYPES, load_tokenizer
+from .text import load_model_and_tokenizer
 
 # Greedy translations stop at </s> or after 2 * source length (with its </s>) + 10 tokens, as
 # the fairseq plugin's do (an untrained model may never emit </s>).
@@ -135,20 +132,9 @@ class Seq2SeqTranslator:
         """
         from transformers import AutoModelForSeq2SeqLM
 
-        if isinstance(tokenizer, Path):
-            tokenizer = load_tokenizer(tokenizer)
-        options: dict[str, Any] = {"dtype": DTYPES.get(dtype or "auto", "auto")}
-        if device_map is not None:
-            options["device_map"] = device_map
-        try:
-            model = (from_pretrained(AutoModelForSeq2SeqLM, path, **options) if base is None else
-                     load_with_adapter(AutoModelForSeq2SeqLM, path, base, **options))
-        except InputError:
-            raise
-        except (OSError, ValueError) as e:
-            raise InputError(f"could not load a translation model (AutoModelForSeq2SeqLM) "
-                             f"from {base or path}: {first_line(e)}") from None
-        return cls((model if device_map is not None else model.to(device)).eval(), tokenizer)
+        return cls(*load_model_and_tokenizer(
+            AutoModelForSeq2SeqLM, "a translation model (AutoModelForSeq2SeqLM)", path,
+            tokenizer, device, dtype, base, device_map))
 
     def decode(self, token_id: int) -> str:
         """The text of one token id (source and target alike, as the seed's functions).
@@ -198,16 +184,7 @@ class Seq2SeqTranslator:
                 (its source does not end with `</s>`, is too long or holds padding, or its
                 given target has pieces the tokenizer reads as unknown).
         """
-        if chat or system is not None:
-            raise InputError("chat templates (--chat, --system) are for causal language "
-                             "models; a translation model takes source sentences")
-        if generate:
-            raise InputError("generating (--generate) is for language models; a translation "
-                             "model translates each source greedily when the input gives no "
-                             "target")
-        if start_step is not None:
-            raise InputError("a start step (--start-step) is for language models; a "
-                             "translation model rationalizes every target token")
+        refuse_language_model_options(start_step, generate, chat, system)
         jobs = []
         for item in inputs:
             source = self._encode_source(item)

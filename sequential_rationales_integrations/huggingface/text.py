@@ -38,6 +38,27 @@ def load_tokenizer(path: str | Path) -> Any:
         raise InputError(f"could not load a tokenizer from {path}: {first_line(e)}") from None
 
 
+def load_model_and_tokenizer(auto_class: Any, what: str, path: Path, tokenizer: Path | Any,
+                             device: str, dtype: str | None, base: str | None = None,
+                             device_map: str | dict | None = None) -> tuple[Any, Any]:
+    """A model folder (or an adapter folder on its base) loaded with `auto_class`, in eval mode
+    on `device` or spread by accelerate's `device_map`, and its tokenizer (a folder is loaded;
+    a loaded tokenizer is kept); `what` names the kind of model in the error message."""
+    if isinstance(tokenizer, Path):
+        tokenizer = load_tokenizer(tokenizer)
+    options: dict[str, Any] = {"dtype": DTYPES.get(dtype or "auto", "auto")}
+    if device_map is not None:
+        options["device_map"] = device_map
+    try:
+        model = (from_pretrained(auto_class, path, **options) if base is None else
+                 load_with_adapter(auto_class, path, base, **options))
+    except InputError:
+        raise
+    except (OSError, ValueError) as e:
+        raise InputError(f"could not load {what} from {base or path}: {first_line(e)}") from None
+    return (model if device_map is not None else model.to(device)).eval(), tokenizer
+
+
 class CausalLM:
     """A Hugging Face causal LM and its tokenizer: every token after ``--start-step`` of a
     text (or of its greedy continuation) is a target."""
@@ -70,20 +91,8 @@ class CausalLM:
         accelerate's ``device_map`` (``auto``, ...) over the devices it names."""
         from transformers import AutoModelForCausalLM
 
-        if isinstance(tokenizer, Path):
-            tokenizer = load_tokenizer(tokenizer)
-        options: dict[str, Any] = {"dtype": DTYPES.get(dtype or "auto", "auto")}
-        if device_map is not None:
-            options["device_map"] = device_map
-        try:
-            model = (from_pretrained(AutoModelForCausalLM, path, **options) if base is None else
-                     load_with_adapter(AutoModelForCausalLM, path, base, **options))
-        except InputError:
-            raise
-        except (OSError, ValueError) as e:
-            raise InputError(f"could not load a causal LM from {base or path}: "
-                             f"{first_line(e)}") from None
-        return cls((model if device_map is not None else model.to(device)).eval(), tokenizer)
+        return cls(*load_model_and_tokenizer(AutoModelForCausalLM, "a causal LM", path,
+                                             tokenizer, device, dtype, base, device_map))
 
     def decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
