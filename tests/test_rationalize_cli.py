@@ -25,6 +25,8 @@ from sequential_rationales_integrations import models
 from sequential_rationales_integrations import rationalize_cli as rationalize
 from sequential_rationales_integrations.huggingface import text as hf_text
 
+from .docs_examples import hub_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rationalize.py"
 WORDS = "the cat sat on a mat and dog ran to big red house".split()
@@ -350,25 +352,12 @@ def test_seed_and_max_subsets_reach_the_methods(lm_dir, lm, tmp_path):
         run(lm_dir, "--text", text, "--method", "exhaustive", "--max-subsets", "10")
 
 
-def fake_hub_cache(cache: Path, repo: str, folder: Path) -> Path:
-    """``folder``'s files as the Hugging Face cache holds a downloaded snapshot of ``repo``."""
-    commit = "0" * 40
-    root = cache / f"models--{repo.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(commit)
-    snapshot = root / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for file in folder.iterdir():
-        (snapshot / file.name).write_bytes(file.read_bytes())
-    return snapshot
-
-
 def test_a_hub_model_id_is_read_from_the_cache(lm_dir, tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
 
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    snapshot = fake_hub_cache(tmp_path / "cache", "someone/tiny-lm", lm_dir)
+    snapshot = hub_snapshot(tmp_path / "cache", "someone/tiny-lm", lm_dir)
     monkeypatch.chdir(tmp_path)  # no local folder of that name
     out = tmp_path / "hub.jsonl"
     rationalize.main(["--model", "someone/tiny-lm", "--device", "cpu", "--text", TEXTS[0],
@@ -384,7 +373,7 @@ def test_a_hub_model_id_is_read_from_the_cache(lm_dir, tmp_path, monkeypatch):
                                          "cache.*hf download someone/absent"):
         rationalize.main(["--model", "someone/absent", "--text", "a b"])
     # A snapshot without safetensors weights (only PyTorch .bin files) is refused.
-    bare = fake_hub_cache(tmp_path / "cache2", "someone/bare", lm_dir)
+    bare = hub_snapshot(tmp_path / "cache2", "someone/bare", lm_dir)
     for weights in bare.glob("*.safetensors"):
         weights.unlink()
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache2"))

@@ -15,7 +15,7 @@ from sequential_rationales import SequenceRationales, rationalize_translation
 from sequential_rationales.text import Input, Job, refuse_language_model_options
 from sequential_rationales.validation import InputError
 
-from .text import load_model_and_tokenizer
+from .text import check_known_tokens, load_model_and_tokenizer
 
 # Greedy translations stop at </s> or after 2 * source length (with its </s>) + 10 tokens, as
 # the fairseq plugin's do (an untrained model may never emit </s>).
@@ -208,13 +208,7 @@ class Seq2SeqTranslator:
         if self.max_positions is not None and len(ids) > self.max_positions:
             raise InputError(f"input {item.index}: the source has {len(ids)} tokens, more than "
                              f"the model's {self.max_positions} positions")
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
-        words = [i for i in ids if i not in special]
-        if unk is not None and words and all(i == unk for i in words):
-            raise InputError(f"input {item.index}: every source token is unknown to the "
-                             f"tokenizer ({self.tokenizer.unk_token}); is --tokenizer the "
-                             "model's own?")
+        check_known_tokens(self.tokenizer, item, ids, "source token")
         return ids
 
     def _encode_target(self, item: Input) -> list[int]:

@@ -38,6 +38,18 @@ def load_tokenizer(path: str | Path) -> Any:
         raise InputError(f"could not load a tokenizer from {path}: {first_line(e)}") from None
 
 
+def check_known_tokens(tokenizer: Any, item: Input, ids: list[int], what: str = "token"
+                       ) -> None:
+    """Stop when the tokenizer knows none of an input's words: the model would explain a row
+    of unknown-token markers (a tokenizer of another vocabulary); `what` names the tokens."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", ())) - {unk}
+    words = [i for i in ids if i not in special]
+    if unk is not None and words and all(i == unk for i in words):
+        raise InputError(f"input {item.index}: every {what} is unknown to the tokenizer "
+                         f"({tokenizer.unk_token}); is --tokenizer the model's own?")
+
+
 def load_model_and_tokenizer(auto_class: Any, what: str, path: Path, tokenizer: Path | Any,
                              device: str, dtype: str | None, base: str | None = None,
                              device_map: str | dict | None = None) -> tuple[Any, Any]:
@@ -176,14 +188,7 @@ class CausalLM:
         return ids, [*zip(messages, starts, strict=True), ({"role": "assistant"}, start)]
 
     def _check_known(self, item: Input, ids: list[int]) -> None:
-        """Stop when the tokenizer knows none of an input's words: the model would explain a
-        row of unknown-token markers (a tokenizer of another vocabulary)."""
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        special = set(getattr(self.tokenizer, "all_special_ids", ())) - {unk}
-        words = [i for i in ids if i not in special]
-        if unk is not None and words and all(i == unk for i in words):
-            raise InputError(f"input {item.index}: every token is unknown to the tokenizer "
-                             f"({self.tokenizer.unk_token}); is --tokenizer the model's own?")
+        check_known_tokens(self.tokenizer, item, ids)
 
     def _runner(self, item: Input, ids: list[int], start: int, generate: int | None,
                 options: dict[str, Any], turns: list[tuple[dict[str, str], int]] | None
